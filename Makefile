@@ -1,0 +1,54 @@
+# dinocurate: every target creates or reuses .venv and installs what it needs.
+# Stage inputs are variables (SHARDS, IMAGES, OUT, FEATURES, INDEX, QUERY, QUERIES, POOL, SELECTION, EXECUTOR);
+# every other option goes through ARGS, e.g.  make extract SHARDS='d/train-{000000..000009}.tar' ARGS='--resolution 224'
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch build for this machine (CPU here; these CUDA wheels also run on the CPU). CUDA / CPU-only /
+# Ascend users: see README "Installing for your hardware", e.g. make test TORCH='torch==2.9.1 torchvision==0.24.1'
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PIP_TORCH_ARGS ?=
+STAMP := $(VENV)/.installed
+
+OUT ?= out
+SHARDS ?=
+IMAGES ?=
+ARGS ?=
+
+.PHONY: help venv test test-slow demo extract pack clean
+
+help:
+	@echo "make test                      run the test suite (creates .venv on first use)"
+	@echo "make demo                      pack a few real photos into shards and extract their features"
+	@echo "make extract SHARDS=... OUT=.. features of webdataset shards (or IMAGES=DIR); ARGS='--help' lists options"
+	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_TORCH_ARGS) $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+demo: $(STAMP)
+	$(PY) -m jobs.demo --out $(if $(filter-out out,$(OUT)),$(OUT),demo_out) $(ARGS)
+
+extract: $(STAMP)
+	@test -n "$(SHARDS)$(IMAGES)" || { echo "usage: make extract SHARDS='data/train-{000000..000009}.tar' OUT=out [ARGS='...']  (or IMAGES=DIR)"; exit 2; }
+	$(PY) -m jobs.extract $(if $(SHARDS),--shards '$(SHARDS)') $(if $(IMAGES),--images '$(IMAGES)') --out $(OUT) $(ARGS)
+
+pack: $(STAMP)
+	@test -n "$(IMAGES)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
+	$(PY) -m jobs.pack --images '$(IMAGES)' --out $(OUT) $(ARGS)
+
+clean:
+	rm -rf demo_out .pytest_cache

@@ -1,0 +1,214 @@
+"""DataLoader side of extraction: shards → samples → decode, hash, preprocess → uint8 batches + shard ends."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from pipeline.decode import DATA_ERRORS, SampleError, decode_image
+from pipeline.phash import phash64
+from pipeline.preprocess import Preprocess
+from pipeline.shards import Shard, is_url, split_by_rank
+
+log = logging.getLogger(__name__)
+
+# Member extensions taken as the sample's image, in this order of preference.
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "pbm", "pnm", "bmp", "tif", "tiff", "gif", "jp2",
+              "avif", "heic", "img", "image")
+# Damage inside a tar that rereading will not mend: the shard is done, with the damage recorded.
+PERMANENT_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError)
+
+
+@dataclass
+class SampleMeta:
+    key: str
+    shard: str
+    index: int
+    width: int
+    height: int
+    sha1: bytes
+    phash: int
+
+
+@dataclass
+class ShardEnd:
+    """Sent after the last image of a shard: how many samples it had, which failed, what went wrong."""
+
+    shard: str
+    samples: int = 0
+    failures: list[dict] = field(default_factory=list)
+    damage: str | None = None  # permanent damage (tar cut off, unreadable member): shard still done
+    error: str | None = None  # could not be read (missing, network): shard left undone, job fails
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor | None  # uint8 NCHW, all one shape
+    metas: list[SampleMeta]
+    ended: list[ShardEnd]
+
+    def pin_memory(self) -> "Batch":
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
+
+def failure_row(shard: str, index: int, key: str, err: SampleError) -> dict:
+    return {"key": key, "shard": shard, "index": index, "stage": err.stage, "reason": err.reason,
+            "detail": err.detail}
+
+
+def open_stream(url: str):
+    """A binary stream for a local path, a `pipe:` command (webdataset) or any fsspec URL."""
+    if url.startswith("pipe:"):
+        from webdataset.gopen import gopen
+
+        return gopen(url, "rb")
+    if is_url(url):
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return open(url.removeprefix("file://"), "rb")
+
+
+def iter_tar(shard: Shard, end: ShardEnd) -> Iterator[dict]:
+    """Samples of a tar shard (webdataset grouping); damage goes to `end`, transient errors raise."""
+
+    def record(exn: Exception) -> bool:
+        if isinstance(exn, PERMANENT_TAR_ERRORS):
+            end.damage = f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"[:500]
+            log.warning("shard %s is damaged: %s", shard.id, end.damage)
+            return True
+        raise exn
+
+    stream = open_stream(shard.url)
+    try:
+        files = tar_file_expander([{"url": shard.url, "stream": stream}], handler=record)
+        yield from group_by_keys(files, handler=record)
+    finally:
+        stream.close()
+
+
+def iter_folder(shard: Shard) -> Iterator[dict]:
+    """Files of a folder chunk as samples keyed by their relative path; unreadable files carry the error."""
+    for rel in shard.files:
+        try:
+            data = Path(shard.root, rel).read_bytes()
+        except OSError as exc:
+            yield {"__key__": rel, "__error__": SampleError("read", type(exc).__name__, str(exc))}
+            continue
+        yield {"__key__": rel, "image": data}
+
+
+def pick_image(sample: dict, image_key: str | None) -> bytes:
+    if "__error__" in sample:
+        raise sample["__error__"]
+    names = (image_key,) if image_key else IMAGE_EXTS
+    for name in names:
+        if name in sample:
+            return sample[name]
+    members = sorted(k for k in sample if not k.startswith("__"))
+    raise SampleError("read", "NoImage", f"no image member ({'/'.join(names[:6])}...) among {members}")
+
+
+class Batcher:
+    """Groups same-shape tensors into batches; a shard's end rides on the batch that empties it."""
+
+    def __init__(self, batch_size: int, max_buffered: int) -> None:
+        self.batch_size, self.max_buffered = batch_size, max_buffered
+        self.buckets: dict[tuple, list[tuple[torch.Tensor, SampleMeta]]] = {}
+        self.pending: list[ShardEnd] = []
+
+    def add(self, tensor: torch.Tensor, meta: SampleMeta) -> Iterator[Batch]:
+        bucket = self.buckets.setdefault(tuple(tensor.shape), [])
+        bucket.append((tensor, meta))
+        if len(bucket) >= self.batch_size:
+            yield self._emit(tuple(tensor.shape))
+
+    def end_shard(self, end: ShardEnd) -> Iterator[Batch]:
+        self.pending.append(end)
+        if sum(len(b) for b in self.buckets.values()) > self.max_buffered:
+            yield from self.flush()  # dynamic sizes: bound memory and how long ends wait
+        elif not any(m.shard == end.shard for b in self.buckets.values() for _, m in b):
+            yield Batch(None, [], self._ready())
+
+    def flush(self) -> Iterator[Batch]:
+        for shape in list(self.buckets):
+            yield self._emit(shape)
+        if self.pending:
+            yield Batch(None, [], self._ready())
+
+    def _emit(self, shape: tuple) -> Batch:
+        items = self.buckets.pop(shape)
+        images = torch.stack([t for t, _ in items])
+        return Batch(images, [m for _, m in items], self._ready())
+
+    def _ready(self) -> list[ShardEnd]:
+        held = {m.shard for b in self.buckets.values() for _, m in b}
+        ready = [e for e in self.pending if e.shard not in held]
+        self.pending = [e for e in self.pending if e.shard in held]
+        return ready
+
+
+class ExtractDataset(IterableDataset):
+    """Shards (already split by rank) split again by DataLoader worker; yields Batch objects."""
+
+    def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
+                 jpeg_draft: bool = True, image_key: str | None = None) -> None:
+        super().__init__()
+        self.shards, self.preprocess, self.batch_size = shards, preprocess, batch_size
+        self.max_pixels, self.jpeg_draft, self.image_key = max_pixels, jpeg_draft, image_key
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        shards = self.shards if info is None else split_by_rank(self.shards, info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)
+        batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)
+        for shard in shards:
+            end = ShardEnd(shard.id)
+            try:
+                samples = iter_tar(shard, end) if shard.url is not None else iter_folder(shard)
+                for index, sample in enumerate(samples):
+                    end.samples += 1
+                    key = sample.get("__key__", "")
+                    try:
+                        tensor, meta = self.process(shard.id, index, key, pick_image(sample, self.image_key))
+                    except SampleError as err:
+                        end.failures.append(failure_row(shard.id, index, key, err))
+                        continue
+                    yield from batcher.add(tensor, meta)
+            except OSError as exc:  # missing file, network, pipe: leave the shard for a rerun
+                end.error = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("shard %s (%s) could not be read: %s", shard.id, shard.source, end.error)
+            yield from batcher.end_shard(end)
+        yield from batcher.flush()
+
+    def process(self, shard: str, index: int, key: str, data: bytes) -> tuple[torch.Tensor, SampleMeta]:
+        """Bytes → (uint8 CHW tensor, metadata); data problems raise SampleError with the stage."""
+        sha1 = hashlib.sha1(data).digest()
+        decoded = decode_image(data, self.max_pixels, target=self.preprocess.needed_size, draft=self.jpeg_draft)
+        try:
+            phash = phash64(decoded.image)
+            tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
+        except DATA_ERRORS as exc:
+            raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
+        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, phash)
+
+
+def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool, device_type: str) -> DataLoader:
+    """Batches come ready-made from the workers (batch_size=None); pinned for accelerators."""
+    kwargs = dict(batch_size=None, num_workers=workers, pin_memory=pin_memory)
+    if pin_memory:
+        kwargs["pin_memory_device"] = device_type
+    if workers > 0:
+        kwargs["prefetch_factor"] = 4
+    return DataLoader(dataset, **kwargs)
