@@ -19,6 +19,7 @@ from pipeline.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
+RANDOM_WEIGHTS_SEED = 0
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # Provenance fields that do not change the numbers: they are recorded but left out of the fingerprint.
 _NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint")
@@ -33,9 +34,13 @@ class Weights:
     source: str  # "hub" | "file" | "random"
     path: str | None
     sha256: str  # of the weights file, or the word "random"
+    seed: int | None = None  # torch seed of a random init
 
     def record(self) -> dict:
-        return {"source": self.source, "path": self.path, "sha256": self.sha256}
+        record = {"source": self.source, "path": self.path, "sha256": self.sha256}
+        if self.seed is not None:
+            record["seed"] = self.seed
+        return record
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -50,7 +55,7 @@ def resolve_weights(model_name: str, weights: str) -> Weights:
     """`random` (only by name), `hub` (the Hugging Face cache, never the network), or a local file."""
     if weights == "random":
         log.warning("using RANDOM weights for %s, as asked: features are for testing, not for use", model_name)
-        return Weights("random", None, "random")
+        return Weights("random", None, "random", seed=RANDOM_WEIGHTS_SEED)
     if weights == "hub":
         path = _hub_cached_file(model_name)
         return Weights("hub", path, sha256_file(path))
@@ -97,7 +102,10 @@ def create_model(cfg: ExtractConfig, weights: Weights) -> torch.nn.Module:
     elif cfg.resolution is not None:
         kwargs["img_size"] = cfg.resolution
     if weights.source == "random":
-        return timm.create_model(cfg.model, pretrained=False, **kwargs)
+        # Seeded, so that two runs (or a resumed run) with random weights use the same random model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return timm.create_model(cfg.model, pretrained=False, **kwargs)
     try:
         return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=dict(file=weights.path),
                                  **kwargs)
@@ -214,7 +222,8 @@ def fingerprint(record: dict) -> str:
     import json
 
     stable = {k: v for k, v in record.items() if k not in _NOT_FINGERPRINTED}
-    stable["weights"] = record["weights"]["sha256"]  # the same bytes from the hub cache or a path are one model
+    # the same bytes from the hub cache or from a path are one model
+    stable["weights"] = [record["weights"]["sha256"], record["weights"].get("seed")]
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

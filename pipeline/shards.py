@@ -48,13 +48,14 @@ def is_url(spec: str) -> bool:
 def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     """Expand shard specs into an ordered list of shard locations.
 
-    Each spec is a brace pattern (`train-{000000..000099}.tar`), a glob, a text file with one spec per
+    Each spec (several may share one string, split at white space, except a `pipe:` command) is a brace pattern (`train-{000000..000099}.tar`), a glob, a text file with one spec per
     line, a local path, or a URL (`s3://`, `gs://`, `https://`, `pipe:cmd`). Brace patterns are expanded
     for URLs too; globs only for local paths. Missing local files are an error naming them.
     """
     out: list[str] = []
     for spec in specs:
-        for part in spec.split():
+        parts = [spec.strip()] if spec.strip().startswith("pipe:") else spec.split()
+        for part in parts:
             out.extend(_expand_one(part))
     if not out:
         raise ValueError(f"no shards found for {list(specs)}")
@@ -63,7 +64,7 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
 
 def _expand_one(spec: str) -> list[str]:
     if is_url(spec):
-        return list(braceexpand.braceexpand(spec)) if not spec.startswith("pipe:") else [spec]
+        return list(braceexpand.braceexpand(spec))
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     found: list[str] = []

@@ -1,0 +1,267 @@
+"""Acceptance tests of the extract stage: parity with timm, splitting, bad data, damage, resume, provenance."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from timm.data import create_transform, resolve_model_data_config
+from webdataset import TarWriter
+
+from pipeline.extract import run_extract
+from pipeline.store import ConfigMismatchError, read_provenance
+from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, jpeg_bytes, make_image, tiny_config, write_shards
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_features(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "features").sort_values(["shard", "index"]).reset_index(drop=True)
+
+
+def read_failures(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "failures")
+
+
+def stack(col: pd.Series) -> np.ndarray:
+    return np.stack(col.to_numpy()).astype(np.float64)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    """A seeded tiny DINOv2-reg4 ViT saved as .safetensors (so pipeline and reference share weights)."""
+    torch.manual_seed(0)
+    model = timm.create_model(TINY_MODEL, pretrained=False, img_size=TINY_RES, **dict(TINY_KWARGS)).eval()
+    with torch.no_grad():  # random init leaves LayerScale at 1e-5: make the blocks matter
+        for name, p in model.named_parameters():
+            if name.endswith(".gamma"):
+                p.fill_(0.5)
+            if name in ("cls_token", "reg_token"):
+                p.normal_(0, 0.5)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path, model
+
+
+def reference_features(model: torch.nn.Module, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """The user's way: the model's own timm eval transform on a PIL image, then forward_features."""
+    data_cfg = resolve_model_data_config(model)
+    data_cfg["input_size"] = (3, TINY_RES, TINY_RES)
+    transform = create_transform(**data_cfg, is_training=False)
+    with torch.no_grad():
+        tokens = model.forward_features(torch.stack([transform(im) for im in images]))
+    return tokens[:, 0].numpy(), tokens[:, model.num_prefix_tokens:].mean(1).numpy()
+
+
+@pytest.mark.parametrize("dtype,bound", [("float32", 0.99999), ("float16", 0.9995)])
+def test_features_equal_direct_timm_forward(tmp_path, tiny_weights, dtype, bound):
+    path, model = tiny_weights
+    shards, keys = write_shards(tmp_path / "shards", 2, 5)
+    stats = run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), weights=str(path), dtype=dtype))
+    assert stats.images == 10 and stats.failures == 0
+    df = read_features(tmp_path / "out")
+    assert list(df.key) == keys
+    images = [Image.open(io.BytesIO(jpeg_bytes(make_image(i, (64 + (i % 5) * 8, 48))))).convert("RGB")
+              for i in range(10)]
+    ref_cls, ref_mean = reference_features(model, images)
+    cls, mean = stack(df.cls), stack(df.patch_mean)
+    assert cls.shape == (10, 64) and df.cls[0].dtype == np.dtype(dtype)
+    assert cosine_rows(cls, ref_cls).min() >= bound
+    assert cosine_rows(mean, ref_mean).min() >= bound
+    prov = read_provenance(next((tmp_path / "out" / "features").glob("*.parquet")))
+    assert prov["weights"]["source"] == "file" and len(prov["weights"]["sha256"]) == 64
+    assert prov["input_size"] == [3, TINY_RES, TINY_RES] and prov["dtype"] == dtype
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_every_key_exactly_once_across_workers_and_ranks(tmp_path, workers, world_size):
+    shards, keys = write_shards(tmp_path / "shards", 3, 5)
+    for rank in range(world_size):
+        run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=workers, rank=rank,
+                                world_size=world_size, batch_size=3))
+    df = read_features(tmp_path / "out")
+    assert sorted(df.key) == sorted(keys)
+    assert df.key.is_unique
+    assert sorted(p.stem for p in (tmp_path / "out" / "_done").glob("*.json")) == [Path(s).stem for s in shards]
+
+
+def _bad_shard(path: Path) -> dict[str, str]:
+    """One shard with good samples and every kind of bad one; returns {key: expected failure reason}."""
+    good = jpeg_bytes(make_image(1))
+    with TarWriter(str(path), encoder=False) as sink:
+        sink.write({"__key__": "good_a", "jpg": good})
+        sink.write({"__key__": "truncated", "jpg": good[: len(good) // 2]})
+        sink.write({"__key__": "not_an_image", "jpg": b"this is plain text, not a JPEG"})
+        sink.write({"__key__": "no_image", "txt": b"a caption without its image"})
+        sink.write({"__key__": "zero_bytes", "jpg": b""})
+        sink.write({"__key__": "bomb", "png": _png(make_image(2, (300, 300)))})
+        sink.write({"__key__": "good_b", "png": _png(make_image(3))})
+    return {"truncated": "OSError", "not_an_image": "UnidentifiedImageError", "no_image": "NoImage",
+            "zero_bytes": "EmptyImage", "bomb": "DecompressionBombError"}
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bad_samples_become_failure_rows_and_job_exits_zero(tmp_path):
+    expected = _bad_shard(tmp_path / "bad-000000.tar")
+    good_shards, good_keys = write_shards(tmp_path, 1, 3, prefix="good")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.extract", "--shards", str(tmp_path / "bad-000000.tar"), *good_shards,
+           "--out", str(out), "--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES),
+           "--model-kwargs", ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--max-pixels", "20000",
+           "--workers", "1", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "5 failures" in proc.stdout
+    fails = read_failures(out)
+    assert dict(zip(fails.key, fails.reason)) == expected
+    assert set(fails.stage) == {"decode", "read"}
+    assert (fails[fails.key == "no_image"].stage == "read").all()
+    df = read_features(out)
+    assert sorted(df.key) == sorted(["good_a", "good_b", *good_keys])
+    marker = json.loads((out / "_done" / "bad-000000.json").read_text())
+    assert marker["samples"] == 7 and marker["rows"] == 2 and marker["failures"] == 5
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["failures"] == 5 and stats["failures_by_reason"]["NoImage"] == 1
+
+
+def test_tar_cut_in_the_middle_keeps_samples_before_the_cut(tmp_path):
+    shards, keys = write_shards(tmp_path / "shards", 2, 8)
+    data = Path(shards[0]).read_bytes()
+    with tarfile.open(shards[0]) as tf:
+        members = tf.getmembers()
+    cut_member = members[9]  # sample 4's jpg (members alternate cls/jpg per sample)
+    Path(shards[0]).write_bytes(data[: cut_member.offset_data + cut_member.size // 2])
+    stats = run_extract(tiny_config(tmp_path / "out", shards=tuple(shards)))
+    assert stats.failed == [] and stats.written == 2
+    df = read_features(tmp_path / "out")
+    first = df[df.shard == "train-000000"]
+    survivors = sorted(first.key)
+    assert survivors == keys[: len(survivors)] and 3 <= len(survivors) <= 5
+    assert sorted(df[df.shard == "train-000001"].key) == keys[8:]
+    marker = json.loads((tmp_path / "out" / "_done" / "train-000000.json").read_text())
+    assert marker["damage"] and "ReadError" in marker["damage"]
+    fails = read_failures(tmp_path / "out")
+    assert (fails.reason == "DamagedShard").sum() == 1
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["damaged_shards"] == {
+        "train-000000": marker["damage"]}
+
+
+def test_missing_local_shard_is_refused_up_front(tmp_path):
+    shards, _ = write_shards(tmp_path / "shards", 1, 2)
+    with pytest.raises(FileNotFoundError, match="gone-000000.tar"):
+        run_extract(tiny_config(tmp_path / "out", shards=(*shards, str(tmp_path / "gone-000000.tar"))))
+
+
+def test_unreadable_shard_is_left_undone_and_others_go_on(tmp_path):
+    shards, keys = write_shards(tmp_path / "shards", 2, 3)
+    failing = "pipe:cat " + str(tmp_path / "nope.tar")  # the command fails: a read error, not damage
+    stats = run_extract(tiny_config(tmp_path / "out", shards=(failing, *shards)))
+    assert stats.written == 2 and stats.failed == ["nope"]
+    assert not (tmp_path / "out" / "_done" / "nope.json").exists()
+    assert sorted(read_features(tmp_path / "out").key) == keys
+
+
+def test_crash_after_k_shards_then_rerun_resumes_without_recomputing(tmp_path):
+    shards, keys = write_shards(tmp_path / "shards", 4, 3)
+    full = tmp_path / "full"
+    run_extract(tiny_config(full, shards=tuple(shards), workers=1))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="crash"):
+        run_extract(tiny_config(out, shards=tuple(shards), workers=1, crash_after_shards=2))
+    done = sorted((out / "_done").glob("*.json"))
+    assert len(done) == 2
+    before = {p.name: p.stat().st_mtime_ns for p in [*done, *(out / "features").glob("*.parquet")]}
+    stats = run_extract(tiny_config(out, shards=tuple(shards), workers=1))
+    assert stats.skipped == 2 and stats.written == 2
+    for name, mtime in before.items():
+        path = (out / "_done" / name) if name.endswith(".json") else (out / "features" / name)
+        assert path.stat().st_mtime_ns == mtime, f"{name} was rewritten"
+    a, b = read_features(full), read_features(out)
+    assert list(a.key) == list(b.key) and list(b.key) == keys
+    np.testing.assert_array_equal(stack(a.cls), stack(b.cls))
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_rerun_with_other_preprocessing_is_refused_naming_the_difference(tmp_path):
+    shards, _ = write_shards(tmp_path / "shards", 1, 2)
+    run_extract(tiny_config(tmp_path / "out", shards=tuple(shards)))
+    with pytest.raises(ConfigMismatchError, match="input_size"):
+        run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), resolution=28))
+    with pytest.raises(ConfigMismatchError, match="model_kwargs"):
+        run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), model_kwargs=(("depth", 1),)))
+
+
+def test_random_weights_are_recorded_everywhere(tmp_path):
+    shards, _ = write_shards(tmp_path / "shards", 1, 2)
+    run_extract(tiny_config(tmp_path / "out", shards=tuple(shards)))
+    prov = read_provenance(tmp_path / "out" / "features" / "train-000000.parquet")
+    assert prov["weights"] == {"source": "random", "path": None, "sha256": "random", "seed": 0}
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["provenance"]["weights"]["sha256"] == "random"
+    assert config["provenance"]["fingerprint"] == prov["fingerprint"]
+
+
+def test_image_folder_input_keys_are_relative_paths(tmp_path):
+    root = tmp_path / "photos"
+    (root / "a" / "b").mkdir(parents=True)
+    make_image(0).save(root / "x.jpg")
+    make_image(1).save(root / "a" / "y.png")
+    make_image(2).save(root / "a" / "b" / "z.webp")
+    (root / "notes.txt").write_text("not an image")
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    stats = run_extract(tiny_config(tmp_path / "out", images=str(root), folder_shard_size=2))
+    assert stats.images == 3 and stats.failures == 1
+    df = read_features(tmp_path / "out")
+    assert sorted(df.key) == ["a/b/z.webp", "a/y.png", "x.jpg"]
+    assert list(read_failures(tmp_path / "out").key) == ["a/broken.jpg"]
+    assert sorted(p.stem for p in (tmp_path / "out" / "features").glob("*.parquet")) == ["folder-000000",
+                                                                                        "folder-000001"]
+
+
+def test_dynamic_resize_keeps_aspect_and_matches_dynamic_model(tmp_path, tiny_weights):
+    path, _ = tiny_weights
+    root = tmp_path / "photos"
+    root.mkdir()
+    sizes = {"wide.png": (112, 56), "tall.png": (40, 90), "square.png": (60, 60), "wide2.png": (120, 60)}
+    for i, (name, size) in enumerate(sizes.items()):
+        make_image(i, size).save(root / name)
+    run_extract(tiny_config(tmp_path / "out", images=str(root), weights=str(path), resize_mode="dynamic",
+                            dtype="float32"))
+    df = read_features(tmp_path / "out").set_index("key")
+    model = timm.create_model(TINY_MODEL, pretrained=False, img_size=TINY_RES, dynamic_img_size=True,
+                              pretrained_cfg_overlay=dict(file=str(path)), **dict(TINY_KWARGS)).eval()
+    from timm.models import load_checkpoint
+
+    load_checkpoint(model, str(path))
+    norm = create_transform(**{**resolve_model_data_config(model), "input_size": (3, TINY_RES, TINY_RES)},
+                            is_training=False).transforms[-1]
+    expect_shapes = {"wide.png": (56, 28), "tall.png": (28, 56), "square.png": (56, 56), "wide2.png": (56, 28)}
+    for name, (w, h) in expect_shapes.items():
+        img = Image.open(root / name).convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+        x = norm(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255)[None]
+        with torch.no_grad():
+            ref = model.forward_features(x)[0, 0].numpy()
+        assert cosine_rows(np.asarray(df.loc[name, "cls"], np.float64)[None], ref[None].astype(np.float64))[0] > 0.99999
