@@ -32,12 +32,12 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name.startswith("npu") and not npu_available():  # torch parses "npu" only once torch_npu is imported
+        raise RuntimeError("--device npu was asked for, but torch_npu is not installed or sees no Ascend "
+                           "device: pip install '.[npu]' matching your torch and CANN versions")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device (is this a CPU build?)")
-    if device.type == "npu" and not npu_available():
-        raise RuntimeError("--device npu was asked for, but torch_npu is not installed or sees no Ascend "
-                           "device: pip install '.[npu]' matching your CANN version")
     if device.type in ("cuda", "npu") and device.index is None:
         device = torch.device(device.type, local_rank)
     return device
