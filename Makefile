@@ -16,13 +16,14 @@ SHARDS ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack clean
+.PHONY: help venv test test-slow demo extract pack bench clean
 
 help:
 	@echo "make test                      run the test suite (creates .venv on first use)"
 	@echo "make demo                      pack a few real photos into shards and extract their features"
 	@echo "make extract SHARDS=... OUT=.. features of webdataset shards (or IMAGES=DIR); ARGS='--help' lists options"
 	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
+	@echo "make bench                     backbone-only vs end-to-end images/s, one run (writes bench_out/bench.json)"
 
 venv: $(STAMP)
 
@@ -50,5 +51,8 @@ pack: $(STAMP)
 	@test -n "$(IMAGES)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
 	$(PY) -m jobs.pack --images '$(IMAGES)' --out $(OUT) $(ARGS)
 
+bench: $(STAMP)
+	$(PY) -m jobs.bench $(if $(SHARDS),--shards '$(SHARDS)') $(ARGS)
+
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out bench_out .pytest_cache

@@ -105,8 +105,7 @@ def _run(cfg: ExtractConfig, backbone: Backbone, provenance: dict, store: Output
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
                              cfg.image_key)
-    loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
-                           device_type=device.type)
+    loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps")
     folder_total = sum(len(s.files) for s in todo) if todo[0].url is None else None
     bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
                disable=not cfg.progress, desc=f"extract r{cfg.rank}")

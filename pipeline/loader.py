@@ -204,11 +204,10 @@ class ExtractDataset(IterableDataset):
         return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, phash)
 
 
-def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool, device_type: str) -> DataLoader:
-    """Batches come ready-made from the workers (batch_size=None); pinned for accelerators."""
+def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool) -> DataLoader:
+    """Batches come ready-made from the workers (batch_size=None); pinned for accelerators (torch pins for
+    the current accelerator, torch-npu's included)."""
     kwargs = dict(batch_size=None, num_workers=workers, pin_memory=pin_memory)
-    if pin_memory:
-        kwargs["pin_memory_device"] = device_type
     if workers > 0:
         kwargs["prefetch_factor"] = 4
     return DataLoader(dataset, **kwargs)
