@@ -103,7 +103,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.size and arr.max() > 255 else 255.0
+        if mode.startswith("I;16"):
+            top = 65535.0  # the mode says 16 bits: a dark 16-bit image stays dark
+        else:  # 32-bit int / float carry no range: 8-bit, 16-bit or unit-range values, by their maximum
+            peak = arr.max() if arr.size else 0.0
+            top = 1.0 if mode == "F" and peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     return img.convert("RGB")

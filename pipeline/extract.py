@@ -18,7 +18,7 @@ from pipeline.config import ExtractConfig, rank_from_env
 from pipeline.device import configure_threads, default_workers, is_accelerator, resolve_device
 from pipeline.loader import Batch, ExtractDataset, SampleMeta, ShardEnd, create_loader
 from pipeline.shards import Shard, create_folder_shards, create_tar_shards, split_by_rank
-from pipeline.store import FAILURE_SCHEMA, OutputStore, feature_schema, feature_table
+from pipeline.store import FAILURE_SCHEMA, META_FIELDS, OutputStore, feature_schema, feature_table
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ class ShardBuffer:
     def table(self, schema: pa.Schema) -> pa.Table:
         order = np.argsort([m.index for m in self.metas], kind="stable")
         metas = [self.metas[i] for i in order]
-        rows = {name: [getattr(m, name) for m in metas] for name in ("key", "shard", "index", "width", "height",
-                                                                      "sha1", "phash")}
+        rows = {name: [getattr(m, name) for m in metas] for name in META_FIELDS}
         widths = {f.name: f.type.list_size for f in schema if pa.types.is_fixed_size_list(f.type)}
         feats = {name: (np.concatenate(self.features[name])[order] if self.metas
                         else np.zeros((0, width), np.float32)) for name, width in widths.items()}

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from pipeline.decode import DATA_ERRORS, SampleError, decode_image
-from pipeline.phash import phash64
+from pipeline.phash import phash64_pair
 from pipeline.preprocess import Preprocess
 from pipeline.shards import Shard, is_url, split_by_rank
 
@@ -36,6 +36,7 @@ class SampleMeta:
     height: int
     sha1: bytes
     phash: int
+    phash_mirror: int
 
 
 @dataclass
@@ -197,11 +198,12 @@ class ExtractDataset(IterableDataset):
         sha1 = hashlib.sha1(data).digest()
         decoded = decode_image(data, self.max_pixels, target=self.preprocess.needed_size, draft=self.jpeg_draft)
         try:
-            phash = phash64(decoded.image)
+            phash, phash_mirror = phash64_pair(decoded.image)
             tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
-        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, phash)
+        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, phash,
+                                  phash_mirror)
 
 
 def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool) -> DataLoader:

@@ -13,11 +13,24 @@ _DCT = np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] 
 _WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
+# Mirroring an image left-right multiplies DCT column (horizontal frequency) k by (-1)^k.
+_MIRROR = np.where(np.arange(_K) % 2 == 0, 1.0, -1.0)[None, :]
+
+
 def phash64(img: Image.Image) -> int:
     """Unsigned 64-bit pHash; bit 63 is the DC coefficient, row-major over the 8×8 low-frequency block."""
+    return phash64_pair(img)[0]
+
+
+def phash64_pair(img: Image.Image) -> tuple[int, int]:
+    """(pHash of the image, pHash of its left-right mirror) from one DCT: mirrored copies then match."""
     grey = np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
-    coeffs = _DCT @ grey @ _DCT.T
-    low = coeffs[:_K, :_K]
+    low = (_DCT @ grey @ _DCT.T)[:_K, :_K]
+    low[np.abs(low) < 1e-6] = 0.0  # exact zeros (flat images) must not become ±1e-12 noise that flips bits
+    return _bits(low), _bits(low * _MIRROR)
+
+
+def _bits(low: np.ndarray) -> int:
     bits = (low > np.median(low)).ravel()
     return int(np.sum(_WEIGHTS[bits], dtype=np.uint64))
 

@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _TAR_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar")
 _LIST_SUFFIXES = (".txt", ".list", ".lst", ".shards")
+# Extensions Pillow registers for formats it only writes, only stubs, or needs outside tools for: a file
+# with such a name is an image only if its header says so.
+_NOT_PHOTOS = {".pdf", ".eps", ".ps", ".mpg", ".mpeg", ".h5", ".hdf", ".fits", ".fit", ".wmf", ".emf",
+               ".grib", ".bufr", ".xbm", ".xpm"}
 
 
 @dataclass(frozen=True)
@@ -28,13 +32,14 @@ class Shard:
     url: str | None = None
     root: str | None = None
     files: tuple[str, ...] = ()
+    stamps: tuple[str, ...] = ()  # per file "size:mtime_ns", so a file replaced under its name is redone
 
     @property
     def digest(self) -> str | None:
-        """Identity of a folder chunk's content (its file list); None for tar shards."""
+        """Identity of a folder chunk's content (file names, sizes, mtimes); None for tar shards."""
         if self.url is not None:
             return None
-        return hashlib.sha1("\n".join(self.files).encode()).hexdigest()
+        return hashlib.sha1("\n".join(self.files + self.stamps).encode()).hexdigest()
 
     @property
     def source(self) -> str:
@@ -52,6 +57,8 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     line, a local path, or a URL (`s3://`, `gs://`, `https://`, `pipe:cmd`). Brace patterns are expanded
     for URLs too; globs only for local paths. Missing local files are an error naming them.
     """
+    if isinstance(specs, str):
+        specs = [specs]
     out: list[str] = []
     for spec in specs:
         parts = [spec.strip()] if spec.strip().startswith("pipe:") else spec.split()
@@ -69,15 +76,15 @@ def _expand_one(spec: str) -> list[str]:
         spec = spec[len("file://"):]
     found: list[str] = []
     for pattern in braceexpand.braceexpand(spec):
-        if any(ch in pattern for ch in "*?["):
+        if pattern.lower().endswith(_LIST_SUFFIXES) and os.path.isfile(pattern):
+            found.extend(_read_list_file(pattern))
+        elif os.path.isfile(pattern):  # before globbing: `photos[2019]/x.tar` is a real name
+            found.append(pattern)
+        elif any(ch in pattern for ch in "*?["):
             matches = sorted(glob.glob(pattern))
             if not matches:
                 raise FileNotFoundError(f"no shard matches {pattern!r}")
             found.extend(matches)
-        elif pattern.lower().endswith(_LIST_SUFFIXES) and os.path.isfile(pattern):
-            found.extend(_read_list_file(pattern))
-        elif os.path.isfile(pattern):
-            found.append(pattern)
         else:
             raise FileNotFoundError(f"shard {pattern!r} does not exist")
     return found
@@ -98,10 +105,11 @@ def _read_list_file(path: str) -> list[str]:
 
 def shard_id(location: str) -> str:
     """File name without the tar extension: `s3://b/train-000003.tar` → `train-000003`."""
-    name = location.rstrip("/").split("/")[-1]
     if location.startswith("pipe:"):
-        name = re.split(r"\s+", location.strip())[-1].split("/")[-1]
-    name = name.split("?")[0]
+        words = [w.split("?")[0] for w in re.split(r"\s+", location[len("pipe:"):].strip())]
+        tars = [w for w in words if w.lower().endswith(_TAR_SUFFIXES)]  # `aws s3 cp s3://b/x.tar -` → x
+        location = tars[-1] if tars else words[-1]
+    name = location.split("?")[0].split("#")[0].rstrip("/").split("/")[-1]
     for suffix in _TAR_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -132,7 +140,7 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     if not root.is_dir():
         raise NotADirectoryError(f"image folder {str(root)!r} does not exist")
     Image.init()
-    known = {ext.lower() for ext in Image.registered_extensions()}
+    known = {ext.lower() for ext in Image.registered_extensions()} - _NOT_PHOTOS
     images, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -152,6 +160,8 @@ def _sniff_image(path: Path) -> bool:
     try:
         with Image.open(path) as im:
             return bool(im.format)
+    except Image.DecompressionBombError:
+        return True  # an image, too large: it must become a failure row, not vanish
     except Exception:  # noqa: BLE001 - any failure to identify means "not an image file"
         return False
 
@@ -164,10 +174,17 @@ def create_folder_shards(root: str, chunk: int) -> list[Shard]:
     if not files:
         raise FileNotFoundError(f"no image files found in {root!r}")
     root = os.path.abspath(root)
+    stamps = [_stamp(os.path.join(root, f)) for f in files]
     return [
-        Shard(id=f"folder-{i // chunk:06d}", root=root, files=tuple(files[i : i + chunk]))
+        Shard(id=f"folder-{i // chunk:06d}", root=root, files=tuple(files[i : i + chunk]),
+              stamps=tuple(stamps[i : i + chunk]))
         for i in range(0, len(files), chunk)
     ]
+
+
+def _stamp(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def split_by_rank(items: list, rank: int, world_size: int) -> list:

@@ -22,8 +22,20 @@ FAILURE_SCHEMA = pa.schema([
 ])
 _META_FIELDS = [
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("width", pa.int32()),
-    ("height", pa.int32()), ("sha1", pa.binary(20)), ("phash", pa.uint64()),
+    ("height", pa.int32()), ("sha1", pa.binary(20)), ("phash", pa.uint64()), ("phash_mirror", pa.uint64()),
 ]
+
+
+META_FIELDS = tuple(name for name, _ in _META_FIELDS)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 class ConfigMismatchError(RuntimeError):
@@ -58,10 +70,13 @@ def feature_table(schema: pa.Schema, rows: dict[str, list], features: dict[str, 
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """`write(tmp_path)` to a temporary file beside `path`, fsync, then rename over `path`."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -74,7 +89,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def write_json_atomic(obj: object, path: str | os.PathLike) -> None:
@@ -83,7 +98,7 @@ def write_json_atomic(obj: object, path: str | os.PathLike) -> None:
             json.dump(obj, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
 
-    _atomic(Path(path), write)
+    atomic_write(path, write)
 
 
 def diff_records(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -75,3 +75,43 @@ def tiny_config(out: Path, **overrides) -> ExtractConfig:
 def _offline_hub() -> None:
     """Tests never reach a hub."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def write_feature_root(root: Path, vectors: np.ndarray, keys: list[str] | None = None, per_shard: int = 50,
+                       sha1: list[bytes] | None = None, phash: np.ndarray | None = None,
+                       phash_mirror: np.ndarray | None = None, pixels: np.ndarray | None = None,
+                       provenance: dict | None = None, dtype: str = "float32") -> list[str]:
+    """An extract output root made directly from arrays (as `run_extract` would write it); returns keys."""
+    import hashlib
+
+    from pipeline.backbone import fingerprint
+    from pipeline.store import feature_schema, feature_table, write_parquet_atomic
+
+    n, d = vectors.shape
+    keys = keys or [f"img{i:06d}" for i in range(n)]
+    rng = np.random.default_rng(12345)
+    sha1 = sha1 or [hashlib.sha1(k.encode()).digest() for k in keys]
+    phash = rng.integers(0, 2**63, n, dtype=np.uint64) * 2 + 1 if phash is None else phash
+    phash_mirror = ~phash if phash_mirror is None else phash_mirror  # far from everything by default
+    pixels = np.full(n, 100 * 100) if pixels is None else pixels
+    prov = provenance or {"model": "test", "weights": {"source": "file", "sha256": "ab" * 32, "path": None},
+                          "input_size": [3, 56, 56], "resize_mode": "fixed"}
+    prov.setdefault("fingerprint", fingerprint(prov))
+    schema = feature_schema(prov, {"cls": d, "patch_mean": d}, dtype)
+    for s, start in enumerate(range(0, n, per_shard)):
+        sl = slice(start, min(start + per_shard, n))
+        m = sl.stop - sl.start
+        rows = {"key": keys[sl], "shard": [f"part-{s:04d}"] * m, "index": list(range(m)),
+                "width": [int(p) for p in pixels[sl]], "height": [1] * m, "sha1": sha1[sl],
+                "phash": [int(x) for x in phash[sl]], "phash_mirror": [int(x) for x in phash_mirror[sl]]}
+        feats = {"cls": vectors[sl], "patch_mean": vectors[sl][:, ::-1]}
+        write_parquet_atomic(feature_table(schema, rows, feats), root / "features" / f"part-{s:04d}.parquet")
+    return keys
+
+
+def clustered_vectors(n: int, d: int, clusters: int, spread: float = 0.3, seed: int = 0) -> np.ndarray:
+    """Seeded unit vectors around random centres (what real embeddings look like to an index)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

@@ -162,8 +162,6 @@ def test_cmyk_jpeg_decodes_to_rgb():
     assert np.abs(pixels(got.image).astype(int) - 255).max() <= 3  # blank CMYK is white
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: to_rgb picks the 16-bit scale from the pixel values (max > 255), so a "
-                                       "dark 16-bit image is stretched 257x (decode.py to_rgb, `top = ...`)")
 def test_dark_16_bit_png_keeps_its_brightness():
     # Two 16-bit images that differ in one value by 1 must not decode wildly differently.
     dark = np.array([[0, 128, 255]], dtype=np.uint16)
@@ -317,6 +315,15 @@ def test_over_max_pixels_is_refused_without_decoding(fmt, no_decoding):
         with pytest.raises(SampleError) as info:
             decode_image(data, limit)
         assert (info.value.stage, info.value.reason) == ("decode", "DecompressionBombError")
+
+
+def test_max_pixels_holds_without_pillows_own_check(monkeypatch, no_decoding):
+    # decode_image's own size check, for when Pillow's (a backup here) does not run
+    monkeypatch.setattr(Image, "_decompression_bomb_check", lambda size: None)
+    with pytest.raises(SampleError) as info:
+        decode_image(jpeg_bytes(make_image(0, (64, 48))), 64 * 48 - 1)
+    assert (info.value.stage, info.value.reason) == ("decode", "DecompressionBombError")
+    assert "64x48" in info.value.detail
 
 
 def test_exactly_max_pixels_is_allowed():

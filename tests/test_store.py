@@ -22,8 +22,13 @@ PROVENANCE = {"fingerprint": "fp-1", "model": "vit_small_patch14_reg4_dinov2.lvd
 PHASHES = [0, 1, 2**63 - 1, 2**63, 2**63 + 12345, 2**64 - 1]
 
 
+def meta_fields() -> list[pa.Field]:
+    """The metadata columns every feature file has (a schema without features holds exactly those)."""
+    return list(feature_schema({}, {}, "float32"))
+
+
 def rows(n: int = 6) -> dict[str, list]:
-    return {
+    out = {
         "key": [f"k{i:03d}" for i in range(n)],
         "shard": ["train-000001"] * n,
         "index": list(range(n)),
@@ -32,6 +37,15 @@ def rows(n: int = 6) -> dict[str, list]:
         "sha1": [hashlib.sha1(str(i).encode()).digest() for i in range(n)],
         "phash": PHASHES[:n],
     }
+    for field in meta_fields():  # any further metadata column, filled by type
+        if field.name not in out:
+            if field.type == pa.uint64():
+                out[field.name] = PHASHES[::-1][:n]
+            elif pa.types.is_integer(field.type):
+                out[field.name] = [3 * i for i in range(n)]
+            else:
+                out[field.name] = [f"{field.name}-{i}" for i in range(n)]
+    return out
 
 
 def features(n: int = 6, widths=(("cls", 8), ("patch_mean", 3))) -> dict[str, np.ndarray]:
@@ -51,19 +65,21 @@ def only(path) -> list[str]:
 def test_feature_table_round_trip(tmp_path, dtype, arrow, np_dtype):
     widths = {"cls": 8, "patch_mean": 3}
     schema = feature_schema(PROVENANCE, widths, dtype)
-    assert schema.names == ["key", "shard", "index", "width", "height", "sha1", "phash", "cls", "patch_mean"]
+    meta = [f.name for f in meta_fields()]
+    assert meta[:7] == ["key", "shard", "index", "width", "height", "sha1", "phash"]
+    assert schema.names == meta + ["cls", "patch_mean"]  # metadata first, then features in the given order
     assert schema.field("cls").type == pa.list_(arrow, 8)
     assert schema.field("patch_mean").type == pa.list_(arrow, 3)
     assert schema.field("sha1").type == pa.binary(20) and schema.field("phash").type == pa.uint64()
-    meta, feats = rows(), features()
+    values, feats = rows(), features()
     path = tmp_path / "f.parquet"
-    write_parquet_atomic(feature_table(schema, meta, feats), path)
+    write_parquet_atomic(feature_table(schema, values, feats), path)
 
     back = pq.read_table(path)
     assert back.schema.equals(schema) and back.schema.metadata == schema.metadata
     assert back.num_rows == 6
-    for name in ("key", "shard", "index", "width", "height", "sha1"):
-        assert back.column(name).to_pylist() == meta[name]
+    for name in meta:
+        assert back.column(name).to_pylist() == values[name], name
     assert back.column("phash").to_pylist() == PHASHES
     for name, width in widths.items():
         values = back.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -171,8 +187,6 @@ def test_write_json_atomic(tmp_path):
     assert only(tmp_path) == ["x.json"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _atomic writes through tempfile.mkstemp, whose file is mode 0600, and "
-                                       "os.replace keeps it: outputs are unreadable to group/others whatever the umask")
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:

@@ -1,0 +1,186 @@
+"""Faiss index over an extract output: auto choice by size and memory, trained on a sample, added in batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from pipeline.features import FeatureSet, feature_columns, iter_batches, open_features, read_meta, to_matrix
+from pipeline.store import atomic_write, write_json_atomic, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+FLAT_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    features: str  # extract output root
+    out: str | None = None  # default: <features>/index
+    feature: str = "cls"
+    factory: str | None = None  # e.g. "IVF4096,PQ32"; None = choose from N and the budget
+    memory_budget_gb: float = 4.0
+    train_size: int = 256 * 1024  # upper bound on training vectors
+    batch_rows: int = 65536
+    nprobe: int | None = None  # IVF lists searched; None = a recall-oriented default
+    ef_search: int = 128  # HNSW
+    seed: int = 0
+    progress: bool = True
+
+
+def choose_factory(n: int, dim: int, budget_bytes: float) -> str:
+    """autofaiss's ladder: Flat below ~100k; IVF-Flat while raw vectors fit; IVF-PQ beyond."""
+    raw = n * dim * 4
+    if n <= FLAT_MAX and raw <= budget_bytes:
+        return "Flat"
+    nlist = ivf_lists(n)
+    if raw * 1.1 <= budget_bytes:
+        return f"IVF{nlist},Flat"
+    m = _pq_subquantizers(dim, budget_bytes / max(n, 1))
+    return f"OPQ{m},IVF{nlist},PQ{m}"
+
+
+def ivf_lists(n: int) -> int:
+    """≈ 4√N up to 1M vectors, then 16k–65k; at least 1, and ≥ 39 training points per list."""
+    if n <= 1_000_000:
+        nlist = int(4 * math.sqrt(n))
+    else:
+        nlist = 16384 if n <= 4_000_000 else 65536
+    return max(1, min(nlist, n // 39 or 1))
+
+
+def _pq_subquantizers(dim: int, bytes_per_vector: float) -> int:
+    choices = [m for m in (64, 48, 32, 24, 16, 12, 8, 4) if dim % m == 0]
+    for m in choices:
+        if m * 1.2 <= bytes_per_vector:
+            return m
+    return choices[-1] if choices else 8
+
+
+def default_nprobe(index: faiss.Index) -> int | None:
+    ivf = _ivf(index)
+    if ivf is None:
+        return None
+    return int(min(ivf.nlist, max(16, ivf.nlist // 16)))
+
+
+def _ivf(index: faiss.Index):
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def set_search_params(index: faiss.Index, nprobe: int | None, ef_search: int) -> None:
+    ivf = _ivf(index)
+    if ivf is not None and nprobe:
+        ivf.nprobe = nprobe
+    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+    if hnsw is not None:
+        hnsw.efSearch = ef_search
+
+
+def sample_for_training(fs: FeatureSet, feature: str, size: int, seed: int, batch_rows: int) -> np.ndarray:
+    """A seeded uniform sample of rows (one streaming pass; only the sample is held)."""
+    n = fs.count
+    if size >= n:
+        chosen = np.arange(n)
+    else:
+        chosen = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    out = np.empty((len(chosen), fs.dim(feature)), np.float32)
+    start, filled = 0, 0
+    for batch in iter_batches(fs, feature_columns(feature), batch_rows):
+        end = start + batch.num_rows
+        lo, hi = np.searchsorted(chosen, [start, end])
+        if hi > lo:
+            out[filled:filled + hi - lo] = to_matrix(batch, feature)[chosen[lo:hi] - start]
+            filled += hi - lo
+        start = end
+    return out
+
+
+def build_index(cfg: IndexConfig) -> dict:
+    """Build, save `index.faiss`, `ids.parquet` (id → key, shard, index) and `index.json`; returns the record."""
+    fs = open_features(cfg.features)
+    out = Path(cfg.out or Path(cfg.features) / "index")
+    dim, n = fs.dim(cfg.feature), fs.count
+    factory = cfg.factory or choose_factory(n, dim, cfg.memory_budget_gb * 2**30)
+    log.info("index: %d vectors × %d (%s) → %s", n, dim, cfg.feature, factory)
+    t0 = time.perf_counter()
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    train_seconds = 0.0
+    if not index.is_trained:
+        sample = sample_for_training(fs, cfg.feature, min(n, cfg.train_size), cfg.seed, cfg.batch_rows)
+        _seed_clustering(index, cfg.seed)
+        t = time.perf_counter()
+        index.train(sample)
+        train_seconds = time.perf_counter() - t
+        del sample
+    with tqdm(total=n, unit="vec", disable=not cfg.progress, desc="index add") as bar:
+        for batch in iter_batches(fs, feature_columns(cfg.feature), cfg.batch_rows):
+            index.add(to_matrix(batch, cfg.feature))
+            bar.update(batch.num_rows)
+    nprobe = cfg.nprobe or default_nprobe(index)
+    set_search_params(index, nprobe, cfg.ef_search)
+    record = {
+        "factory": factory, "index_type": type(faiss.downcast_index(index)).__name__, "count": n, "dim": dim,
+        "feature": cfg.feature, "metric": "inner_product (cosine on L2-normalised vectors)", "nprobe": nprobe,
+        "ef_search": cfg.ef_search, "train_seconds": round(train_seconds, 3),
+        "build_seconds": round(time.perf_counter() - t0, 3), "features": str(Path(cfg.features).resolve()),
+        "provenance": fs.provenance, "config": asdict(cfg),
+    }
+    atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
+    meta = read_meta(fs, ("key", "shard", "index"))
+    write_parquet_atomic(meta.select(["id", "key", "shard", "index"]), out / "ids.parquet")
+    write_json_atomic(record, out / "index.json")
+    log.info("index: %s with %d vectors in %.1f s → %s", factory, n, record["build_seconds"], out)
+    return record
+
+
+def _seed_clustering(index: faiss.Index, seed: int) -> None:
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.cp.seed = seed
+    pq = getattr(faiss.downcast_index(ivf) if ivf is not None else None, "pq", None)
+    if pq is not None:
+        pq.cp.seed = seed
+
+
+@dataclass
+class LoadedIndex:
+    index: faiss.Index
+    ids: pa.Table  # id, key, shard, index
+    record: dict
+
+
+def load_index(path: str | Path) -> LoadedIndex:
+    path = Path(path)
+    if (path / "index").is_dir() and not (path / "index.faiss").exists():
+        path = path / "index"
+    if not (path / "index.faiss").exists():
+        raise FileNotFoundError(f"no index.faiss in {path}: build one with make index FEATURES=...")
+    record = json.loads((path / "index.json").read_text())
+    index = faiss.read_index(str(path / "index.faiss"))
+    set_search_params(index, record.get("nprobe"), record.get("ef_search", 128))
+    import pyarrow.parquet as pq
+
+    return LoadedIndex(index, pq.read_table(path / "ids.parquet"), record)
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, batch: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, ids) of the top-k, in query batches; ids -1 where fewer than k exist."""
+    k = min(k, index.ntotal)
+    sims = np.empty((len(queries), k), np.float32)
+    ids = np.empty((len(queries), k), np.int64)
+    for s in range(0, len(queries), batch):
+        sims[s:s + batch], ids[s:s + batch] = index.search(np.ascontiguousarray(queries[s:s + batch]), k)
+    return sims, ids

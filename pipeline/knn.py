@@ -1,0 +1,104 @@
+"""All-vs-all k-NN graph over an index, in batches, written as resumable Parquet parts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.features import FeatureSet, feature_columns, iter_batches, to_matrix
+from pipeline.index import search
+from pipeline.store import write_json_atomic, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+
+def knn_schema(k: int) -> pa.Schema:
+    return pa.schema([("id", pa.int64()), ("neighbours", pa.list_(pa.int64(), k)),
+                      ("similarities", pa.list_(pa.float32(), k))])
+
+
+def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Path, k: int = 64,
+                part_rows: int = 65536, progress: bool = True) -> Path:
+    """Each vector's k nearest others (self removed) → `out/part-NNNNN.parquet` + `_done/part-NNNNN.json`.
+
+    Parts are fixed row ranges of the id order, so a rerun skips finished parts and recomputes the rest.
+    """
+    out = Path(out)
+    state = {"k": k, "count": fs.count, "feature": feature, "ntotal": int(index.ntotal),
+             "fingerprint": fs.provenance["fingerprint"], "part_rows": part_rows}
+    meta_path = out / "graph.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()) != state:
+        raise ValueError(f"{out} holds a k-NN graph made differently ({meta_path}); delete it or use another OUT")
+    write_json_atomic(state, meta_path)
+    k_eff = min(k, fs.count - 1)
+    with tqdm(total=fs.count, unit="vec", disable=not progress, desc=f"knn k={k}") as bar:
+        for part, start, vectors in _parts(fs, feature, part_rows):
+            marker = out / "_done" / f"part-{part:05d}.json"
+            if marker.exists():
+                bar.update(len(vectors))
+                continue
+            sims, ids = search(index, vectors, k_eff + 1) if k_eff > 0 else (np.zeros((len(vectors), 0)),) * 2
+            nb, sm = _drop_self(ids.astype(np.int64), sims.astype(np.float32), start, k_eff)
+            nb = np.pad(nb, ((0, 0), (0, k - k_eff)), constant_values=-1)
+            sm = np.pad(sm, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+            table = pa.table({"id": np.arange(start, start + len(vectors), dtype=np.int64),
+                              "neighbours": pa.FixedSizeListArray.from_arrays(pa.array(nb.ravel()), k),
+                              "similarities": pa.FixedSizeListArray.from_arrays(pa.array(sm.ravel()), k)},
+                             schema=knn_schema(k))
+            write_parquet_atomic(table, out / f"part-{part:05d}.parquet")
+            write_json_atomic({"part": part, "start": start, "rows": len(vectors)}, marker)
+            bar.update(len(vectors))
+    return out
+
+
+def _parts(fs: FeatureSet, feature: str, part_rows: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(part number, first id, normalised vectors) over fixed id ranges."""
+    buf: list[np.ndarray] = []
+    held, part, start = 0, 0, 0
+    for batch in iter_batches(fs, feature_columns(feature), min(part_rows, 65536)):
+        buf.append(to_matrix(batch, feature))
+        held += batch.num_rows
+        while held >= part_rows:
+            block = np.concatenate(buf)
+            yield part, start, block[:part_rows]
+            buf, held = [block[part_rows:]], held - part_rows
+            part, start = part + 1, start + part_rows
+    if held:
+        yield part, start, np.concatenate(buf)
+
+
+def _drop_self(ids: np.ndarray, sims: np.ndarray, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own id (wherever the index ranked it; an exact twin may come first) → k columns."""
+    own = (start + np.arange(len(ids)))[:, None]
+    keep = ids != own
+    # rows where self was not returned: drop the last column instead
+    missing = keep.all(axis=1)
+    keep[missing, -1] = False
+    return ids[keep].reshape(len(ids), -1)[:, :k], sims[keep].reshape(len(ids), -1)[:, :k]
+
+
+def read_edges(graph: str | Path, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, similarity) of every graph edge with similarity > threshold, i != j."""
+    src, dst, sim = [], [], []
+    for path in sorted(Path(graph).glob("part-*.parquet")):
+        t = pq.read_table(path)
+        k = t.schema.field("neighbours").type.list_size
+        ids = t.column("id").to_numpy()
+        nb = t.column("neighbours").combine_chunks().values.to_numpy().reshape(-1, k)
+        sm = t.column("similarities").combine_chunks().values.to_numpy().reshape(-1, k)
+        mask = (sm > threshold) & (nb >= 0)
+        rows, cols = np.nonzero(mask)
+        src.append(ids[rows])
+        dst.append(nb[rows, cols])
+        sim.append(sm[rows, cols])
+    if not src:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(src), np.concatenate(dst), np.concatenate(sim)
