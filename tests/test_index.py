@@ -38,7 +38,7 @@ def test_flat_search_equals_brute_force(tmp_path):
     assert saved["provenance"]["model"] == "test" and saved["feature"] == "cls"
 
 
-@pytest.mark.parametrize("factory", ["HNSW32", "IVF64,Flat", "IVF64,PQ16x8,RFlat", "OPQ16,IVF64,PQ16"])
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF64,Flat", "IVF64,SQ8", "IVF64,PQ16x4fs,RFlat"])
 def test_approximate_indexes_reach_recall_at_10(tmp_path, factory):
     x = clustered_vectors(6000, 32, 40, seed=3)
     write_feature_root(tmp_path, x, per_shard=1000)
@@ -79,7 +79,9 @@ def test_auto_choice_follows_size_and_budget():
     gib = 2**30
     assert choose_factory(50_000, 384, 4 * gib) == "Flat"
     assert choose_factory(1_000_000, 384, 4 * gib) == f"IVF{ivf_lists(1_000_000)},Flat"
-    assert choose_factory(10_000_000, 384, 4 * gib).startswith("OPQ")
+    assert choose_factory(3_000_000, 384, 4 * gib) == "IVF16384,SQ8"
+    assert choose_factory(20_000_000, 384, 4 * gib) == "IVF65536,PQ192x4fs"
+    assert choose_factory(100_000_000, 384, 4 * gib) == "IVF65536,PQ64x4fs"
     assert ivf_lists(1_000_000) == 4000 and ivf_lists(100) == 2
 
 
