@@ -16,13 +16,20 @@ SHARDS ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack bench clean
+.PHONY: help venv test test-slow demo extract pack bench index search knn dedup clean
+FEATURES ?=
+INDEX ?=
+QUERY ?=
+K ?= 10
 
 help:
 	@echo "make test                      run the test suite (creates .venv on first use)"
 	@echo "make demo                      pack a few real photos into shards and extract their features"
 	@echo "make extract SHARDS=... OUT=.. features of webdataset shards (or IMAGES=DIR); ARGS='--help' lists options"
 	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
+	@echo "make index FEATURES=OUT        Faiss index over extracted features"
+	@echo "make search INDEX=.. QUERY=..  nearest indexed images of an image, folder, shards or features"
+	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
 	@echo "make bench                     backbone-only vs end-to-end images/s, one run (writes bench_out/bench.json)"
 
 venv: $(STAMP)
@@ -49,6 +56,22 @@ extract: $(STAMP)
 pack: $(STAMP)
 	@test -n "$(IMAGES)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
 	$(PY) -m jobs.pack --images '$(IMAGES)' --out $(OUT) $(ARGS)
+
+index: $(STAMP)
+	@test -n "$(FEATURES)" || { echo "usage: make index FEATURES=out/train [ARGS='--factory IVF4096,PQ32x4fs']"; exit 2; }
+	$(PY) -m jobs.index --features '$(FEATURES)' $(ARGS)
+
+search: $(STAMP)
+	@test -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
+	$(PY) -m jobs.search --index '$(INDEX)' --query '$(QUERY)' --k $(K) $(ARGS)
+
+knn: $(STAMP)
+	@test -n "$(FEATURES)" || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
+	$(PY) -m jobs.knn --features '$(FEATURES)' $(ARGS)
+
+dedup: $(STAMP)
+	@test -n "$(FEATURES)$(IMAGES)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
+	$(PY) -m jobs.dedup $(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)' --out '$(OUT)') $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m jobs.bench $(if $(SHARDS),--shards '$(SHARDS)') $(ARGS)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         from pipeline.backbone import create_backbone
-        from pipeline.bench import backbone_throughput, end_to_end_throughput
+        from pipeline.bench import backbone_throughput, end_to_end_throughput, matmul_gflops
         from pipeline.config import ExtractConfig
         from pipeline.device import configure_threads, resolve_device
 
@@ -70,16 +70,18 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(cfg.device)
         threads = configure_threads(device, cfg.threads)
         backbone = create_backbone(cfg, device)
+        limit = matmul_gflops()
         alone = backbone_throughput(backbone, args.batch_size)
         e2e = end_to_end_throughput(cfg)
         alone_after = backbone_throughput(backbone, args.batch_size)  # bracket e2e: the machine is noisy
         ref = (alone["images_per_second"] + alone_after["images_per_second"]) / 2
         result = {"model": args.model, "resolution": args.resolution, "batch_size": args.batch_size,
                   "device": str(device), "threads": threads, "cpu": platform.processor() or platform.machine(),
-                  "torch": torch.__version__, "shards": shards, "backbone_before": alone,
+                  "torch": torch.__version__, "shards": shards, "matmul_gflops": limit, "backbone_before": alone,
                   "backbone_after": alone_after, "end_to_end": e2e,
                   "ratio_end_to_end_vs_backbone": e2e["images_per_second"] / ref}
         (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"machine limit: {limit:.0f} GFLOP/s (fp32 {2048}x{2048} matmul, {threads} threads)")
         print(f"{'what':<28}{'images/s':>10}")
         print(f"{'backbone alone (before)':<28}{alone['images_per_second']:>10.2f}   p50 {alone['p50_ms']:.0f} ms")
         print(f"{'end-to-end extract':<28}{e2e['images_per_second']:>10.2f}   {e2e['images']} images")

@@ -18,6 +18,17 @@ from pipeline.extract import run_extract
 log = logging.getLogger(__name__)
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's fp32 limit on these threads: GFLOP/s of an n×n matrix product (after a warm-up)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def backbone_throughput(backbone: Backbone, batch_size: int, warmup: int = 3, repeats: int = 10,
                         seed: int = 0) -> dict:
     """Images/s and latency percentiles of the backbone on random uint8 batches already on the device."""

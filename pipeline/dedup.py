@@ -122,11 +122,11 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: 
                                          memory_budget_gb=cfg.memory_budget_gb, progress=cfg.progress))
         index = load_index(index_dir).index
     graph = build_graph(fs, index, cfg.feature, out / "knn", k=cfg.k, progress=cfg.progress)
-    i, j, approx = read_edges(graph, cfg.threshold)
-    exact = exact_cosine(vectors, i, j)
-    keep = exact > cfg.threshold
-    info = {"index": record["factory"], "candidates": int(len(i)), "rechecked_out": int((~keep).sum())}
-    return i[keep], j[keep], info
+    # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
+    # false edges from them would chain unrelated images into one component.
+    i, j, _ = read_edges(graph, cfg.threshold, rescore=lambda a, b: exact_cosine(vectors, a, b))
+    info = {"index": record["factory"], "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
+    return i, j, info
 
 
 def exact_cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
@@ -286,3 +286,27 @@ def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np
                               f"too low for this model, chaining unrelated images; inspect it before deleting")
         log.warning(summary["warning"])
     return summary
+
+
+def write_duplicates_csv(groups: str | Path, folder: str | Path, out: str | Path) -> int:
+    """`duplicates.csv`: each duplicate file → the file kept in its group (paths under `folder`); never
+    touches the files themselves. Returns the number of rows."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(groups).to_pylist()
+    keeper = {r["component"]: r["key"] for r in table if r["keep"]}
+    rows = [r for r in table if not r["keep"] and r["component"] in keeper]
+    rows.sort(key=lambda r: (keeper[r["component"]], r["key"]))
+    folder = Path(folder)
+    tmp = Path(out).with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["duplicate", "kept", "reason", "nearest_similarity", "group_size"])
+        for r in rows:
+            w.writerow([str(folder / r["key"]), str(folder / keeper[r["component"]]), r["reason"],
+                        f"{r['nearest_similarity']:.4f}" if r["nearest_similarity"] is not None else "",
+                        r["component_size"]])
+    tmp.replace(out)
+    return len(rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -85,8 +85,13 @@ def _drop_self(ids: np.ndarray, sims: np.ndarray, start: int, k: int) -> tuple[n
     return ids[keep].reshape(len(ids), -1)[:, :k], sims[keep].reshape(len(ids), -1)[:, :k]
 
 
-def read_edges(graph: str | Path, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, similarity) of every graph edge with similarity > threshold, i != j."""
+def read_edges(graph: str | Path, threshold: float, rescore: Callable | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, similarity) of every graph edge with similarity > threshold, i != j.
+
+    `rescore(i, j)` replaces the index's similarities (approximate for PQ/SQ indexes) by exact ones before
+    the threshold applies, part by part, so no candidate is lost to a compressed approximate score.
+    """
     src, dst, sim = [], [], []
     for path in sorted(Path(graph).glob("part-*.parquet")):
         t = pq.read_table(path)
@@ -94,11 +99,14 @@ def read_edges(graph: str | Path, threshold: float) -> tuple[np.ndarray, np.ndar
         ids = t.column("id").to_numpy()
         nb = t.column("neighbours").combine_chunks().values.to_numpy().reshape(-1, k)
         sm = t.column("similarities").combine_chunks().values.to_numpy().reshape(-1, k)
-        mask = (sm > threshold) & (nb >= 0)
-        rows, cols = np.nonzero(mask)
-        src.append(ids[rows])
-        dst.append(nb[rows, cols])
-        sim.append(sm[rows, cols])
+        rows, cols = np.nonzero(nb >= 0)
+        i, j, s = ids[rows], nb[rows, cols], sm[rows, cols]
+        if rescore is not None:
+            s = rescore(i, j)
+        keep = s > threshold
+        src.append(i[keep])
+        dst.append(j[keep])
+        sim.append(s[keep])
     if not src:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.concatenate(src), np.concatenate(dst), np.concatenate(sim)

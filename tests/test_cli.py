@@ -70,6 +70,9 @@ def test_bench_code_path_on_a_tiny_model(tmp_path):
     alone = backbone_throughput(create_backbone(cfg, torch.device("cpu")), batch_size=2, warmup=1, repeats=2)
     assert set(alone) == {"batch_size", "images_per_second", "p50_ms", "p90_ms", "repeats", "warmup"}
     assert alone["images_per_second"] > 0 and alone["p90_ms"] >= alone["p50_ms"] > 0
+    from pipeline.bench import matmul_gflops
+
+    assert matmul_gflops(n=256, repeats=2) > 0
     e2e = end_to_end_throughput(cfg)
     assert e2e["images"] == len(keys) and e2e["failures"] == 0 and e2e["images_per_second"] > 0
     assert not (tmp_path / "unused").exists()  # the bench never writes into a user's OUT

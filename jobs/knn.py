@@ -1,0 +1,40 @@
+"""`python -m jobs.knn`: all-vs-all k-NN graph over an index, as resumable Parquet parts."""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs._cli import run_job
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m jobs.knn", description=__doc__,
+                                epilog="example: python -m jobs.knn --features out/train --k 64  "
+                                       "(writes FEATURES/knn/part-NNNNN.parquet: id, neighbours, similarities)")
+    p.add_argument("--features", required=True, metavar="OUT", help="an extract output root with an index")
+    p.add_argument("--index", default=None, help="index folder (default: FEATURES/index)")
+    p.add_argument("--k", type=int, default=64, help="neighbours per image (default: %(default)s)")
+    p.add_argument("--out", default=None, help="graph folder (default: FEATURES/knn)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+
+    def job() -> int:
+        from pipeline.features import open_features
+        from pipeline.index import load_index
+        from pipeline.knn import build_graph
+
+        loaded = load_index(args.index or args.features)
+        fs = open_features(args.features)
+        if loaded.record["provenance"]["fingerprint"] != fs.provenance["fingerprint"]:
+            raise ValueError("the index was built from other features than --features")
+        out = build_graph(fs, loaded.index, loaded.record["feature"], args.out or f"{args.features}/knn", args.k,
+                          progress=args.progress)
+        print(f"knn: k={args.k} graph of {fs.count} images -> {out}")
+        return 0
+
+    run_job(job, args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Dedup: planted groups (with a chain), keepers, exact and perceptual edges, decontamination, summary."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageOps
+
+from pipeline.dedup import DedupConfig, components, phash_edges, run_dedup
+from pipeline.extract import run_extract
+from pipeline.phash import hamming64
+from tests.conftest import make_image, tiny_config, write_feature_root
+
+
+def planted(seed: int = 0, n: int = 400, d: int = 128):
+    """Random unit vectors plus planted groups; group C is a chain a~b~c with cos(a, c) < threshold."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    groups = {"A": [10, 11, 12, 13], "B": [50, 51], "D": [300, 301, 302]}
+    for members in groups.values():
+        base = x[members[0]]
+        for m in members[1:]:
+            v = base + 0.25 * rng.normal(size=d) / np.sqrt(d)
+            x[m] = v / np.linalg.norm(v)
+    # chain: a=100, b=101, c=102 with cos(a,b)≈cos(b,c)≈0.8 and cos(a,c)≈0.3
+    e = np.linalg.qr(rng.normal(size=(d, 3)))[0].T
+    a = e[0]
+    b = 0.8 * e[0] + 0.6 * e[1]
+    c = 0.3 * e[0] + 0.8 * e[1] + np.sqrt(1 - 0.09 - 0.64) * e[2]
+    x[100], x[101], x[102] = a, b, c
+    groups["C"] = [100, 101, 102]
+    return x.astype(np.float32), groups
+
+
+def expected_components(n: int, groups: dict) -> set[frozenset]:
+    grouped = {m for g in groups.values() for m in g}
+    return {frozenset(g) for g in groups.values()} | {frozenset([i]) for i in range(n) if i not in grouped}
+
+
+def found_components(df: pd.DataFrame) -> set[frozenset]:
+    return {frozenset(g.id) for _, g in df.groupby("component")}
+
+
+def test_planted_groups_and_chain_become_components_with_one_keeper(tmp_path):
+    x, groups = planted()
+    assert x[100] @ x[102] < 0.6 < min(x[100] @ x[101], x[101] @ x[102])
+    pixels = np.full(len(x), 100)
+    pixels[12] = 500  # the keeper of A: most pixels
+    keys = write_feature_root(tmp_path, x, pixels=pixels)
+    summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    df = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
+    assert list(df.columns) == ["key", "shard", "index", "id", "component", "component_size", "keep",
+                                "nearest_key", "nearest_similarity", "reason"]
+    assert found_components(df) == expected_components(len(x), groups)
+    kept = df.groupby("component").keep.sum()
+    assert (kept == 1).all()
+    by_id = df.set_index("id")
+    assert by_id.loc[12, "keep"] and not by_id.loc[10, "keep"]
+    assert by_id.loc[50, "keep"] and not by_id.loc[51, "keep"]  # tie on pixels: smallest key
+    assert set(by_id.loc[[10, 11, 13], "reason"]) == {"embedding"} and by_id.loc[12, "reason"] == "keep"
+    assert by_id.loc[0, "reason"] == "unique" and pd.isna(by_id.loc[0, "nearest_key"])
+    assert by_id.loc[102, "nearest_key"] == keys[101]
+    np.testing.assert_allclose(by_id.loc[102, "nearest_similarity"], x[101] @ x[102], atol=1e-3)
+    assert summary["groups"] == 4 and summary["removed"] == 3 + 1 + 2 + 2
+    assert summary["component_sizes"] == {"1": len(x) - 12, "2": 1, "3": 2, "4": 1}
+    assert summary["reasons"]["embedding"] == 8 and "warning" not in summary
+    again = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    df2 = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
+    pd.testing.assert_frame_equal(df, df2)
+    assert again["groups"] == summary["groups"]
+
+
+def test_approximate_candidates_are_rechecked_before_grouping(tmp_path):
+    x, groups = planted(seed=1, n=3000)
+    write_feature_root(tmp_path, x, per_shard=1000)
+    from pipeline.index import IndexConfig, build_index
+
+    build_index(IndexConfig(features=str(tmp_path), out=str(tmp_path / "dedup" / "index"),
+                            factory="IVF16,PQ16x4fs", progress=False, nprobe=16))
+    summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    df = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
+    assert summary["stages"]["embedding"]["index"] == "IVF16,PQ16x4fs"
+    assert summary["stages"]["embedding"]["candidates"] == 3000 * 64
+    # PQ similarities are approximate; grouping uses the exact cosine, so the chain's a–c is never an edge
+    assert found_components(df) == expected_components(len(x), groups)
+
+
+def test_components_brute_force_union_find():
+    rng = np.random.default_rng(3)
+    n = 200
+    src, dst = rng.integers(0, n, 150), rng.integers(0, n, 150)
+    component, sizes = components(n, src, dst)
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in zip(src, dst):
+        parent[find(a)] = find(b)
+    for a in range(n):
+        for b in range(n):
+            assert (component[a] == component[b]) == (find(a) == find(b))
+    assert sizes.sum() == n and component[0] == 0  # numbered by smallest member
+
+
+def test_phash_edges_against_brute_force():
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2**63, 30, dtype=np.uint64)
+    flips = [np.uint64(1) << np.uint64(int(b)) for b in rng.integers(0, 64, 60)]
+    hashes = np.concatenate([base, base[:20] ^ np.array(flips[:20]) ^ np.array(flips[20:40])])
+    i, j = phash_edges(hashes, 6)
+    got = set(zip(i.tolist(), j.tolist()))
+    want = {(a, b) for a in range(len(hashes)) for b in range(a + 1, len(hashes))
+            if hamming64(int(hashes[a]), int(hashes[b])) <= 6}
+    assert got == want and len(want) >= 20
+
+
+def _jpeg(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_exact_and_phash_edges_group_copies_made_from_one_image(tmp_path):
+    """Byte-identical and re-encoded/resized/mirrored copies of one photo-like image, among distinct ones."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((320, 240),
+                                                                                      Image.Resampling.BICUBIC)
+    root = tmp_path / "photos"
+    root.mkdir()
+    original = _jpeg(photo, 95)
+    (root / "orig.jpg").write_bytes(original)
+    (root / "orig_copy.jpg").write_bytes(original)
+    (root / "requality.jpg").write_bytes(_jpeg(photo, 60))
+    (root / "smaller.jpg").write_bytes(_jpeg(photo.resize((160, 120)), 90))
+    (root / "mirror.jpg").write_bytes(_jpeg(ImageOps.mirror(photo), 90))
+    for i in range(6):
+        other = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((320, 240))
+        (root / f"other{i}.jpg").write_bytes(_jpeg(other, 90))
+    run_extract(tiny_config(tmp_path / "out", images=str(root)))
+    summary = run_dedup(DedupConfig(features=str(tmp_path / "out"), progress=False))
+    df = pd.read_parquet(tmp_path / "out" / "dedup" / "groups.parquet").set_index("key")
+    group = {"orig.jpg", "orig_copy.jpg", "requality.jpg", "smaller.jpg", "mirror.jpg"}
+    assert {k for k in df.index if df.loc[k, "component_size"] > 1} == group
+    assert df.loc[sorted(group), "component"].nunique() == 1
+    assert df.loc["orig_copy.jpg", "reason"] in ("exact", "keep") and df.loc["orig.jpg", "reason"] in ("exact",
+                                                                                                       "keep")
+    assert {df.loc[k, "reason"] for k in ("requality.jpg", "smaller.jpg", "mirror.jpg")} <= {"phash", "keep"}
+    assert summary["stages"]["embedding"]["skipped"] == "random weights"
+    assert summary["stages"]["exact"]["edges"] == 1 and summary["stages"]["phash"]["mirror_aware"]
+
+
+def test_decontamination_drops_every_touched_component_and_nothing_else(tmp_path):
+    x, groups = planted(seed=2)
+    write_feature_root(tmp_path / "pool", x)
+    rng = np.random.default_rng(9)
+    near_a = x[11] + 0.5 * rng.normal(size=x.shape[1]) / np.sqrt(x.shape[1])  # cos ≈ 0.9 with A's member 11
+    near_single = x[200] * 0.5 + 0.87 * np.linalg.qr(np.stack([x[200], rng.normal(size=x.shape[1])]).T)[0][:, 1]
+    far = rng.normal(size=(5, x.shape[1]))
+    ref = np.vstack([near_a, near_single, far])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert ref[1] @ x[200] > 0.45 and (ref[2:] @ x.T).max() < 0.45
+    sha_ref = [hashlib.sha1(f"ref{i}".encode()).digest() for i in range(len(ref))]
+    sha_ref[-1] = hashlib.sha1(b"img000300").digest()  # byte-identical to pool item 300 (group D)
+    write_feature_root(tmp_path / "ref", ref.astype(np.float32), keys=[f"ref{i}" for i in range(len(ref))],
+                       sha1=sha_ref)
+    summary = run_dedup(DedupConfig(features=str(tmp_path / "pool"), reference=str(tmp_path / "ref"),
+                                    progress=False))
+    df = pd.read_parquet(tmp_path / "pool" / "dedup" / "groups.parquet").set_index("id")
+    dropped = set(df.index[df.reason == "contaminated"])
+    assert dropped == set(groups["A"]) | {200} | set(groups["D"])
+    assert not df.loc[sorted(dropped), "keep"].any()
+    assert summary["contaminated_removed"] == len(dropped)
+    assert summary["duplicates_removed"] == (2 - 1) + (3 - 1)  # B and C, the untouched groups
+    assert df.keep.sum() == len(x) - len(dropped) - 3
+
+
+def test_reference_of_another_model_is_refused(tmp_path):
+    from pipeline.features import MixedProvenanceError
+
+    x, _ = planted()
+    write_feature_root(tmp_path / "pool", x)
+    other = {"model": "other", "weights": {"source": "random", "sha256": "random"}, "input_size": [3, 56, 56],
+             "resize_mode": "fixed"}
+    write_feature_root(tmp_path / "ref", x[:5], provenance=other)
+    with pytest.raises(MixedProvenanceError):
+        run_dedup(DedupConfig(features=str(tmp_path / "pool"), reference=str(tmp_path / "ref"), progress=False))
+
+
+def test_low_threshold_warns_about_a_giant_component(tmp_path):
+    x, _ = planted(n=400, d=4)  # in 4 dimensions, cosine > 0.1 links nearly everything
+    write_feature_root(tmp_path, x)
+    summary = run_dedup(DedupConfig(features=str(tmp_path), threshold=0.1, large_component=50, progress=False))
+    assert summary["largest_component"] > 300 and "threshold" in summary["warning"]
+    saved = json.loads((tmp_path / "dedup" / "summary.json").read_text())
+    assert saved["warning"] == summary["warning"]

@@ -1,0 +1,69 @@
+"""The index → search → dedup path as a user runs it from the command line."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import ImageOps
+
+from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, make_image
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRACT_ARGS = ["--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES),
+                "--model-kwargs", ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--workers", "0", "--no-progress"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_dedup_images_one_command_writes_duplicates_csv_and_touches_no_file(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "trip").mkdir(parents=True)
+    base = make_image(7, (160, 120))
+    base.save(photos / "a.png")
+    base.save(photos / "trip" / "a_copy.png")  # byte-identical
+    ImageOps.mirror(base).save(photos / "trip" / "a_mirror.png")
+    for i in range(4):
+        make_image(20 + i, (160, 120)).save(photos / f"other{i}.png")
+    before = {p: p.stat().st_mtime_ns for p in photos.rglob("*")}
+    out = tmp_path / "out"
+    proc = run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
+    assert "2 duplicates" in proc.stdout and "embedding 0 edges" in proc.stdout
+    with open(out / "duplicates.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(Path(r["duplicate"]).name, Path(r["kept"]).name) for r in rows] == [("a_copy.png", "a.png"),
+                                                                                 ("a_mirror.png", "a.png")]
+    assert {r["reason"] for r in rows} == {"exact", "phash"}
+    assert {p: p.stat().st_mtime_ns for p in photos.rglob("*")} == before  # nothing moved, deleted or touched
+    run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)  # rerun: extraction cached
+
+
+def test_index_then_search_with_an_image_query(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        make_image(i, (96, 72)).save(photos / f"p{i:02d}.png")
+    out = tmp_path / "out"
+    run("jobs.extract", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
+    run("jobs.index", "--features", str(out), "--no-progress")
+    proc = run("jobs.search", "--index", str(out / "index"), "--query", str(photos / "p05.png"), "--k", "3",
+               "--out", str(tmp_path / "nn.csv"))
+    res = pd.read_csv(tmp_path / "nn.csv")
+    assert list(res.columns) == ["query", "rank", "key", "shard", "index", "similarity"]
+    assert list(res["rank"]) == [1, 2, 3] and res["key"][0] == "p05.png"
+    assert abs(res["similarity"][0] - 1.0) < 1e-3  # the same image, extracted the same way
+    assert "p05.png" in proc.stdout
+    feats = pd.read_parquet(out / "features").set_index("key")
+    x = np.stack(feats.cls.to_numpy()).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[list(feats.index).index("p05.png")]
+    order = [feats.index[i] for i in np.argsort(-(x @ q))[:3]]
+    assert list(res["key"]) == order
