@@ -16,7 +16,10 @@ SHARDS ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack bench index search knn dedup clean
+.PHONY: help venv test test-slow demo extract pack bench index search knn dedup curate export clean
+QUERIES ?=
+POOL ?=
+SELECTION ?=
 FEATURES ?=
 INDEX ?=
 QUERY ?=
@@ -30,6 +33,8 @@ help:
 	@echo "make index FEATURES=OUT        Faiss index over extracted features"
 	@echo "make search INDEX=.. QUERY=..  nearest indexed images of an image, folder, shards or features"
 	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
+	@echo "make curate POOL=.. QUERIES=.. LVD-142M retrieval from a pool near seed sets (or ARGS='--balanced N')"
+	@echo "make export SELECTION=.. OUT=  selected samples as new webdataset shards"
 	@echo "make bench                     backbone-only vs end-to-end images/s, one run (writes bench_out/bench.json)"
 
 venv: $(STAMP)
@@ -72,6 +77,14 @@ knn: $(STAMP)
 dedup: $(STAMP)
 	@test -n "$(FEATURES)$(IMAGES)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
 	$(PY) -m jobs.dedup $(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)' --out '$(OUT)') $(ARGS)
+
+curate: $(STAMP)
+	@test -n "$(POOL)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'"; exit 2; }
+	$(PY) -m jobs.curate --pool '$(POOL)' $(if $(QUERIES),--queries '$(QUERIES)') $(ARGS)
+
+export: $(STAMP)
+	@test -n "$(SELECTION)" || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }
+	$(PY) -m jobs.export --selection '$(SELECTION)' --out '$(OUT)' $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m jobs.bench $(if $(SHARDS),--shards '$(SHARDS)') $(ARGS)

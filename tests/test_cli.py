@@ -22,7 +22,8 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("job", ["jobs.extract", "jobs.pack", "jobs.demo", "jobs.bench"])
+@pytest.mark.parametrize("job", ["jobs.extract", "jobs.pack", "jobs.demo", "jobs.bench", "jobs.index", "jobs.search",
+                                 "jobs.knn", "jobs.dedup", "jobs.curate", "jobs.export"])
 def test_help_explains(job):
     proc = run(job, "--help")
     assert proc.returncode == 0

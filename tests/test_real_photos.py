@@ -85,3 +85,33 @@ def test_packed_folder_gives_the_same_features_as_the_folder(tmp_path):
     b = b.assign(sha=b.sha1.map(bytes)).set_index("sha").sort_index()
     np.testing.assert_array_equal(np.stack(a.cls.to_numpy()), np.stack(b.cls.to_numpy()))
     assert list(a.phash) == list(b.phash)
+
+
+def test_curate_on_copydays_pool_selects_each_seeds_exact_copies(tmp_path):
+    import hashlib
+    import shutil
+
+    from pipeline.curate import CurateConfig, run_curate
+
+    root = shared_data("pimmi_copydays_like", "dataset1")
+    files = sorted(p for p in root.rglob("*.jpg"))
+    by_sha: dict[str, list] = {}
+    for p in files:
+        by_sha.setdefault(hashlib.sha1(p.read_bytes()).hexdigest(), []).append(p)
+    copy_sets = [v for v in by_sha.values() if len(v) > 1]
+    assert len(copy_sets) >= 5
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    chosen = copy_sets[:5]
+    for i, group in enumerate(chosen):
+        shutil.copy2(group[0], seeds / f"seed{i}.jpg")  # a copy in tmp, outside the repo
+    run_extract(tiny_config(tmp_path / "pool", images=str(root), workers=1, batch_size=32))
+    run_extract(tiny_config(tmp_path / "seeds_out", images=str(seeds)))
+    k = max(len(g) for g in chosen)
+    summary = run_curate(CurateConfig(pool=str(tmp_path / "pool"), queries=(("seeds", str(tmp_path / "seeds_out")),),
+                                      mode="sample", k=k, progress=False))
+    selected = set(pd.read_parquet(tmp_path / "pool" / "curate" / "selected.parquet").key)
+    for group in chosen:
+        copies = {p.relative_to(root).as_posix() for p in group}
+        assert copies <= selected, f"missing exact copies {copies - selected}"
+    assert summary["sources"]["seeds"]["queries"] == 5
