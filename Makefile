@@ -16,7 +16,7 @@ SHARDS ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack bench index search knn dedup curate export clean
+.PHONY: help venv test test-slow demo extract pack bench parity index search knn dedup curate export clean
 QUERIES ?=
 POOL ?=
 SELECTION ?=
@@ -35,7 +35,8 @@ help:
 	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
 	@echo "make curate POOL=.. QUERIES=.. LVD-142M retrieval from a pool near seed sets (or ARGS='--balanced N')"
 	@echo "make export SELECTION=.. OUT=  selected samples as new webdataset shards"
-	@echo "make bench                     backbone-only vs end-to-end images/s, one run (writes bench_out/bench.json)"
+	@echo "make bench                     images/s vs the machine's limit: backbone sweep, end-to-end, naive loop, fast paths"
+	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, int8, bf16 (, device)"
 
 venv: $(STAMP)
 
@@ -87,7 +88,10 @@ export: $(STAMP)
 	$(PY) -m jobs.export --selection '$(SELECTION)' --out '$(OUT)' $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m jobs.bench $(if $(SHARDS),--shards '$(SHARDS)') $(ARGS)
+	$(PY) -m jobs.bench $(ARGS)
+
+parity: $(STAMP)
+	$(PY) -m jobs.parity $(ARGS)
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache

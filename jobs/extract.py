@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto", help="auto (cuda → npu → mps → cpu), cpu, cuda, cuda:1, npu, mps")
     m.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="autocast precision of the forward pass (default: %(default)s)")
+    m.add_argument("--quantize", default=None, choices=["int8"],
+                   help="CPU fast path: dynamic int8 Linear layers (~1.3x here, CLS cosine ~0.999 vs fp32)")
+    m.add_argument("--compile", action="store_true", help="torch.compile the forward pass (slow first batch)")
     m.add_argument("--threads", type=int, default=None, help="intra-op CPU threads for the model (default: torch's)")
     pre = p.add_argument_group("preprocessing (default: the model's own timm data config)")
     pre.add_argument("--resolution", type=int, default=None, metavar="N",
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, rank=args.rank,
         world_size=args.world_size, max_pixels=args.max_pixels, jpeg_draft=args.jpeg_draft,
         image_key=args.image_key, folder_shard_size=args.folder_shard_size, progress=args.progress,
+        quantize=args.quantize, compile=args.compile,
     )
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 RANDOM_WEIGHTS_SEED = 0
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # Provenance fields that do not change the numbers: they are recorded but left out of the fingerprint.
-_NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint")
+_NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile")
 
 
 class WeightsError(RuntimeError):
@@ -152,6 +152,14 @@ class Backbone:
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))
         self.num_registers = max(0, self.num_prefix - 1)
         self.embed_dim = int(getattr(model, "num_features", 0) or getattr(model, "embed_dim"))
+        if cfg.quantize == "int8":
+            if device.type != "cpu":
+                raise ValueError("--quantize int8 is a CPU fast path (dynamic int8 Linear layers); on "
+                                 "accelerators use --precision bf16 or fp16")
+            self.model = quantize_int8(self.model)
+        self._forward_features = self.model.forward_features
+        if cfg.compile:
+            self._forward_features = torch.compile(self.model.forward_features)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -164,7 +172,7 @@ class Backbone:
                     x, indices=self.cfg.last_layers, norm=True, output_fmt="NLC", return_prefix_tokens=True)
                 tokens = final
             else:
-                tokens = self.model.forward_features(x)
+                tokens = self._forward_features(x)
         tokens = tokens.float()
         if tokens.ndim == 4:  # convnet NCHW maps: no CLS token; the model's own pooled head stands in
             cls = self.model.forward_head(tokens, pre_logits=True).float()
@@ -195,6 +203,8 @@ class Backbone:
             "last_layers": self.cfg.last_layers if "layers" in self.cfg.extras else None,
             "gem_p": self.cfg.gem_p if "gem" in self.cfg.extras else None,
             "jpeg_draft": self.cfg.jpeg_draft,
+            "quantize": self.cfg.quantize,
+            "compile": self.cfg.compile,
             "embed_dim": self.embed_dim,
             "num_prefix_tokens": self.num_prefix,
             "device": str(self.device),
@@ -204,6 +214,17 @@ class Backbone:
         }
         record["fingerprint"] = fingerprint(record)
         return record
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every Linear layer (weights int8, activations quantised per batch)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:

@@ -41,6 +41,8 @@ class ExtractConfig:
     jpeg_draft: bool = True
     image_key: str | None = None
     folder_shard_size: int = 1000
+    quantize: str | None = None  # "int8": dynamic int8 Linear layers (CPU fast path)
+    compile: bool = False  # torch.compile the forward pass
     progress: bool = True
     # Test hook (as faiss contrib's crash_at): raise after this many shards were written.
     crash_after_shards: int | None = field(default=None, compare=False)
@@ -69,6 +71,8 @@ class ExtractConfig:
             raise ValueError("folder_shard_size must be >= 1")
         if self.last_layers < 1:
             raise ValueError("last_layers must be >= 1")
+        if self.quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be int8 or unset, got {self.quantize!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
