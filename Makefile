@@ -13,6 +13,7 @@ STAMP := $(VENV)/.installed
 
 OUT ?= out
 SHARDS ?=
+EXECUTOR ?=
 IMAGES ?=
 ARGS ?=
 
@@ -57,7 +58,7 @@ demo: $(STAMP)
 
 extract: $(STAMP)
 	@test -n "$(SHARDS)$(IMAGES)" || { echo "usage: make extract SHARDS='data/train-{000000..000009}.tar' OUT=out [ARGS='...']  (or IMAGES=DIR)"; exit 2; }
-	$(PY) -m jobs.extract $(if $(SHARDS),--shards '$(SHARDS)') $(if $(IMAGES),--images '$(IMAGES)') --out $(OUT) $(ARGS)
+	$(PY) -m jobs.extract $(if $(SHARDS),--shards '$(SHARDS)') $(if $(IMAGES),--images '$(IMAGES)') --out $(OUT) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS)
 
 pack: $(STAMP)
 	@test -n "$(IMAGES)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }

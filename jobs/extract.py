@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     r.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes that read and decode (default: 1 on small CPUs, more on GPUs)")
+    r.add_argument("--executor", default=os.environ.get("EXECUTOR") or "local", choices=["local", "ray"],
+                   help="local: this process (and torchrun ranks); ray: actors on a Ray cluster ($RAY_ADDRESS, "
+                        "or a local one), one per GPU or per --ray-cpus-per-actor CPUs (default: local)")
+    r.add_argument("--ray-actors", type=int, default=None, help="number of actors (default: fill the cluster)")
+    r.add_argument("--ray-cpus-per-actor", type=float, default=1.0)
+    r.add_argument("--ray-retries", type=int, default=2, help="retries of a shard whose actor died (default: 2)")
     r.add_argument("--rank", type=int, default=rank, help="this process's rank (default: $RANK or 0)")
     r.add_argument("--world-size", type=int, default=world, help="number of ranks (default: $WORLD_SIZE or 1)")
     r.add_argument("--folder-shard-size", type=int, default=1000, help="images per unit of work for --images")
@@ -99,9 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def job() -> int:
-        from pipeline.extract import run_extract
+        cfg = config_from_args(args)
+        if args.executor == "ray":
+            from pipeline.executors.ray_executor import run_extract_ray
 
-        stats = run_extract(config_from_args(args))
+            stats = run_extract_ray(cfg, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
+                                    max_retries=args.ray_retries)
+        else:
+            from pipeline.extract import run_extract
+
+            stats = run_extract(cfg)
         print(f"extract: {stats.summary()}\noutputs in {args.out}/ (features/, failures/, stats.json)")
         return 1 if stats.failed else 0
 

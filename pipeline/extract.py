@@ -88,7 +88,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractStats:
              workers, threads, cfg.model, provenance["weights"]["source"], provenance["input_size"], cfg.resize_mode)
     start = time.perf_counter()
     if todo:
-        _run(cfg, backbone, provenance, store, todo, workers, stats)
+        extract_shards(cfg, backbone, provenance, store, todo, workers, stats)
     stats.seconds = time.perf_counter() - start
     store.write_stats({**asdict(stats), "rank": cfg.rank, "world_size": cfg.world_size, "device": str(device),
                        "workers": workers, "threads": threads, "images_per_second": stats.images_per_second})
@@ -96,8 +96,11 @@ def run_extract(cfg: ExtractConfig) -> ExtractStats:
     return stats
 
 
-def _run(cfg: ExtractConfig, backbone: Backbone, provenance: dict, store: OutputStore, todo: list[Shard],
-         workers: int, stats: ExtractStats) -> None:
+def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, store: OutputStore,
+                   todo: list[Shard], workers: int, stats: ExtractStats) -> None:
+    """Read, embed and write `todo` with a model already on its device; counts go into `stats`.
+
+    Used by `run_extract` for all of a rank's shards, and by each Ray actor for one shard at a time."""
     device = backbone.device
     widths = _feature_widths(backbone, cfg)
     schema = feature_schema(provenance, widths, cfg.dtype)
