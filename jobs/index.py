@@ -28,16 +28,21 @@ def main(argv: list[str] | None = None) -> None:
     add_index_args(p)
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: max(16, nlist/16))")
     p.add_argument("--train-size", type=int, default=256 * 1024, help="training sample (default: %(default)s)")
+    p.add_argument("--parts", type=int, default=1,
+                   help="IVF only: add the vectors in N parallel parts and merge them (default: 1)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"], help="runs the parts (with --parts)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
 
     def job() -> int:
         from pipeline.index import IndexConfig, build_index
+        from pipeline.index_parts import build_index_parts
 
-        record = build_index(IndexConfig(features=args.features, out=args.out, feature=args.feature,
-                                         factory=args.factory, memory_budget_gb=args.memory_budget,
-                                         nprobe=args.nprobe, train_size=args.train_size, progress=args.progress))
+        cfg = IndexConfig(features=args.features, out=args.out, feature=args.feature, factory=args.factory,
+                          memory_budget_gb=args.memory_budget, nprobe=args.nprobe, train_size=args.train_size,
+                          progress=args.progress)
+        record = (build_index_parts(cfg, args.parts, args.executor) if args.parts > 1 else build_index(cfg))
         print(f"index: {record['factory']} over {record['count']} × {record['dim']} ({record['feature']}) in "
               f"{record['build_seconds']:.1f} s -> {args.out or args.features + '/index'}")
         return 0

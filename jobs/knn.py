@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--index", default=None, help="index folder (default: FEATURES/index)")
     p.add_argument("--k", type=int, default=64, help="neighbours per image (default: %(default)s)")
     p.add_argument("--out", default=None, help="graph folder (default: FEATURES/knn)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes or Ray tasks (default: 1)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
@@ -28,8 +30,14 @@ def main(argv: list[str] | None = None) -> None:
         fs = open_features(args.features)
         if loaded.record["provenance"]["fingerprint"] != fs.provenance["fingerprint"]:
             raise ValueError("the index was built from other features than --features")
-        out = build_graph(fs, loaded.index, loaded.record["feature"], args.out or f"{args.features}/knn", args.k,
-                          progress=args.progress)
+        out_dir = args.out or f"{args.features}/knn"
+        if args.workers > 1:
+            from pipeline.knn import build_graph_parallel
+
+            out = build_graph_parallel(args.features, args.index or f"{args.features}/index", out_dir, args.k,
+                                       args.workers, executor=args.executor)
+        else:
+            out = build_graph(fs, loaded.index, loaded.record["feature"], out_dir, args.k, progress=args.progress)
         print(f"knn: k={args.k} graph of {fs.count} images -> {out}")
         return 0
 

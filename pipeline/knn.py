@@ -26,23 +26,19 @@ def knn_schema(k: int) -> pa.Schema:
 
 
 def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Path, k: int = 64,
-                part_rows: int = 65536, progress: bool = True) -> Path:
+                part_rows: int = 65536, progress: bool = True, worker: tuple[int, int] = (0, 1)) -> Path:
     """Each vector's k nearest others (self removed) → `out/part-NNNNN.parquet` + `_done/part-NNNNN.json`.
 
-    Parts are fixed row ranges of the id order, so a rerun skips finished parts and recomputes the rest.
+    Parts are fixed row ranges of the id order, so a rerun skips finished parts and recomputes the rest;
+    `worker=(w, W)` takes only parts with number ≡ w (mod W), so W processes or Ray tasks share the work.
     """
     out = Path(out)
-    state = {"k": k, "count": fs.count, "feature": feature, "ntotal": int(index.ntotal),
-             "fingerprint": fs.provenance["fingerprint"], "part_rows": part_rows}
-    meta_path = out / "graph.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()) != state:
-        raise ValueError(f"{out} holds a k-NN graph made differently ({meta_path}); delete it or use another OUT")
-    write_json_atomic(state, meta_path)
+    claim_graph(fs, index, feature, out, k, part_rows)
     k_eff = min(k, fs.count - 1)
     with tqdm(total=fs.count, unit="vec", disable=not progress, desc=f"knn k={k}") as bar:
         for part, start, vectors in _parts(fs, feature, part_rows):
             marker = out / "_done" / f"part-{part:05d}.json"
-            if marker.exists():
+            if marker.exists() or part % worker[1] != worker[0]:
                 bar.update(len(vectors))
                 continue
             sims, ids = search(index, vectors, k_eff + 1) if k_eff > 0 else (np.zeros((len(vectors), 0)),) * 2
@@ -57,6 +53,51 @@ def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Pat
             write_json_atomic({"part": part, "start": start, "rows": len(vectors)}, marker)
             bar.update(len(vectors))
     return out
+
+
+def claim_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: Path, k: int, part_rows: int) -> None:
+    """Write `graph.json`, or check that the graph already in `out` was made the same way."""
+    state = {"k": k, "count": fs.count, "feature": feature, "ntotal": int(index.ntotal),
+             "fingerprint": fs.provenance["fingerprint"], "part_rows": part_rows}
+    meta_path = Path(out) / "graph.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()) != state:
+        raise ValueError(f"{out} holds a k-NN graph made differently ({meta_path}); delete it or use another OUT")
+    write_json_atomic(state, meta_path)
+
+
+def _graph_worker(features: str, index_dir: str, out: str, k: int, part_rows: int, worker: tuple[int, int]
+                  ) -> None:
+    from pipeline.features import open_features
+    from pipeline.index import load_index
+
+    faiss.omp_set_num_threads(1)
+    loaded = load_index(index_dir)
+    build_graph(open_features(features), loaded.index, loaded.record["feature"], out, k, part_rows,
+                progress=False, worker=worker)
+
+
+def build_graph_parallel(features: str, index_dir: str, out: str | Path, k: int = 64, workers: int = 2,
+                         part_rows: int = 65536, executor: str = "local") -> Path:
+    """`build_graph` split over `workers` processes (or Ray tasks); each loads the index from disk."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline.features import open_features
+    from pipeline.index import load_index
+
+    loaded = load_index(index_dir)
+    fs = open_features(features)
+    claim_graph(fs, loaded.index, loaded.record["feature"], Path(out), k, part_rows)
+    jobs = [(features, str(index_dir), str(out), k, part_rows, (w, workers)) for w in range(workers)]
+    if executor == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.get([ray.remote(_graph_worker).remote(*j) for j in jobs])
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_graph_worker, *zip(*jobs)))
+    return Path(out)
 
 
 def _parts(fs: FeatureSet, feature: str, part_rows: int) -> Iterator[tuple[int, int, np.ndarray]]:

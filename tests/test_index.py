@@ -90,3 +90,50 @@ def test_missing_features_and_index_say_what_to_run(tmp_path):
         open_features(tmp_path)
     with pytest.raises(FileNotFoundError, match="make index"):
         load_index(tmp_path)
+
+
+@pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,PQ8x4fs"])
+def test_parallel_parts_merge_to_the_single_process_index(tmp_path, factory):
+    from pipeline.index_parts import build_index_parts
+
+    x = clustered_vectors(3000, 32, 30, seed=7)
+    write_feature_root(tmp_path, x, per_shard=400)  # 8 files → 3 parts
+    single = build_index(IndexConfig(features=str(tmp_path), out=str(tmp_path / "single"), factory=factory,
+                                     progress=False))
+    merged = build_index_parts(IndexConfig(features=str(tmp_path), out=str(tmp_path / "merged"), factory=factory,
+                                           progress=False), parts=3)
+    assert merged["count"] == single["count"] == 3000 and merged["parts"] == 3
+    assert sum(merged["part_counts"]) == 3000
+    q = clustered_vectors(100, 32, 30, seed=8)
+    s1, i1 = search(load_index(tmp_path / "single").index, q, 10)
+    s2, i2 = search(load_index(tmp_path / "merged").index, q, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(s1, s2)
+    assert not (tmp_path / "merged" / "parts" / "trained.faiss").exists()
+
+
+def test_parallel_parts_refuse_non_ivf(tmp_path):
+    from pipeline.index_parts import build_index_parts
+
+    write_feature_root(tmp_path, clustered_vectors(200, 8, 4))
+    with pytest.raises(ValueError, match="not an IVF"):
+        build_index_parts(IndexConfig(features=str(tmp_path), factory="Flat", progress=False))
+
+
+def test_knn_graph_in_parallel_parts_equals_one_process(tmp_path):
+    from pipeline.knn import build_graph, build_graph_parallel
+
+    x = clustered_vectors(900, 16, 9, seed=9)
+    write_feature_root(tmp_path, x, per_shard=300)
+    build_index(IndexConfig(features=str(tmp_path), progress=False))
+    fs = open_features(tmp_path)
+    build_graph(fs, load_index(tmp_path).index, "cls", tmp_path / "one", k=8, part_rows=200, progress=False)
+    build_graph_parallel(str(tmp_path), str(tmp_path / "index"), tmp_path / "two", k=8, workers=2, part_rows=200)
+    one = pq.read_table(tmp_path / "one" / "part-00003.parquet")
+    assert sorted(p.name for p in (tmp_path / "two").glob("part-*.parquet")) == [f"part-0000{i}.parquet"
+                                                                              for i in range(5)]
+    assert pq.read_table(tmp_path / "two" / "part-00003.parquet").equals(one)
+    ref = np.argsort(-(x @ x.T), axis=1)[:, 1:9]
+    got = np.concatenate([np.stack(pq.read_table(p).column("neighbours").to_pylist())
+                          for p in sorted((tmp_path / "two").glob("part-*.parquet"))])
+    assert np.mean([len(set(a) & set(b)) / 8 for a, b in zip(got, ref)]) > 0.99
