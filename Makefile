@@ -17,7 +17,9 @@ EXECUTOR ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack bench parity index search knn dedup curate export clean
+.PHONY: help venv test test-slow demo extract pack bench parity index search knn dedup curate export evaluate clean
+LABELS ?=
+COMPARE ?=
 QUERIES ?=
 POOL ?=
 SELECTION ?=
@@ -36,6 +38,7 @@ help:
 	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
 	@echo "make curate POOL=.. QUERIES=.. LVD-142M retrieval from a pool near seed sets (or ARGS='--balanced N')"
 	@echo "make export SELECTION=.. OUT=  selected samples as new webdataset shards"
+	@echo "make evaluate FEATURES=OUT     k-NN + linear-probe accuracy (folders as classes, or LABELS=key,label[,split] file)"
 	@echo "make bench                     images/s vs the machine's limit: backbone sweep, end-to-end, naive loop, fast paths"
 	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, int8, bf16 (, device)"
 
@@ -87,6 +90,10 @@ curate: $(STAMP)
 export: $(STAMP)
 	@test -n "$(SELECTION)" || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }
 	$(PY) -m jobs.export --selection '$(SELECTION)' --out '$(OUT)' $(ARGS)
+
+evaluate: $(STAMP)
+	@test -n "$(FEATURES)$(COMPARE)" || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
+	$(PY) -m jobs.evaluate $(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)') $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m jobs.bench $(ARGS)

@@ -417,8 +417,8 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 def evaluate_features(fs: FeatureSet, feature: str, rows: np.ndarray, split: Split, cfg: EvalConfig) -> dict:
     """k-NN and linear probe of one feature kind of one root on the shared split."""
     x = read_matrix(fs, feature)[rows]
-    train_x, val_x = x, x[split.is_val]
-    train_y, val_y = split.y, split.y[split.is_val]
+    train_x, val_x = x[~split.is_val], x[split.is_val]
+    train_y, val_y = split.y[~split.is_val], split.y[split.is_val]
     prov = fs.provenance
     run: dict = {"features": str(fs.root), "feature": feature, "dim": int(x.shape[1]), "provenance": prov}
     if prov.get("weights", {}).get("source") == "random":
