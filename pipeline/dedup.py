@@ -76,12 +76,21 @@ def exact_edges(sha1: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(src, np.int64), np.asarray(dst, np.int64)
 
 
-def phash_edges(hashes: np.ndarray, distance: int, extra: np.ndarray | None = None,
+def orientation_variants(fs: FeatureSet, phash: np.ndarray, cols: set[str]) -> list[np.ndarray]:
+    """Hashes of each image turned or flipped (what the feature files hold, plus their transposes)."""
+    from pipeline.phash import transpose64
+
+    stored = [read_meta(fs, (c,)).column(c).to_numpy() for c in ("phash_mirror", "phash_flip", "phash_rot180")
+              if c in cols]
+    return stored + [transpose64(h) for h in [phash, *stored]] if len(stored) == 3 else stored
+
+
+def phash_edges(hashes: np.ndarray, distance: int, extra: list[np.ndarray] | np.ndarray | None = None,
                 batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Pairs i < j whose 64-bit hashes differ in at most `distance` bits (faiss binary range search).
 
-    `extra` (e.g. the hashes of the mirrored images) are also matched against `hashes`, so a mirrored
-    copy links to its original.
+    Each array of `extra` (the hashes of the mirrored, flipped, turned images) is also matched against
+    `hashes`, so a mirrored or rotated copy links to its original. Cost: one N×N search per array.
     """
     n = len(hashes)
     if n < 2:
@@ -90,7 +99,9 @@ def phash_edges(hashes: np.ndarray, distance: int, extra: np.ndarray | None = No
     index = faiss.IndexBinaryFlat(64)
     index.add(codes)
     src, dst = [], []
-    queries = [codes] + ([_codes(extra)] if extra is not None else [])
+    if extra is not None and not isinstance(extra, list):
+        extra = [extra]
+    queries = [codes] + [_codes(e) for e in (extra or [])]
     for q in queries:
         for s in range(0, n, batch):
             lims, _, labels = index.range_search(q[s:s + batch], distance + 1)  # strict: < radius
@@ -173,10 +184,11 @@ def run_dedup(cfg: DedupConfig) -> dict:
     i, j = exact_edges(sha1)
     edges.add(i, j, EXACT)
     stages[EXACT] = {"edges": int(len(i))}
-    mirror = read_meta(fs, ("phash_mirror",)).column("phash_mirror").to_numpy() if "phash_mirror" in cols else None
-    i, j = phash_edges(meta.column("phash").to_numpy(), cfg.phash_distance, mirror)
+    variants = orientation_variants(fs, meta.column("phash").to_numpy(), cols)
+    i, j = phash_edges(meta.column("phash").to_numpy(), cfg.phash_distance, variants)
     edges.add(i, j, PHASH)
-    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": mirror is not None}
+    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) > 1,
+                     "orientations": len(variants) + 1}
 
     random_weights = fs.provenance.get("weights", {}).get("source") == "random"
     use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights

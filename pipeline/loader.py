@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from pipeline.decode import DATA_ERRORS, SampleError, decode_image
-from pipeline.phash import phash64_pair
+from pipeline.phash import phash64_orientations
 from pipeline.preprocess import Preprocess
 from pipeline.shards import Shard, is_url, split_by_rank
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Member extensions taken as the sample's image, in this order of preference.
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "pbm", "pnm", "bmp", "tif", "tiff", "gif", "jp2",
               "avif", "heic", "img", "image")
+HASH_FLOOR = 256
 # Damage inside a tar that rereading will not mend: the shard is done, with the damage recorded.
 PERMANENT_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError)
 
@@ -37,6 +38,8 @@ class SampleMeta:
     sha1: bytes
     phash: int
     phash_mirror: int
+    phash_flip: int
+    phash_rot180: int
 
 
 @dataclass
@@ -193,17 +196,23 @@ class ExtractDataset(IterableDataset):
             yield from batcher.end_shard(end)
         yield from batcher.flush()
 
+    def decode_target(self, width: int, height: int) -> tuple[int, int]:
+        """What the model needs, but never less than HASH_FLOOR px on the short side: JPEG draft then keeps
+        the stored pHash the same whatever the model's resolution."""
+        need_w, need_h = self.preprocess.needed_size(width, height)
+        scale = HASH_FLOOR / min(width, height)
+        return max(need_w, min(width, round(width * scale))), max(need_h, min(height, round(height * scale)))
+
     def process(self, shard: str, index: int, key: str, data: bytes) -> tuple[torch.Tensor, SampleMeta]:
         """Bytes → (uint8 CHW tensor, metadata); data problems raise SampleError with the stage."""
         sha1 = hashlib.sha1(data).digest()
-        decoded = decode_image(data, self.max_pixels, target=self.preprocess.needed_size, draft=self.jpeg_draft)
+        decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
         try:
-            phash, phash_mirror = phash64_pair(decoded.image)
+            hashes = phash64_orientations(decoded.image)
             tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
-        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, phash,
-                                  phash_mirror)
+        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes)
 
 
 def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool) -> DataLoader:

@@ -13,8 +13,13 @@ _DCT = np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] 
 _WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
-# Mirroring an image left-right multiplies DCT column (horizontal frequency) k by (-1)^k.
-_MIRROR = np.where(np.arange(_K) % 2 == 0, 1.0, -1.0)[None, :]
+# Mirroring an image left-right multiplies DCT column (horizontal frequency) k by (-1)^k; flipping it
+# upside down does the same to rows; turning it 180° does both. Transposing it transposes the block.
+_ALT = np.where(np.arange(_K) % 2 == 0, 1.0, -1.0)
+_MIRROR = _ALT[None, :]
+_FLIP = _ALT[:, None]
+_ROT180 = _ALT[:, None] * _ALT[None, :]
+_TRANSPOSE = np.arange(64).reshape(8, 8).T.ravel()  # bit (row-major) position after transposing
 
 
 def phash64(img: Image.Image) -> int:
@@ -24,10 +29,23 @@ def phash64(img: Image.Image) -> int:
 
 def phash64_pair(img: Image.Image) -> tuple[int, int]:
     """(pHash of the image, pHash of its left-right mirror) from one DCT: mirrored copies then match."""
+    return phash64_orientations(img)[:2]
+
+
+def phash64_orientations(img: Image.Image) -> tuple[int, int, int, int]:
+    """pHashes of the image, its mirror, its upside-down flip and its 180° turn, from one DCT; with
+    `transpose64` of each, all 8 orientations (the dihedral group) of a copy can be matched."""
     grey = np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
     low = (_DCT @ grey @ _DCT.T)[:_K, :_K]
     low[np.abs(low) < 1e-6] = 0.0  # exact zeros (flat images) must not become ±1e-12 noise that flips bits
-    return _bits(low), _bits(low * _MIRROR)
+    return _bits(low), _bits(low * _MIRROR), _bits(low * _FLIP), _bits(low * _ROT180)
+
+
+def transpose64(hashes: np.ndarray) -> np.ndarray:
+    """pHashes of the transposed images (a pure bit permutation: the 8×8 block is transposed)."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    bits = (h[:, None] >> np.arange(63, -1, -1, dtype=np.uint64)) & np.uint64(1)
+    return (bits[:, _TRANSPOSE] * _WEIGHTS).sum(axis=1, dtype=np.uint64)
 
 
 def _bits(low: np.ndarray) -> int:

@@ -23,6 +23,7 @@ FAILURE_SCHEMA = pa.schema([
 _META_FIELDS = [
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("width", pa.int32()),
     ("height", pa.int32()), ("sha1", pa.binary(20)), ("phash", pa.uint64()), ("phash_mirror", pa.uint64()),
+    ("phash_flip", pa.uint64()), ("phash_rot180", pa.uint64()),
 ]
 
 

@@ -103,7 +103,8 @@ def write_feature_root(root: Path, vectors: np.ndarray, keys: list[str] | None =
         m = sl.stop - sl.start
         rows = {"key": keys[sl], "shard": [f"part-{s:04d}"] * m, "index": list(range(m)),
                 "width": [int(p) for p in pixels[sl]], "height": [1] * m, "sha1": sha1[sl],
-                "phash": [int(x) for x in phash[sl]], "phash_mirror": [int(x) for x in phash_mirror[sl]]}
+                "phash": [int(x) for x in phash[sl]], "phash_mirror": [int(x) for x in phash_mirror[sl]],
+                "phash_flip": [int(x) for x in phash_mirror[sl]], "phash_rot180": [int(x) for x in phash_mirror[sl]]}
         feats = {"cls": vectors[sl], "patch_mean": vectors[sl][:, ::-1]}
         write_parquet_atomic(feature_table(schema, rows, feats), root / "features" / f"part-{s:04d}.parquet")
     return keys

@@ -139,3 +139,26 @@ def test_mirror_hash_is_the_hash_of_the_mirrored_image():
         h, mirrored = pair(im)
         assert h == phash64(im)
         assert mirrored == phash64(ImageOps.mirror(im)), im.size
+
+
+def test_orientation_hashes_match_the_turned_and_flipped_images():
+    from PIL import ImageOps
+
+    from pipeline.phash import phash64_orientations, transpose64
+
+    rng = np.random.default_rng(11)
+    for i in range(5):
+        img = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((96 + 8 * i, 80),
+                                                                                       Image.Resampling.BICUBIC)
+        h, m, f, r = phash64_orientations(img)
+        assert h == phash64(img)
+        assert m == phash64(ImageOps.mirror(img)) and f == phash64(ImageOps.flip(img))
+        assert r == phash64(img.transpose(Image.Transpose.ROTATE_180))
+        t = [int(x) for x in transpose64(np.array([h, m, f, r], dtype=np.uint64))]
+        # resampling a non-square image is not exactly transpose-symmetric: within 2 bits
+        assert hamming64(t[0], phash64(img.transpose(Image.Transpose.TRANSPOSE))) <= 2
+        assert hamming64(t[3], phash64(img.transpose(Image.Transpose.TRANSVERSE))) <= 2
+        turned = {phash64(img.transpose(Image.Transpose.ROTATE_90)), phash64(img.transpose(Image.Transpose.ROTATE_270))}
+        assert all(min(hamming64(a, b) for b in t) <= 2 for a in turned)
+    bits = np.array([1 << 62], dtype=np.uint64)  # row 0, column 1 → row 1, column 0 (bit 55)
+    assert int(transpose64(bits)[0]) == 1 << 55
