@@ -39,6 +39,7 @@ class DedupConfig:
     threshold: float = 0.6  # LVD-142M, with SSCD copy-detection embeddings; model-dependent (see README)
     k: int = 64
     phash_distance: int = 8
+    phash_exhaustive_max: int = 200_000  # above this many images, pHash checks only k-NN neighbours
     embedding: bool | None = None  # None: on, unless the features come from random weights
     reference: str | None = None  # extract output of the evaluation set to decontaminate against
     reference_threshold: float = 0.45
@@ -120,9 +121,8 @@ def _codes(hashes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(hashes, np.uint64).astype(">u8").view(np.uint8).reshape(-1, 8))
 
 
-def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path
-                    ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """k-NN graph candidates over cosine > threshold, each re-checked with the exact cosine."""
+def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
+    """The k-NN graph of the features (index and graph reused when they match): (graph folder, factory)."""
     index_dir = out / "index"
     if (index_dir / "index.json").exists() and json.loads((index_dir / "index.json").read_text())[
             "provenance"]["fingerprint"] == fs.provenance["fingerprint"]:
@@ -132,12 +132,36 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: 
         record = build_index(IndexConfig(features=str(fs.root), out=str(index_dir), feature=cfg.feature,
                                          memory_budget_gb=cfg.memory_budget_gb, progress=cfg.progress))
         index = load_index(index_dir).index
-    graph = build_graph(fs, index, cfg.feature, out / "knn", k=cfg.k, progress=cfg.progress)
+    return build_graph(fs, index, cfg.feature, out / "knn", k=cfg.k, progress=cfg.progress), record["factory"]
+
+
+def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path
+                    ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """k-NN graph candidates over cosine > threshold, each re-checked with the exact cosine."""
+    graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
     i, j, _ = read_edges(graph, cfg.threshold, rescore=lambda a, b: exact_cosine(vectors, a, b))
-    info = {"index": record["factory"], "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
+    info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
     return i, j, info
+
+
+def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.ndarray], distance: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """pHash pairs among k-NN graph neighbours only (any orientation within `distance` bits): O(N·k)."""
+    i, j, _ = read_edges(graph, -np.inf)
+    h = np.asarray(hashes, np.uint64)
+    close = np.zeros(len(i), bool)
+    for v in [h, *variants]:
+        for a, b in ((i, j), (j, i)):
+            close |= _popcount(np.asarray(v, np.uint64)[a] ^ h[b]) <= distance
+    lo, hi = np.minimum(i[close], j[close]), np.maximum(i[close], j[close])
+    pairs = np.unique(np.stack([lo, hi], 1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else np.array([bin(int(v)).count("1") for v in x])
 
 
 def exact_cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
@@ -184,11 +208,18 @@ def run_dedup(cfg: DedupConfig) -> dict:
     i, j = exact_edges(sha1)
     edges.add(i, j, EXACT)
     stages[EXACT] = {"edges": int(len(i))}
-    variants = orientation_variants(fs, meta.column("phash").to_numpy(), cols)
-    i, j = phash_edges(meta.column("phash").to_numpy(), cfg.phash_distance, variants)
+    hashes = meta.column("phash").to_numpy()
+    variants = orientation_variants(fs, hashes, cols)
+    if n <= cfg.phash_exhaustive_max:
+        i, j = phash_edges(hashes, cfg.phash_distance, variants)
+        strategy = "all pairs"
+    else:  # N² Hamming comparisons (× 8 orientations) would take hours: check k-NN neighbours only
+        graph, _ = knn_graph(fs, cfg, out)
+        i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
+        strategy = f"the {cfg.k} nearest neighbours of each image"
     edges.add(i, j, PHASH)
     stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) > 1,
-                     "orientations": len(variants) + 1}
+                     "orientations": len(variants) + 1, "compared": strategy}
 
     random_weights = fs.provenance.get("weights", {}).get("source") == "random"
     use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights

@@ -203,3 +203,25 @@ def test_low_threshold_warns_about_a_giant_component(tmp_path):
     assert summary["largest_component"] > 300 and "threshold" in summary["warning"]
     saved = json.loads((tmp_path / "dedup" / "summary.json").read_text())
     assert saved["warning"] == summary["warning"]
+
+
+def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):
+    """Past `phash_exhaustive_max`, pHash pairs come from the k-NN graph: planted copies (close in both
+    embedding and hash) are found the same way as by the exhaustive search."""
+    x, groups = planted(seed=4)
+    rng = np.random.default_rng(4)
+    phash = rng.integers(0, 2**63, len(x), dtype=np.uint64) * 2 + 1
+    for members in groups.values():
+        for m in members[1:]:
+            phash[m] = phash[members[0]] ^ np.uint64(0b1011)  # 3 bits away from the group's first
+    write_feature_root(tmp_path, x, phash=phash)
+    base = dict(features=str(tmp_path), embedding=False, progress=False)
+    full = run_dedup(DedupConfig(**base))
+    df_full = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
+    knn = run_dedup(DedupConfig(**base, phash_exhaustive_max=10))
+    df_knn = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
+    assert full["stages"]["phash"]["compared"] == "all pairs"
+    assert knn["stages"]["phash"]["compared"].startswith("the 64 nearest")
+    assert found_components(df_full) == found_components(df_knn)
+    # every planted group member sits 3 bits from its group's first member: the same edges both ways
+    assert full["stages"]["phash"]["edges"] == knn["stages"]["phash"]["edges"] > 0
