@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", required=True, metavar="OUT", help="an extract output root")
     p.add_argument("--out", default=None, help="index folder (default: FEATURES/index)")
     add_index_args(p)
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: max(16, nlist/16))")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: max(16, nlist/64))")
     p.add_argument("--train-size", type=int, default=256 * 1024, help="training sample (default: %(default)s)")
     p.add_argument("--parts", type=int, default=1,
                    help="IVF only: add the vectors in N parallel parts and merge them (default: 1)")

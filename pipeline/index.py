@@ -75,7 +75,7 @@ def default_nprobe(index: faiss.Index) -> int | None:
     ivf = _ivf(top.base_index if isinstance(top, faiss.IndexRefine) else index)
     if ivf is None:
         return None
-    return int(min(ivf.nlist, max(16, ivf.nlist // 16)))
+    return int(min(ivf.nlist, max(16, ivf.nlist // 64)))  # ~1.5 % of the lists: near-copies share cells
 
 
 def _ivf(index: faiss.Index):
@@ -128,7 +128,9 @@ def build_index(cfg: IndexConfig) -> dict:
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     train_seconds = 0.0
     if not index.is_trained:
-        sample = sample_for_training(fs, cfg.feature, min(n, cfg.train_size), cfg.seed, cfg.batch_rows)
+        ivf = _ivf(index)
+        size = min(n, cfg.train_size, 64 * ivf.nlist) if ivf is not None else min(n, cfg.train_size)
+        sample = sample_for_training(fs, cfg.feature, size, cfg.seed, cfg.batch_rows)
         _seed_clustering(index, cfg.seed)
         t = time.perf_counter()
         index.train(sample)
@@ -156,9 +158,11 @@ def build_index(cfg: IndexConfig) -> dict:
 
 
 def _seed_clustering(index: faiss.Index, seed: int) -> None:
+    """Seeded, 10-iteration k-means for the coarse quantizer (Faiss's 25 buy little recall for the time)."""
     ivf = _ivf(index)
     if ivf is not None:
         ivf.cp.seed = seed
+        ivf.cp.niter = 10
     pq = getattr(faiss.downcast_index(ivf) if ivf is not None else None, "pq", None)
     if pq is not None:
         pq.cp.seed = seed

@@ -28,7 +28,8 @@ def train_index(cfg: IndexConfig) -> tuple[faiss.Index, str]:
         raise ValueError(f"{factory} is not an IVF index: parallel parts need inverted lists to merge "
                          f"(use build_index for Flat/HNSW)")
     _seed_clustering(index, cfg.seed)
-    index.train(sample_for_training(fs, cfg.feature, min(fs.count, cfg.train_size), cfg.seed, cfg.batch_rows))
+    size = min(fs.count, cfg.train_size, 64 * _ivf(index).nlist)
+    index.train(sample_for_training(fs, cfg.feature, size, cfg.seed, cfg.batch_rows))
     return index, factory
 
 
