@@ -225,3 +225,11 @@ def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):
     assert found_components(df_full) == found_components(df_knn)
     # every planted group member sits 3 bits from its group's first member: the same edges both ways
     assert full["stages"]["phash"]["edges"] == knn["stages"]["phash"]["edges"] > 0
+
+
+def test_dedup_index_choice():
+    from pipeline.dedup import dedup_factory
+
+    assert dedup_factory(50_000, 384) == "Flat"
+    assert dedup_factory(1_000_000, 384) == "IVF4000,PQ48x4fs"
+    assert dedup_factory(1_000_000, 768) == "IVF4000,PQ96x4fs"
