@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         from pipeline.backbone import create_backbone
-        from pipeline.bench import (backbone_throughput, end_to_end_throughput, fast_paths, flops_per_image,
-                                    matmul_gflops, naive_loop, plot, sweep)
+        from pipeline.bench import (backbone_throughput, dynamic_resolution, end_to_end_throughput, fast_paths,
+                                    flops_per_image, matmul_gflops, naive_loop, plot, sweep)
         from pipeline.config import ExtractConfig
         from pipeline.device import configure_threads, resolve_device
 
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         if args.fast_paths:
             result["fast_paths"] = fast_paths(cfg, backbone, files[:32], args.batch_size, args.compile)
+            result["dynamic_resolution"] = dynamic_resolution(cfg, files[:16])
         (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
         plot(result, work / "bench.png")
         print(f"machine limit: {limit:.0f} GFLOP/s (fp32 2048² matmul, {threads} threads); model "
@@ -134,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 print(f"{name:<8}: {fp['images_per_second']:.2f} images/s ({fp['images_per_second'] / ref:.2f}×), "
                       f"CLS cosine vs fp32 min {fp['cls_cosine_min']:.5f} on {len(files[:32])} real photos")
+        if "dynamic_resolution" in result:
+            dr = result["dynamic_resolution"]
+            print(f"dynamic : {dr['images_per_second']:.2f} images/s end-to-end "
+                  f"({dr['images_per_second'] / e2e['images_per_second']:.2f}× fixed), "
+                  f"{dr['tokens_per_image_dynamic']:.0f} vs {dr['tokens_per_image_fixed']} patch tokens; CLS cosine vs "
+                  f"fixed mode mean {dr['cls_cosine_vs_fixed_mean']:.4f} (different crops: not a fidelity loss)")
         print(f"-> {work}/bench.json, {work}/bench.png")
         return 0
 

@@ -76,6 +76,32 @@ def sweep(backbone: Backbone, batch_sizes: list[int], images_per_size: int = 64,
     return out
 
 
+def dynamic_resolution(cfg: ExtractConfig, files: list[Path]) -> dict:
+    """End-to-end images/s with aspect-preserving sizes (fewer tokens on non-square photos), tokens per
+    image against fixed mode, and the CLS cosine between the two modes on the same photos."""
+    from pipeline.decode import decode_image
+
+    dyn = replace(cfg, resize_mode="dynamic")
+    result = end_to_end_throughput(dyn)
+    base = create_backbone(cfg, torch.device("cpu"))
+    p = base.preprocess.patch_size
+    fixed_tokens = (base.preprocess.input_size[1] // p) * (base.preprocess.input_size[2] // p)
+    dyn_backbone = create_backbone(dyn, torch.device("cpu"))
+    tokens, cos = [], []
+    for f in files:
+        d = decode_image(f.read_bytes(), 10**9, target=dyn_backbone.preprocess.needed_size)
+        w, h = dyn_backbone.preprocess.output_size(d.width, d.height)
+        tokens.append((w // p) * (h // p))
+        x_dyn = dyn_backbone.preprocess(d.image, (d.width, d.height))[None]
+        d2 = decode_image(f.read_bytes(), 10**9, target=base.preprocess.needed_size)
+        x_fix = base.preprocess(d2.image, (d2.width, d2.height))[None]
+        a, b = base(x_fix)["cls"], dyn_backbone(x_dyn)["cls"]
+        cos.append(float(torch.nn.functional.cosine_similarity(a, b)[0]))
+    result.update({"tokens_per_image_fixed": fixed_tokens, "tokens_per_image_dynamic": float(np.mean(tokens)),
+                   "cls_cosine_vs_fixed_mean": float(np.mean(cos)), "cls_cosine_vs_fixed_min": float(np.min(cos))})
+    return result
+
+
 def end_to_end_throughput(cfg: ExtractConfig) -> dict:
     """A full `run_extract` into a fresh temporary OUT; images/s over the run's wall time (model load excluded)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as out:

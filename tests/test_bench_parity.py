@@ -81,3 +81,15 @@ def test_quantize_int8_refuses_accelerators_and_is_recorded(tmp_path):
     assert backbone.provenance()["fingerprint"] != plain.provenance()["fingerprint"]
     with pytest.raises(ValueError, match="quantize"):
         tiny_config(tmp_path, images=str(tmp_path), quantize="int4")
+
+
+def test_dynamic_resolution_bench_path(tmp_path, photos):
+    from pipeline.bench import dynamic_resolution
+    from tests.conftest import write_shards
+
+    shards, _ = write_shards(tmp_path / "shards", 1, 3)
+    cfg = tiny_config(tmp_path / "unused", shards=tuple(shards))
+    r = dynamic_resolution(cfg, photos[:2])
+    assert r["images"] == 3 and r["tokens_per_image_fixed"] == 16
+    assert r["tokens_per_image_dynamic"] == 12  # 90×70 photos → 56×42 → 4×3 patches
+    assert -1 <= r["cls_cosine_vs_fixed_min"] <= 1
