@@ -17,7 +17,8 @@ EXECUTOR ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack bench parity index search knn dedup curate export evaluate clean
+.PHONY: help venv test test-slow demo extract pack bench parity index search knn dedup curate export evaluate report pca clean
+SEARCH ?=
 LABELS ?=
 COMPARE ?=
 QUERIES ?=
@@ -39,6 +40,8 @@ help:
 	@echo "make curate POOL=.. QUERIES=.. LVD-142M retrieval from a pool near seed sets (or ARGS='--balanced N')"
 	@echo "make export SELECTION=.. OUT=  selected samples as new webdataset shards"
 	@echo "make evaluate FEATURES=OUT     k-NN + linear-probe accuracy (folders as classes, or LABELS=key,label[,split] file)"
+	@echo "make report OUT=out/x          HTML report: dedup groups + threshold histogram, curate, extract (SEARCH=results.parquet)"
+	@echo "make pca IMAGES=DIR [OUT=..]   the DINOv2 picture: patch PCA as RGB + foreground mask per image"
 	@echo "make bench                     images/s vs the machine's limit: backbone sweep, end-to-end, naive loop, fast paths"
 	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, int8, bf16 (, device)"
 
@@ -95,6 +98,14 @@ evaluate: $(STAMP)
 	@test -n "$(FEATURES)$(COMPARE)" || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
 	$(PY) -m jobs.evaluate $(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)') $(ARGS)
 
+report: $(STAMP)
+	@test -d "$(OUT)" || { echo "usage: make report OUT=out/train [SEARCH=neighbours.parquet] [ARGS='--groups-per-page 50']"; exit 2; }
+	$(PY) -m jobs.report --out '$(OUT)' $(if $(SEARCH),--search '$(SEARCH)') $(ARGS)
+
+pca: $(STAMP)
+	@test -n "$(IMAGES)" || { echo "usage: make pca IMAGES=DIR [OUT=pca_out] [ARGS='--weights PATH --resolution 448']"; exit 2; }
+	$(PY) -m jobs.pca --images '$(IMAGES)' --out $(if $(filter-out out,$(OUT)),$(OUT),pca_out) $(ARGS)
+
 bench: $(STAMP)
 	$(PY) -m jobs.bench $(ARGS)
 
@@ -102,4 +113,4 @@ parity: $(STAMP)
 	$(PY) -m jobs.parity $(ARGS)
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out pca_out test-artifacts .pytest_cache

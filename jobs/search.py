@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--query", required=True, help="an image, an image folder, shard specs, or an extract output")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the results (.csv or .parquet)")
+    p.add_argument("--html", default=None, metavar="PATH",
+                   help="also write the neighbours as a web page (thumbnails in thumbs/ beside it)")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
 
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.out:
             (pq.write_table if args.out.endswith(".parquet") else pacsv.write_csv)(table, args.out)
             print(f"\nwritten: {args.out}")
+        if args.html:
+            from pipeline.report import index_features_root, write_search_page
+
+            page = write_search_page(table, args.html, index_features_root(args.index), query_source=args.query)
+            print(f"written: {page}")
         return 0
 
     run_job(job, args.log_level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +18,7 @@ from pipeline.backbone import Backbone, create_backbone
 from pipeline.config import ExtractConfig, rank_from_env
 from pipeline.device import configure_threads, default_workers, is_accelerator, resolve_device
 from pipeline.loader import Batch, ExtractDataset, SampleMeta, ShardEnd, create_loader
-from pipeline.shards import Shard, create_folder_shards, create_tar_shards, split_by_rank
+from pipeline.shards import Shard, create_folder_shards, create_tar_shards, is_url, split_by_rank
 from pipeline.store import FAILURE_SCHEMA, META_FIELDS, OutputStore, feature_schema, feature_table
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,16 @@ def list_shards(cfg: ExtractConfig) -> list[Shard]:
     return create_tar_shards(cfg.shards) if cfg.shards else create_folder_shards(cfg.images, cfg.folder_shard_size)
 
 
+def resolved_inputs(cfg: ExtractConfig) -> dict:
+    """The config as written to config.json, local input paths made absolute (export and report re-read
+    the inputs from any working directory)."""
+    config = cfg.to_json()
+    if cfg.images:
+        config["images"] = os.path.abspath(cfg.images)
+    config["shards"] = [s if is_url(s) else os.path.abspath(s) for s in cfg.shards]
+    return config
+
+
 def run_extract(cfg: ExtractConfig) -> ExtractStats:
     """Extract features for every shard of this rank that is not done yet; see DESIGN.md §2 for outputs."""
     _, _, local_rank = rank_from_env()
@@ -78,7 +89,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractStats:
     backbone = create_backbone(cfg, device)
     provenance = backbone.provenance()
     store = OutputStore(cfg.out)
-    store.claim(provenance, cfg.to_json())
+    store.claim(provenance, resolved_inputs(cfg))
     fp = provenance["fingerprint"]
     todo = [s for s in shards if not store.is_done(s.id, fp, s.digest)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
@@ -179,9 +190,10 @@ def _write_shard(store: OutputStore, schema: pa.Schema, end: ShardEnd, buffer: S
         "samples": end.samples,
         "rows": table.num_rows,
         "failures": len(end.failures),
-        "failures_by_reason": dict(Counter(f["reason"] for f in failures)),
+        "failures_by_reason": dict(Counter(f["reason"] for f in end.failures)),  # samples; damage is below
         "damage": end.damage,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished_unix": time.time(),
     }
     store.write_shard(end.shard, table, pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), marker)
 

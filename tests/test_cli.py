@@ -23,7 +23,8 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("job", ["jobs.extract", "jobs.pack", "jobs.demo", "jobs.bench", "jobs.index", "jobs.search",
-                                 "jobs.knn", "jobs.dedup", "jobs.curate", "jobs.export", "jobs.evaluate"])
+                                 "jobs.knn", "jobs.dedup", "jobs.curate", "jobs.export", "jobs.evaluate",
+                                 "jobs.report", "jobs.pca"])
 def test_help_explains(job):
     proc = run(job, "--help")
     assert proc.returncode == 0

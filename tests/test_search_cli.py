@@ -55,7 +55,9 @@ def test_index_then_search_with_an_image_query(tmp_path):
     run("jobs.extract", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
     run("jobs.index", "--features", str(out), "--no-progress")
     proc = run("jobs.search", "--index", str(out / "index"), "--query", str(photos / "p05.png"), "--k", "3",
-               "--out", str(tmp_path / "nn.csv"))
+               "--out", str(tmp_path / "nn.csv"), "--html", str(tmp_path / "nn.html"))
+    page = (tmp_path / "nn.html").read_text()
+    assert "p05.png" in page and page.count("<img") >= 3
     res = pd.read_csv(tmp_path / "nn.csv")
     assert list(res.columns) == ["query", "rank", "key", "shard", "index", "similarity"]
     assert list(res["rank"]) == [1, 2, 3] and res["key"][0] == "p05.png"

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, replace
 
 from pipeline.config import ExtractConfig
-from pipeline.extract import ExtractStats, list_shards
+from pipeline.extract import ExtractStats, list_shards, resolved_inputs
 from pipeline.store import OutputStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def run_extract_ray(cfg: ExtractConfig, actors: int | None = None, cpus_per_acto
             for i in range(n_actors)]
     provenance = ray.get(pool[0].provenance_record.remote())
     store = OutputStore(cfg.out)
-    store.claim(provenance, cfg.to_json())
+    store.claim(provenance, resolved_inputs(cfg))
     shards = list_shards(cfg)
     todo = [s for s in shards if not store.is_done(s.id, provenance["fingerprint"], s.digest)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
