@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.features import (FeatureSet, check_same_provenance, open_features, read_matrix, read_meta)
 from pipeline.index import FLAT_MAX, IndexConfig, build_index, ivf_lists, load_index, search
-from pipeline.knn import build_graph, read_edges
+from pipeline.knn import build_graph, iter_parts, read_edges
 from pipeline.store import write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,34 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: 
     graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
-    i, j, _ = read_edges(graph, cfg.threshold, rescore=lambda a, b: exact_cosine(vectors, a, b))
+    i, j = rescored_edges(graph, vectors, cfg.threshold)
     info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
     return i, j, info
+
+
+def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, chunk: int = 1 << 17
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Graph edges whose exact cosine exceeds `threshold`, computed by Faiss (each image against its own k
+    candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    for s in range(0, len(vectors), chunk):
+        flat.add(np.ascontiguousarray(vectors[s:s + chunk], dtype=np.float32))
+    src, dst = [], []
+    for ids, nb, _ in iter_parts(graph):
+        for s in range(0, len(ids), 16384):
+            q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
+            valid = labels >= 0
+            labels = np.ascontiguousarray(np.where(valid, labels, q_ids[:, None]), dtype=np.int64)
+            queries = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
+            sims = np.empty(labels.shape, np.float32)
+            flat.compute_distance_subset(len(q_ids), faiss.swig_ptr(queries), labels.shape[1],
+                                         faiss.swig_ptr(sims), faiss.swig_ptr(labels))
+            rows, cols = np.nonzero(valid & (sims > threshold) & (labels != q_ids[:, None]))
+            src.append(q_ids[rows])
+            dst.append(labels[rows, cols])
+    if not src:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
 
 
 def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.ndarray], distance: int

@@ -126,6 +126,16 @@ def _drop_self(ids: np.ndarray, sims: np.ndarray, start: int, k: int) -> tuple[n
     return ids[keep].reshape(len(ids), -1)[:, :k], sims[keep].reshape(len(ids), -1)[:, :k]
 
 
+def iter_parts(graph: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(ids (n,), neighbours (n, k), similarities (n, k)) of each graph part, in id order."""
+    for path in sorted(Path(graph).glob("part-*.parquet")):
+        t = pq.read_table(path)
+        k = t.schema.field("neighbours").type.list_size
+        yield (t.column("id").to_numpy(),
+               t.column("neighbours").combine_chunks().values.to_numpy().reshape(-1, k),
+               t.column("similarities").combine_chunks().values.to_numpy().reshape(-1, k))
+
+
 def read_edges(graph: str | Path, threshold: float, rescore: Callable | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, similarity) of every graph edge with similarity > threshold, i != j.
@@ -134,12 +144,7 @@ def read_edges(graph: str | Path, threshold: float, rescore: Callable | None = N
     the threshold applies, part by part, so no candidate is lost to a compressed approximate score.
     """
     src, dst, sim = [], [], []
-    for path in sorted(Path(graph).glob("part-*.parquet")):
-        t = pq.read_table(path)
-        k = t.schema.field("neighbours").type.list_size
-        ids = t.column("id").to_numpy()
-        nb = t.column("neighbours").combine_chunks().values.to_numpy().reshape(-1, k)
-        sm = t.column("similarities").combine_chunks().values.to_numpy().reshape(-1, k)
+    for ids, nb, sm in iter_parts(graph):
         rows, cols = np.nonzero(nb >= 0)
         i, j, s = ids[rows], nb[rows, cols], sm[rows, cols]
         if rescore is not None:
