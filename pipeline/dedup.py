@@ -123,8 +123,27 @@ def _codes(hashes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(hashes, np.uint64).astype(">u8").view(np.uint8).reshape(-1, 8))
 
 
+def complete_graph(folder: Path, fs: FeatureSet, feature: str, k: int) -> bool:
+    """A finished graph of these features with these settings (e.g. made in parallel by `make knn`)."""
+    meta = folder / "graph.json"
+    if not meta.exists():
+        return False
+    state = json.loads(meta.read_text())
+    if (state.get("k"), state.get("count"), state.get("feature"), state.get("fingerprint")) != (
+            k, fs.count, feature, fs.provenance["fingerprint"]):
+        return False
+    parts = -(-fs.count // state["part_rows"])
+    return len(list((folder / "_done").glob("part-*.json"))) == parts
+
+
 def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
     """The k-NN graph of the features (index and graph reused when they match): (graph folder, factory)."""
+    for folder in (fs.root / "knn", out / "knn"):
+        if complete_graph(folder, fs, cfg.feature, cfg.k):
+            index_json = folder.parent / "index" / "index.json"
+            factory = json.loads(index_json.read_text())["factory"] if index_json.exists() else "prebuilt graph"
+            log.info("dedup: reusing the k-NN graph in %s", folder)
+            return folder, factory
     index_dir = out / "index"
     if (index_dir / "index.json").exists() and json.loads((index_dir / "index.json").read_text())[
             "provenance"]["fingerprint"] == fs.provenance["fingerprint"]:

@@ -233,3 +233,18 @@ def test_dedup_index_choice():
     assert dedup_factory(50_000, 384) == "Flat"
     assert dedup_factory(1_000_000, 384) == "IVF4000,PQ48x4fs"
     assert dedup_factory(1_000_000, 768) == "IVF4000,PQ96x4fs"
+
+
+def test_dedup_reuses_a_graph_built_in_parallel_by_make_knn(tmp_path):
+    from pipeline.index import IndexConfig, build_index
+    from pipeline.knn import build_graph_parallel
+
+    x, groups = planted(seed=5)
+    write_feature_root(tmp_path, x, per_shard=100)
+    build_index(IndexConfig(features=str(tmp_path), progress=False))
+    build_graph_parallel(str(tmp_path), str(tmp_path / "index"), tmp_path / "knn", k=64, workers=2, part_rows=100)
+    summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    assert not (tmp_path / "dedup" / "knn").exists()  # the parallel graph was used, none rebuilt
+    assert summary["stages"]["embedding"]["index"] == "Flat"
+    df = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
+    assert found_components(df) == expected_components(len(x), groups)
