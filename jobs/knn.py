@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--index", default=None, help="index folder (default: FEATURES/index)")
     p.add_argument("--k", type=int, default=64, help="neighbours per image (default: %(default)s)")
     p.add_argument("--out", default=None, help="graph folder (default: FEATURES/knn)")
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF lists searched per image, with --workers 1 (default: what the index records; 16-32 "
+                        "suits finding copies)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes or Ray tasks (default: 1)")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -27,6 +30,10 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline.knn import build_graph
 
         loaded = load_index(args.index or args.features)
+        if args.nprobe:
+            from pipeline.index import set_search_params
+
+            set_search_params(loaded.index, args.nprobe, loaded.record.get("ef_search", 128))
         fs = open_features(args.features)
         if loaded.record["provenance"]["fingerprint"] != fs.provenance["fingerprint"]:
             raise ValueError("the index was built from other features than --features")

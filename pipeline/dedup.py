@@ -275,7 +275,7 @@ def run_dedup(cfg: DedupConfig) -> dict:
         i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
         strategy = f"the {cfg.k} nearest neighbours of each image"
     edges.add(i, j, PHASH)
-    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) > 1,
+    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
                      "orientations": len(variants) + 1, "compared": strategy}
 
     random_weights = fs.provenance.get("weights", {}).get("source") == "random"
