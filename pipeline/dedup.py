@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.features import (FeatureSet, check_same_provenance, open_features, read_matrix, read_meta)
 from pipeline.index import FLAT_MAX, IndexConfig, build_index, ivf_lists, load_index, search
-from pipeline.knn import build_graph, iter_parts, read_edges
+from pipeline.knn import build_graph, iter_parts
 from pipeline.store import write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -205,20 +205,25 @@ def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, chunk: in
 
 def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.ndarray], distance: int
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """pHash pairs among k-NN graph neighbours only (any orientation within `distance` bits): O(N·k)."""
-    i, j, _ = read_edges(graph, -np.inf)
+    """pHash pairs among k-NN graph neighbours only (any orientation within `distance` bits): O(N·k),
+    one graph part at a time so the 64·N candidate pairs are never all in memory."""
     h = np.asarray(hashes, np.uint64)
-    close = np.zeros(len(i), bool)
-    for v in [h, *variants]:
-        for a, b in ((i, j), (j, i)):
-            close |= _popcount(np.asarray(v, np.uint64)[a] ^ h[b]) <= distance
-    lo, hi = np.minimum(i[close], j[close]), np.maximum(i[close], j[close])
+    all_hashes = [h] + [np.asarray(v, np.uint64) for v in variants]
+    lo_parts, hi_parts = [], []
+    for ids, nb, _ in iter_parts(graph):
+        rows, cols = np.nonzero(nb >= 0)
+        i, j = ids[rows], nb[rows, cols]
+        close = np.zeros(len(i), bool)
+        for v in all_hashes:
+            for a, b in ((i, j), (j, i)):
+                close |= np.bitwise_count(v[a] ^ h[b]) <= distance
+        lo_parts.append(np.minimum(i[close], j[close]))
+        hi_parts.append(np.maximum(i[close], j[close]))
+    lo = np.concatenate(lo_parts) if lo_parts else np.zeros(0, np.int64)
+    hi = np.concatenate(hi_parts) if hi_parts else np.zeros(0, np.int64)
     pairs = np.unique(np.stack([lo, hi], 1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
     return pairs[:, 0], pairs[:, 1]
 
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else np.array([bin(int(v)).count("1") for v in x])
 
 
 def exact_cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:

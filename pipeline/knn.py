@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -136,19 +136,13 @@ def iter_parts(graph: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.n
                t.column("similarities").combine_chunks().values.to_numpy().reshape(-1, k))
 
 
-def read_edges(graph: str | Path, threshold: float, rescore: Callable | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, similarity) of every graph edge with similarity > threshold, i != j.
-
-    `rescore(i, j)` replaces the index's similarities (approximate for PQ/SQ indexes) by exact ones before
-    the threshold applies, part by part, so no candidate is lost to a compressed approximate score.
-    """
+def read_edges(graph: str | Path, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, similarity) of every graph edge whose index similarity exceeds `threshold` (approximate for
+    PQ/SQ indexes: dedup re-scores candidates exactly instead, see dedup.rescored_edges)."""
     src, dst, sim = [], [], []
     for ids, nb, sm in iter_parts(graph):
         rows, cols = np.nonzero(nb >= 0)
         i, j, s = ids[rows], nb[rows, cols], sm[rows, cols]
-        if rescore is not None:
-            s = rescore(i, j)
         keep = s > threshold
         src.append(i[keep])
         dst.append(j[keep])
