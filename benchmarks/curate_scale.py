@@ -22,8 +22,9 @@ import numpy as np
 def write_seeds(pool: Path, out: Path, n: int, seed: int) -> Path:
     import pyarrow.parquet as pq
 
-    from pipeline.features import open_features, read_matrix
-    from pipeline.store import feature_schema, feature_table, write_parquet_atomic
+    from pipeline.io.features import open_features, read_matrix
+    from pipeline.io.schema import feature_schema, feature_table
+    from pipeline.io.files import write_parquet_atomic
 
     fs = open_features(pool)
     if (out / "features").exists():
@@ -63,7 +64,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from pipeline.curate import CurateConfig, run_curate
+    from pipeline.curate.retrieval import CurateConfig, run_curate
 
     out = Path(args.out)
     seeds = write_seeds(Path(args.pool), out / "seeds", args.queries, args.seed)

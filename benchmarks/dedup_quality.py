@@ -117,8 +117,8 @@ def score(predicted: set, true: set) -> dict:
 # ------------------------------------------------------------------------------------------------- run
 
 def extract(folder: Path, out: Path, args: argparse.Namespace) -> dict:
-    from pipeline.config import ExtractConfig, parse_model_kwargs
-    from pipeline.extract import run_extract
+    from pipeline.extract.config import ExtractConfig, parse_model_kwargs
+    from pipeline.extract.runner import run_extract
 
     if args.weights == "random":
         kw = dict(model=TINY_MODEL, weights="random", model_kwargs=TINY_KWARGS, resolution=TINY_RES)
@@ -137,7 +137,8 @@ def dedup_stage(features: Path, stage: str, args: argparse.Namespace, phash_dist
     """run_dedup for one stage → (groups DataFrame, summary)."""
     import pandas as pd
 
-    from pipeline.dedup import DedupConfig, run_dedup
+    from pipeline.dedup.config import DedupConfig
+    from pipeline.dedup.run import run_dedup
 
     cfg = dict(features=str(features), out=str(features / f"dedup_{stage}"), progress=False,
                threshold=args.threshold, phash_distance=phash_distance)
@@ -237,7 +238,8 @@ def proposed_components(features: Path, distance: int) -> tuple[dict[str, int], 
     import numpy as np
     import pandas as pd
 
-    from pipeline.dedup import components, exact_edges, phash_edges
+    from pipeline.dedup.groups import components
+    from pipeline.dedup.edges import exact_edges, phash_edges
 
     df = pd.read_parquet(features / "features", columns=["key", "shard", "index", "sha1", "phash", "phash_mirror"])
     df = df.sort_values(["shard", "index"]).reset_index(drop=True)
@@ -293,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    from pipeline.config import DEFAULT_MODEL
-    from pipeline.dedup import DedupConfig
+    from pipeline.extract.config import DEFAULT_MODEL
+    from pipeline.dedup.config import DedupConfig
 
     defaults = DedupConfig(features="")
     args.model = args.model or DEFAULT_MODEL

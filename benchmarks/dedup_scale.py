@@ -14,7 +14,7 @@
      dedup  run_dedup(DedupConfig(...)), which finds that index (same fingerprint) and that graph (all parts
             done) and reuses them: it times reading the features and metadata, the exact and pHash stages,
             loading the index again, reading + exactly re-scoring the graph's edges, components, keepers,
-            nearest/reason and writing groups.parquet (the sub-steps are timed by wrapping pipeline.dedup's
+            nearest/reason and writing groups.parquet (the sub-steps are timed by wrapping pipeline.dedup.run's
             functions in this process; no pipeline file is changed).
    Per stage: wall seconds, CPU seconds of this process (cpu/wall ≈ threads used), the CPU other processes
    used meanwhile (/proc/stat; the machine is shared), peak RSS of the stage (VmHWM, reset before each stage
@@ -101,7 +101,8 @@ def provenance(params: dict) -> dict:
 
 def generate(root: Path, params: dict) -> None:
     """Write root/features/part-NNNN.parquet chunk by chunk; holds one chunk and the planted sources."""
-    from pipeline.store import feature_schema, feature_table, write_parquet_atomic
+    from pipeline.io.schema import feature_schema, feature_table
+    from pipeline.io.files import write_parquet_atomic
 
     n, d, seed = params["n"], params["dim"], params["seed"]
     plan = layout(n, seed, params["dup_fraction"])
@@ -221,7 +222,7 @@ class Stage:
 
 
 class SubTimer:
-    """Wrap module-level functions of pipeline.dedup: total seconds, calls and RSS after, per function."""
+    """Wrap module-level functions of pipeline.dedup.run: total seconds, calls and RSS after, per function."""
 
     def __init__(self) -> None:
         self.records: dict[str, dict] = {}
@@ -321,7 +322,7 @@ def graph_checks(args: argparse.Namespace, root: Path, knn: Path, plan: dict) ->
     """Planted pairs among the graph's candidates; recall@k against brute force on a seeded sample."""
     import pyarrow.parquet as pq
 
-    from pipeline.features import feature_columns, iter_batches, open_features, to_matrix
+    from pipeline.io.features import feature_columns, iter_batches, open_features, to_matrix
 
     pairs = plan["pairs"]
     planted = set(map(tuple, pairs.tolist()))
@@ -386,7 +387,7 @@ def graph_checks(args: argparse.Namespace, root: Path, knn: Path, plan: dict) ->
 
 
 def _rows(fs, rows: np.ndarray):
-    from pipeline.features import feature_columns, iter_batches, to_matrix
+    from pipeline.io.features import feature_columns, iter_batches, to_matrix
 
     start, pos = 0, 0
     for batch in iter_batches(fs, feature_columns("cls"), 65536):
@@ -434,11 +435,12 @@ def main() -> None:
 
     import faiss
 
-    from pipeline import dedup as dedup_mod
-    from pipeline.dedup import DedupConfig, run_dedup
-    from pipeline.features import open_features
-    from pipeline.index import IndexConfig, build_index, load_index
-    from pipeline.knn import build_graph
+    from pipeline.dedup import run as dedup_mod
+    from pipeline.dedup.config import DedupConfig
+    from pipeline.dedup.run import run_dedup
+    from pipeline.io.features import open_features
+    from pipeline.index.build import IndexConfig, build_index, load_index
+    from pipeline.index.knn import build_graph
 
     params = gen_params(args)
     out.mkdir(parents=True, exist_ok=True)

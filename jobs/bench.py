@@ -33,8 +33,8 @@ def photo_folder(work: Path, count: int) -> Path:
 
 def prepare_shards(work: Path, limit: int) -> tuple[str, list[Path]]:
     """`limit` real JPEGs packed as shards of 100 (packed once, reused); returns (shard list, files)."""
-    from pipeline.pack import pack_folder
-    from pipeline.shards import list_image_files
+    from pipeline.io.pack import pack_folder
+    from pipeline.io.shards import list_image_files
 
     source = photo_folder(work, limit)
     files = [source / f for f in list_image_files(source)[0][:limit]]
@@ -51,7 +51,7 @@ def prepare_shards(work: Path, limit: int) -> tuple[str, list[Path]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.config import DEFAULT_MODEL
+    from pipeline.extract.config import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__,
                                 epilog="defaults fit in ~6 minutes on a 2-core CPU; the seed report's format is "
@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     def job() -> int:
         import torch
 
-        from pipeline.backbone import create_backbone
-        from pipeline.bench import (backbone_throughput, dynamic_resolution, end_to_end_throughput, fast_paths,
+        from pipeline.extract.backbone import create_backbone
+        from pipeline.bench.throughput import (backbone_throughput, dynamic_resolution, end_to_end_throughput, fast_paths,
                                     flops_per_image, matmul_gflops, naive_loop, plot, sweep)
-        from pipeline.config import ExtractConfig
-        from pipeline.device import configure_threads, resolve_device
+        from pipeline.extract.config import ExtractConfig
+        from pipeline.extract.device import configure_threads, resolve_device
 
         work = Path(args.out)
         work.mkdir(parents=True, exist_ok=True)

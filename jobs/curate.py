@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.curate import CurateConfig, parse_queries, run_curate
+        from pipeline.curate.retrieval import CurateConfig, parse_queries, run_curate
 
         summary = run_curate(CurateConfig(
             pool=args.pool, queries=parse_queries(args.queries), out=args.out, mode=args.mode, k=args.k,

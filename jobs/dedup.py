@@ -20,7 +20,7 @@ a value between them. Features from random weights turn the embedding stage off 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.config import DEFAULT_MODEL
+    from pipeline.extract.config import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m jobs.dedup", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,12 +57,14 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give exactly one of --features OUT or --images DIR")
 
     def job() -> int:
-        from pipeline.config import ExtractConfig, parse_model_kwargs
-        from pipeline.dedup import DedupConfig, run_dedup, write_duplicates_csv
+        from pipeline.extract.config import ExtractConfig, parse_model_kwargs
+        from pipeline.dedup.config import DedupConfig
+        from pipeline.dedup.run import run_dedup
+        from pipeline.dedup.groups import write_duplicates_csv
 
         root = args.features
         if args.images:
-            from pipeline.extract import run_extract
+            from pipeline.extract.runner import run_extract
 
             root = args.out or "out"
             stats = run_extract(ExtractConfig(

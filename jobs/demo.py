@@ -54,7 +54,8 @@ def pick_weights(model: str, asked: str | None) -> str:
     """What the user asked for; else the hub cache; else random weights, announced (a dry run)."""
     if asked:
         return asked
-    from pipeline.backbone import WeightsError, resolve_weights
+    from pipeline.errors import WeightsError
+    from pipeline.extract.weights import resolve_weights
 
     try:
         resolve_weights(model, "hub")
@@ -69,7 +70,7 @@ def pick_weights(model: str, asked: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.config import DEFAULT_MODEL
+    from pipeline.extract.config import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__)
     p.add_argument("--out", default="demo_out", help="demo folder (default: %(default)s)")
@@ -82,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.config import ExtractConfig
-        from pipeline.extract import run_extract
-        from pipeline.pack import pack_folder
+        from pipeline.extract.config import ExtractConfig
+        from pipeline.extract.runner import run_extract
+        from pipeline.io.pack import pack_folder
 
         work = Path(args.out)
         photos = find_photos(work)

@@ -31,7 +31,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.evaluate import KS, WEIGHT_DECAYS
+    from pipeline.evaluate.run import KS, WEIGHT_DECAYS
 
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.evaluate import EvalConfig, format_results, run_evaluate
+        from pipeline.evaluate.run import EvalConfig, format_results, run_evaluate
 
         roots = tuple(args.compare) if args.compare else (args.features,)
         results = run_evaluate(EvalConfig(

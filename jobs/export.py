@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.export import ExportConfig, run_export
+        from pipeline.curate.export import ExportConfig, run_export
 
         m = run_export(ExportConfig(selection=args.selection, out=args.out, features=args.features,
                                     shard_size=args.shard_size, prefix=args.prefix, progress=args.progress))

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from jobs._cli import run_job
-from pipeline.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, EXTRAS, ExtractConfig, parse_model_kwargs, rank_from_env
+from pipeline.extract.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, EXTRAS, ExtractConfig, parse_model_kwargs, rank_from_env
 
 EXAMPLES = """
 examples:
@@ -107,12 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     def job() -> int:
         cfg = config_from_args(args)
         if args.executor == "ray":
-            from pipeline.executors.ray_executor import run_extract_ray
+            from pipeline.extract.ray import run_extract_ray
 
             stats = run_extract_ray(cfg, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
                                     max_retries=args.ray_retries)
         else:
-            from pipeline.extract import run_extract
+            from pipeline.extract.runner import run_extract
 
             stats = run_extract(cfg)
         print(f"extract: {stats.summary()}\noutputs in {args.out}/ (features/, failures/, stats.json)")

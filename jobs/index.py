@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.index import IndexConfig, build_index
-        from pipeline.index_parts import build_index_parts
+        from pipeline.index.build import IndexConfig, build_index
+        from pipeline.index.parts import build_index_parts
 
         cfg = IndexConfig(features=args.features, out=args.out, feature=args.feature, factory=args.factory,
                           memory_budget_gb=args.memory_budget, nprobe=args.nprobe, train_size=args.train_size,

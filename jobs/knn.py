@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.features import open_features
-        from pipeline.index import load_index
-        from pipeline.knn import build_graph
+        from pipeline.io.features import open_features
+        from pipeline.index.build import load_index
+        from pipeline.index.knn import build_graph
 
         loaded = load_index(args.index or args.features)
         if args.nprobe:
-            from pipeline.index import set_search_params
+            from pipeline.index.build import set_search_params
 
             set_search_params(loaded.index, args.nprobe, loaded.record.get("ef_search", 128))
         fs = open_features(args.features)
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("the index was built from other features than --features")
         out_dir = args.out or f"{args.features}/knn"
         if args.workers > 1:
-            from pipeline.knn import build_graph_parallel
+            from pipeline.index.knn import build_graph_parallel
 
             out = build_graph_parallel(args.features, args.index or f"{args.features}/index", out_dir, args.k,
                                        args.workers, executor=args.executor)

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.pack import pack_folder
+        from pipeline.io.pack import pack_folder
 
         paths = pack_folder(args.images, args.out, args.shard_size, args.prefix)
         print(f"pack: {len(paths)} shards in {args.out}/ (list: {args.out}/shards.txt)")

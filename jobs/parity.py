@@ -13,7 +13,7 @@ PHOTOS = REPO.parent / "shared" / "data" / "unsplash_coenm"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.config import DEFAULT_MODEL
+    from pipeline.extract.config import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m jobs.parity", description=__doc__,
                                 epilog="criteria: cosine > 0.999, mean absolute error < 0.01, trimmed (top 5 %% "
@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> None:
         import torch
         from PIL import Image
 
-        from pipeline.backbone import create_backbone
-        from pipeline.bench import real_batch
-        from pipeline.config import ExtractConfig, parse_model_kwargs
-        from pipeline.device import resolve_device
-        from pipeline.parity import format_table, run_parity
+        from pipeline.extract.backbone import create_backbone
+        from pipeline.bench.throughput import real_batch
+        from pipeline.extract.config import ExtractConfig, parse_model_kwargs
+        from pipeline.extract.device import resolve_device
+        from pipeline.bench.parity import format_table, run_parity
 
         cfg = ExtractConfig(out="unused", images="unused", model=args.model, weights=args.weights,
                             model_kwargs=parse_model_kwargs(args.model_kwargs), resolution=args.resolution,

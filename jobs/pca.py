@@ -15,7 +15,7 @@ patches of all the images together (at most --max-images), so the same part gets
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.config import DEFAULT_MODEL
+    from pipeline.extract.config import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m jobs.pca", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.config import parse_model_kwargs
-        from pipeline.pca import PcaConfig, run_pca
+        from pipeline.extract.config import parse_model_kwargs
+        from pipeline.report.pca import PcaConfig, run_pca
 
         record = run_pca(PcaConfig(
             images=args.images, out=args.out, model=args.model, weights=args.weights,

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def job() -> int:
-        from pipeline.report import ReportConfig, run_report
+        from pipeline.report.run import ReportConfig, run_report
 
         info = run_report(ReportConfig(
             out=args.out, report=args.report, search=args.search, search_queries=args.search_queries,

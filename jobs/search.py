@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        from pipeline.search import run_search
+        from pipeline.index.search import run_search
 
         table = run_search(args.index, args.query, args.k)
         rows = table.to_pylist()
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             (pq.write_table if args.out.endswith(".parquet") else pacsv.write_csv)(table, args.out)
             print(f"\nwritten: {args.out}")
         if args.html:
-            from pipeline.report import index_features_root, write_search_page
+            from pipeline.report.run import index_features_root, write_search_page
 
             page = write_search_page(table, args.html, index_features_root(args.index), query_source=args.query)
             print(f"written: {page}")

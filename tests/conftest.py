@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from webdataset import TarWriter
 
-from pipeline.config import ExtractConfig
+from pipeline.extract.config import ExtractConfig
 
 SHARED_DATA = Path(os.environ.get("DINOCURATE_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -84,8 +84,9 @@ def write_feature_root(root: Path, vectors: np.ndarray, keys: list[str] | None =
     """An extract output root made directly from arrays (as `run_extract` would write it); returns keys."""
     import hashlib
 
-    from pipeline.backbone import fingerprint
-    from pipeline.store import feature_schema, feature_table, write_parquet_atomic
+    from pipeline.provenance import fingerprint
+    from pipeline.io.schema import feature_schema, feature_table
+    from pipeline.io.files import write_parquet_atomic
 
     n, d = vectors.shape
     keys = keys or [f"img{i:06d}" for i in range(n)]

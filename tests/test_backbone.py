@@ -8,8 +8,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pipeline.backbone import WeightsError, create_backbone, resolve_weights
-from pipeline.device import autocast, resolve_device
+from pipeline.errors import DeviceError
+from pipeline.errors import WeightsError
+from pipeline.extract.backbone import create_backbone
+from pipeline.extract.weights import resolve_weights
+from pipeline.extract.device import autocast, resolve_device
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, tiny_config
 
 
@@ -156,9 +159,9 @@ def test_device_resolution_on_a_cpu_machine():
     assert resolve_device("auto").type in ("cpu", "cuda", "npu", "mps")
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(DeviceError, match="no CUDA device"):
             resolve_device("cuda")
-    with pytest.raises(RuntimeError, match="torch_npu"):
+    with pytest.raises(DeviceError, match="torch_npu"):
         resolve_device("npu")
     with pytest.raises(ValueError, match="fp16"):
         autocast(torch.device("cpu"), "fp16")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbone import create_backbone
-from pipeline.bench import fast_paths, flops_per_image, naive_loop, plot, real_batch, sweep
-from pipeline.parity import compare, format_table, run_parity
+from pipeline.extract.backbone import create_backbone
+from pipeline.bench.throughput import fast_paths, flops_per_image, naive_loop, plot, real_batch, sweep
+from pipeline.bench.parity import compare, format_table, run_parity
 from tests.conftest import make_image, tiny_config
 
 
@@ -84,7 +84,7 @@ def test_quantize_int8_refuses_accelerators_and_is_recorded(tmp_path):
 
 
 def test_dynamic_resolution_bench_path(tmp_path, photos):
-    from pipeline.bench import dynamic_resolution
+    from pipeline.bench.throughput import dynamic_resolution
     from tests.conftest import write_shards
 
     shards, _ = write_shards(tmp_path / "shards", 1, 3)

@@ -64,15 +64,15 @@ def test_pack_cli_writes_shards_and_list(tmp_path):
 
 
 def test_bench_code_path_on_a_tiny_model(tmp_path):
-    from pipeline.backbone import create_backbone
-    from pipeline.bench import backbone_throughput, end_to_end_throughput
+    from pipeline.extract.backbone import create_backbone
+    from pipeline.bench.throughput import backbone_throughput, end_to_end_throughput
 
     shards, keys = write_shards(tmp_path / "shards", 2, 3)
     cfg = tiny_config(tmp_path / "unused", shards=tuple(shards))
     alone = backbone_throughput(create_backbone(cfg, torch.device("cpu")), batch_size=2, warmup=1, repeats=2)
     assert set(alone) == {"batch_size", "images_per_second", "p50_ms", "p90_ms", "repeats", "warmup"}
     assert alone["images_per_second"] > 0 and alone["p90_ms"] >= alone["p50_ms"] > 0
-    from pipeline.bench import matmul_gflops
+    from pipeline.bench.throughput import matmul_gflops
 
     assert matmul_gflops(n=256, repeats=2) > 0
     e2e = end_to_end_throughput(cfg)

@@ -12,10 +12,11 @@ import pytest
 import webdataset as wds
 from webdataset import TarWriter
 
-from pipeline.cluster import balanced_sample, hierarchical_kmeans, kmeans, split_evenly
-from pipeline.curate import CurateConfig, choose_mode, parse_queries, run_curate
-from pipeline.export import ExportConfig, SelectionError, run_export, unsafe_name
-from pipeline.extract import run_extract
+from pipeline.curate.cluster import balanced_sample, hierarchical_kmeans, kmeans, split_evenly
+from pipeline.curate.retrieval import CurateConfig, choose_mode, parse_queries, run_curate
+from pipeline.curate.export import ExportConfig, run_export, unsafe_name
+from pipeline.errors import SelectionError
+from pipeline.extract.runner import run_extract
 from tests.conftest import clustered_vectors, jpeg_bytes, make_image, tiny_config, write_feature_root, write_shards
 
 

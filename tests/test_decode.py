@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from pipeline.decode import Decoded, SampleError, decode_image, to_rgb
+from pipeline.io.decode import Decoded, SampleError, decode_image, to_rgb
 from tests.conftest import jpeg_bytes, make_image
 
 BIG = 10**8

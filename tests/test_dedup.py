@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.dedup import DedupConfig, components, phash_edges, run_dedup
-from pipeline.extract import run_extract
-from pipeline.phash import hamming64
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.groups import components
+from pipeline.dedup.edges import phash_edges
+from pipeline.dedup.run import run_dedup
+from pipeline.extract.runner import run_extract
+from pipeline.io.phash import hamming64
 from tests.conftest import make_image, tiny_config, write_feature_root
 
 
@@ -79,7 +82,7 @@ def test_planted_groups_and_chain_become_components_with_one_keeper(tmp_path):
 def test_approximate_candidates_are_rechecked_before_grouping(tmp_path):
     x, groups = planted(seed=1, n=3000)
     write_feature_root(tmp_path, x, per_shard=1000)
-    from pipeline.index import IndexConfig, build_index
+    from pipeline.index.build import IndexConfig, build_index
 
     build_index(IndexConfig(features=str(tmp_path), out=str(tmp_path / "dedup" / "index"),
                             factory="IVF16,PQ16x4fs", progress=False, nprobe=16))
@@ -185,7 +188,7 @@ def test_decontamination_drops_every_touched_component_and_nothing_else(tmp_path
 
 
 def test_reference_of_another_model_is_refused(tmp_path):
-    from pipeline.features import MixedProvenanceError
+    from pipeline.errors import MixedProvenanceError
 
     x, _ = planted()
     write_feature_root(tmp_path / "pool", x)
@@ -228,7 +231,7 @@ def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):
 
 
 def test_dedup_index_choice():
-    from pipeline.dedup import dedup_factory
+    from pipeline.dedup.edges import dedup_factory
 
     assert dedup_factory(50_000, 384) == "Flat"
     assert dedup_factory(1_000_000, 384) == "IVF4000,PQ48x4fs"
@@ -236,8 +239,8 @@ def test_dedup_index_choice():
 
 
 def test_dedup_reuses_a_graph_built_in_parallel_by_make_knn(tmp_path):
-    from pipeline.index import IndexConfig, build_index
-    from pipeline.knn import build_graph_parallel
+    from pipeline.index.build import IndexConfig, build_index
+    from pipeline.index.knn import build_graph_parallel
 
     x, groups = planted(seed=5)
     write_feature_root(tmp_path, x, per_shard=100)

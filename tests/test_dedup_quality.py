@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from pipeline.dedup import DedupConfig, run_dedup
-from pipeline.extract import run_extract
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.run import run_dedup
+from pipeline.extract.runner import run_extract
 from tests.conftest import shared_data, tiny_config
 
 pytestmark = pytest.mark.real_data

@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.evaluate import main as evaluate_main
-from pipeline.evaluate import (EvalConfig, accuracy, format_results, knn_predict, resolve_split, run_evaluate,
+from pipeline.evaluate.run import (EvalConfig, accuracy, format_results, knn_predict, resolve_split, run_evaluate,
                                stratified_val)
-from pipeline.features import open_features
-from pipeline.store import FAILURE_SCHEMA, write_json_atomic, write_parquet_atomic
+from pipeline.io.features import open_features
+from pipeline.io.schema import FAILURE_SCHEMA
+from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from tests.conftest import clustered_vectors, shared_data, tiny_config, write_feature_root
 
 
@@ -133,7 +134,7 @@ def test_unlabelled_keys_missing_features_and_single_image_class(tmp_path, caplo
     rows += [("k051", "lonely")]  # a class with one image
     labels = write_labels_csv(tmp_path / "labels.csv", rows)
     cfg = EvalConfig(features=(str(tmp_path),), labels=str(labels), ks=(5,))
-    with caplog.at_level(logging.INFO, logger="pipeline.evaluate"):
+    with caplog.at_level(logging.INFO, logger="pipeline.evaluate.run"):
         split, report = resolve_split(cfg, [open_features(tmp_path)])
     root = report["roots"][0]
     assert root["keys_without_label"] == 9  # k050 (empty label) and k052..k059
@@ -268,7 +269,7 @@ def read_groups(folder: Path) -> dict[str, str]:
 
 
 def test_real_photos_imagefolder_tree_end_to_end(tmp_path, capsys):
-    from pipeline.extract import run_extract
+    from pipeline.extract.runner import run_extract
 
     tree = tmp_path / "tree"
     n_by_class: dict[str, int] = {}

@@ -21,8 +21,9 @@ from safetensors.torch import save_file
 from timm.data import create_transform, resolve_model_data_config
 from webdataset import TarWriter
 
-from pipeline.extract import run_extract
-from pipeline.store import ConfigMismatchError, read_provenance
+from pipeline.extract.runner import run_extract
+from pipeline.errors import ConfigMismatchError
+from pipeline.io.schema import read_provenance
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, jpeg_bytes, make_image, tiny_config, write_shards
 
 REPO = Path(__file__).resolve().parents[1]

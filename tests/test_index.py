@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.features import MixedProvenanceError, open_features, read_matrix
-from pipeline.index import IndexConfig, build_index, choose_factory, ivf_lists, load_index, search
+from pipeline.errors import MixedProvenanceError
+from pipeline.io.features import open_features, read_matrix
+from pipeline.index.build import IndexConfig, build_index, choose_factory, ivf_lists, load_index, search
 from tests.conftest import clustered_vectors, write_feature_root
 
 
@@ -94,7 +95,7 @@ def test_missing_features_and_index_say_what_to_run(tmp_path):
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,PQ8x4fs"])
 def test_parallel_parts_merge_to_the_single_process_index(tmp_path, factory):
-    from pipeline.index_parts import build_index_parts
+    from pipeline.index.parts import build_index_parts
 
     x = clustered_vectors(3000, 32, 30, seed=7)
     write_feature_root(tmp_path, x, per_shard=400)  # 8 files → 3 parts
@@ -113,7 +114,7 @@ def test_parallel_parts_merge_to_the_single_process_index(tmp_path, factory):
 
 
 def test_parallel_parts_refuse_non_ivf(tmp_path):
-    from pipeline.index_parts import build_index_parts
+    from pipeline.index.parts import build_index_parts
 
     write_feature_root(tmp_path, clustered_vectors(200, 8, 4))
     with pytest.raises(ValueError, match="not an IVF"):
@@ -121,7 +122,7 @@ def test_parallel_parts_refuse_non_ivf(tmp_path):
 
 
 def test_knn_graph_in_parallel_parts_equals_one_process(tmp_path):
-    from pipeline.knn import build_graph, build_graph_parallel
+    from pipeline.index.knn import build_graph, build_graph_parallel
 
     x = clustered_vectors(900, 16, 9, seed=9)
     write_feature_root(tmp_path, x, per_shard=300)

@@ -12,9 +12,9 @@ import pytest
 import webdataset
 from PIL import Image
 
-from pipeline.loader import IMAGE_EXTS, ShardEnd, iter_tar, pick_image
-from pipeline.pack import pack_folder, sample_key
-from pipeline.shards import Shard, create_tar_shards, expand_shards
+from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_tar, pick_image
+from pipeline.io.pack import pack_folder, sample_key
+from pipeline.io.shards import Shard, create_tar_shards, expand_shards
 from tests.conftest import jpeg_bytes, make_image
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline import phash as phash_mod
-from pipeline.phash import hamming64, phash64
+from pipeline.io import phash as phash_mod
+from pipeline.io.phash import hamming64, phash64
 from tests.conftest import make_image
 
 
@@ -134,7 +134,7 @@ def test_unrelated_images_are_far_apart():
 def test_mirror_hash_is_the_hash_of_the_mirrored_image():
     pair = getattr(phash_mod, "phash64_pair", None)
     if pair is None:
-        pytest.skip("pipeline.phash has no phash64_pair")
+        pytest.skip("pipeline.io.phash has no phash64_pair")
     for im in random_images() + list(gradients().values()):
         h, mirrored = pair(im)
         assert h == phash64(im)
@@ -144,7 +144,7 @@ def test_mirror_hash_is_the_hash_of_the_mirrored_image():
 def test_orientation_hashes_match_the_turned_and_flipped_images():
     from PIL import ImageOps
 
-    from pipeline.phash import phash64_orientations, transpose64
+    from pipeline.io.phash import phash64_orientations, transpose64
 
     rng = np.random.default_rng(11)
     for i in range(5):

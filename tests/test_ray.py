@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.extract import run_extract
+from pipeline.extract.runner import run_extract
 from tests.conftest import tiny_config, write_shards
 
 ray = pytest.importorskip("ray")
@@ -24,7 +24,7 @@ def rows(out) -> pd.DataFrame:
 
 
 def test_ray_outputs_equal_the_local_executor(tmp_path):
-    from pipeline.executors.ray_executor import run_extract_ray
+    from pipeline.extract.ray import run_extract_ray
 
     shards, keys = write_shards(tmp_path / "shards", 4, 3)
     run_extract(tiny_config(tmp_path / "local", shards=tuple(shards)))
@@ -37,7 +37,7 @@ def test_ray_outputs_equal_the_local_executor(tmp_path):
 
 
 def test_a_dead_actor_is_replaced_and_every_key_comes_out_once(tmp_path):
-    from pipeline.executors.ray_executor import run_extract_ray
+    from pipeline.extract.ray import run_extract_ray
 
     shards, keys = write_shards(tmp_path / "shards", 4, 3)
     stats = run_extract_ray(tiny_config(tmp_path / "out", shards=tuple(shards)), actors=2,
@@ -49,7 +49,7 @@ def test_a_dead_actor_is_replaced_and_every_key_comes_out_once(tmp_path):
 
 
 def test_local_partial_run_finished_by_ray_and_the_reverse(tmp_path):
-    from pipeline.executors.ray_executor import run_extract_ray
+    from pipeline.extract.ray import run_extract_ray
 
     shards, keys = write_shards(tmp_path / "shards", 4, 3)
     with pytest.raises(RuntimeError, match="crash"):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.extract import run_extract
-from pipeline.pack import pack_folder
+from pipeline.extract.runner import run_extract
+from pipeline.io.pack import pack_folder
 from tests.conftest import shared_data, tiny_config
 
 pytestmark = pytest.mark.real_data
@@ -46,7 +46,7 @@ def test_exif_orientations_are_honoured(tmp_path):
     from PIL import Image, ImageOps
     from torchvision.transforms import CenterCrop, Compose, InterpolationMode, PILToTensor, Resize
 
-    from pipeline.backbone import create_backbone
+    from pipeline.extract.backbone import create_backbone
 
     root = shared_data("pdq_threatexchange", "reg-test-input", "exif-rotn")
     cfg = tiny_config(tmp_path / "out", images=str(root), dtype="float32", jpeg_draft=False)
@@ -91,7 +91,7 @@ def test_curate_on_copydays_pool_selects_each_seeds_exact_copies(tmp_path):
     import hashlib
     import shutil
 
-    from pipeline.curate import CurateConfig, run_curate
+    from pipeline.curate.retrieval import CurateConfig, run_curate
 
     root = shared_data("pimmi_copydays_like", "dataset1")
     files = sorted(p for p in root.rglob("*.jpg"))

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 from webdataset import TarWriter
 
-from pipeline.dedup import DedupConfig, run_dedup
-from pipeline.extract import run_extract
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.run import run_dedup
+from pipeline.extract.runner import run_extract
 from tests.conftest import TINY_KWARGS, TINY_MODEL, jpeg_bytes, make_image, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def parse_pages(folder: Path) -> dict[str, Collect]:
 
 
 def test_report_shows_every_group_with_its_keeper_and_every_link_resolves(folder_run, tmp_path):
-    from pipeline.report import ReportConfig, run_report
+    from pipeline.report.run import ReportConfig, run_report
 
     info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r"), groups_per_page=2))
     groups = pd.read_parquet(folder_run / "dedup" / "groups.parquet")
@@ -126,7 +127,7 @@ def test_report_shows_every_group_with_its_keeper_and_every_link_resolves(folder
 
 
 def test_keys_and_paths_are_escaped(folder_run, tmp_path):
-    from pipeline.report import ReportConfig, run_report
+    from pipeline.report.run import ReportConfig, run_report
 
     run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r")))
     text = "".join(p.read_text() for p in (tmp_path / "r").glob("*.html"))
@@ -232,7 +233,7 @@ class Browser:
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
 def test_report_loads_in_headless_chromium(folder_run, tmp_path):
-    from pipeline.report import ReportConfig, run_report
+    from pipeline.report.run import ReportConfig, run_report
 
     run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r")))
     browser = Browser(tmp_path / "profile")
@@ -279,10 +280,10 @@ def mean_colour(img: Image.Image) -> np.ndarray:
 
 
 def test_report_of_shards_with_search_and_curate_reads_the_right_images(shard_run, tmp_path):
-    from pipeline.curate import CurateConfig, run_curate
-    from pipeline.index import IndexConfig, build_index
-    from pipeline.report import ReportConfig, run_report, write_search_page
-    from pipeline.search import run_search
+    from pipeline.curate.retrieval import CurateConfig, run_curate
+    from pipeline.index.build import IndexConfig, build_index
+    from pipeline.report.run import ReportConfig, run_report, write_search_page
+    from pipeline.index.search import run_search
 
     out, colour = shard_run
     build_index(IndexConfig(features=str(out), progress=False))
@@ -344,10 +345,11 @@ def test_report_cli_and_an_empty_root(folder_run, tmp_path, capsys):
 
 def test_extract_section_throughput_and_failing_keys(tmp_path):
     """Markers finished at known times, failures with hostile keys; no config.json: no thumbnails needed."""
-    from pipeline.report import ReportConfig, run_report
-    from pipeline.store import FAILURE_SCHEMA, OutputStore
+    from pipeline.report.run import ReportConfig, run_report
+    from pipeline.io.schema import FAILURE_SCHEMA
+    from pipeline.layout import OutputRoot
 
-    store = OutputStore(tmp_path / "out")
+    store = OutputRoot(tmp_path / "out")
     for s in range(4):
         failures = [{"key": f"<i>{s}-{n}</i>", "shard": f"s{s}", "index": n, "stage": "decode",
                      "reason": "UnidentifiedImageError", "detail": "cannot identify"} for n in range(s)]
@@ -373,7 +375,7 @@ def object_on_flat_background(i: int, size: int = 112) -> Image.Image:
 
 
 def test_pca_picture_shape_determinism_and_mask(tmp_path):
-    from pipeline.pca import PcaConfig, run_pca
+    from pipeline.report.pca import PcaConfig, run_pca
 
     (tmp_path / "in" / "sub").mkdir(parents=True)
     for i in range(3):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import shards as shards_mod
-from pipeline.shards import (Shard, create_folder_shards, create_tar_shards, expand_shards, is_url,
+from pipeline.errors import MissingInputError
+from pipeline.io import shards as shards_mod
+from pipeline.io.shards import (Shard, create_folder_shards, create_tar_shards, expand_shards, is_url,
                              list_image_files, shard_id, split_by_rank)
 from tests.conftest import jpeg_bytes, make_image
 
@@ -24,7 +25,7 @@ def touch(*paths: Path) -> list[str]:
 
 
 def forbid_disk(monkeypatch) -> None:
-    """Make any file-system lookup made by pipeline.shards fail the test."""
+    """Make any file-system lookup made by pipeline.io.shards fail the test."""
 
     def boom(*args, **kwargs):
         raise AssertionError(f"disk touched with {args}")
@@ -305,7 +306,7 @@ def test_list_image_files(image_folder):
 
 
 def test_list_image_files_missing_folder(tmp_path):
-    with pytest.raises(NotADirectoryError, match="nope"):
+    with pytest.raises(MissingInputError, match="nope"):
         list_image_files(tmp_path / "nope")
 
 

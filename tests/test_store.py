@@ -12,9 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.store import (FAILURE_SCHEMA, PROVENANCE_KEY, ConfigMismatchError, OutputStore, diff_records,
-                            feature_schema, feature_table, read_provenance, write_json_atomic,
-                            write_parquet_atomic)
+from pipeline.io.schema import FAILURE_SCHEMA, PROVENANCE_KEY, feature_schema, feature_table, read_provenance
+from pipeline.errors import ConfigMismatchError
+from pipeline.layout import OutputRoot
+from pipeline.provenance import diff_records
+from pipeline.io.files import write_json_atomic, write_parquet_atomic
 
 PROVENANCE = {"fingerprint": "fp-1", "model": "vit_small_patch14_reg4_dinov2.lvd142m", "resolution": 224,
               "preprocess": {"mean": [0.485, 0.456, 0.406], "resize": "fixed"}, "torch": "2.9.1",
@@ -202,20 +204,20 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
 
 
 def test_claim_writes_config_once(tmp_path):
-    store = OutputStore(tmp_path / "out")
+    store = OutputRoot(tmp_path / "out")
     store.claim(PROVENANCE, {"batch_size": 32})
     path = tmp_path / "out" / "config.json"
     first = path.read_bytes()
     assert json.loads(first) == {"provenance": PROVENANCE, "config": {"batch_size": 32}}
     # same fingerprint: accepted, file untouched (even if the run-only config differs)
     store.claim(dict(PROVENANCE, torch="9.9"), {"batch_size": 8})
-    OutputStore(tmp_path / "out").claim(PROVENANCE, {"batch_size": 32})
+    OutputRoot(tmp_path / "out").claim(PROVENANCE, {"batch_size": 32})
     assert path.read_bytes() == first
     assert only(tmp_path / "out") == ["config.json"]
 
 
 def test_claim_refuses_another_fingerprint_naming_the_field(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     store.claim(PROVENANCE, {})
     other = dict(PROVENANCE, fingerprint="fp-2", model="vit_base_patch14_dinov2", torch="2.10.0")
     with pytest.raises(ConfigMismatchError) as info:
@@ -227,7 +229,7 @@ def test_claim_refuses_another_fingerprint_naming_the_field(tmp_path):
 
 
 def test_claim_names_nested_fields(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     store.claim(PROVENANCE, {})
     other = dict(PROVENANCE, fingerprint="fp-3", preprocess={"mean": [0.5, 0.5, 0.5], "resize": "fixed"})
     with pytest.raises(ConfigMismatchError, match=r"preprocess\.mean"):
@@ -235,7 +237,7 @@ def test_claim_names_nested_fields(tmp_path):
 
 
 def test_claim_with_only_the_fingerprint_different(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     store.claim(PROVENANCE, {})
     with pytest.raises(ConfigMismatchError, match="fingerprint only"):
         store.claim(dict(PROVENANCE, fingerprint="fp-9", timm="1.0.0"), {})
@@ -268,7 +270,7 @@ def marker(shard: str, fp: str = "fp-1", digest: str | None = "d1", **extra) -> 
 
 
 def test_is_done(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     assert store.is_done("s", "fp-1", "d1") is False  # nothing at all
     feats, fails = small_tables()
     store.write_shard("s", feats, fails, marker("s"))
@@ -284,27 +286,27 @@ def test_is_done(tmp_path):
 
 
 def test_is_done_for_tar_shards_without_digest(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     store.write_shard("t", *small_tables(), marker("t", digest=None))
     assert store.is_done("t", "fp-1", None) is True
 
 
 @pytest.mark.parametrize("missing", ["features", "failures"])
 def test_is_done_needs_both_files(tmp_path, missing):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     store.write_shard("s", *small_tables(), marker("s"))
     os.remove(tmp_path / missing / "s.parquet")
     assert store.is_done("s", "fp-1", "d1") is False
 
 
 def test_marker_without_files_is_not_done(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     write_json_atomic(marker("s"), store.marker_path("s"))
     assert store.is_done("s", "fp-1", "d1") is False
 
 
 def test_unreadable_marker_is_not_done(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     store.write_shard("s", *small_tables(), marker("s"))
     store.marker_path("s").write_text('{"fingerprint": "fp-1", "dig')  # cut off
     assert store.read_marker("s") is None
@@ -312,7 +314,7 @@ def test_unreadable_marker_is_not_done(tmp_path):
 
 
 def test_paths():
-    store = OutputStore("/o")
+    store = OutputRoot("/o")
     assert str(store.feature_path("a")) == "/o/features/a.parquet"
     assert str(store.failure_path("a")) == "/o/failures/a.parquet"
     assert str(store.marker_path("a")) == "/o/_done/a.json"
@@ -322,7 +324,7 @@ def test_paths():
 
 
 def test_write_stats_sums_markers(tmp_path):
-    store = OutputStore(tmp_path)
+    store = OutputRoot(tmp_path)
     feats, fails = small_tables()
     store.write_shard("a", feats, fails, marker("a", samples=10, rows=7, failures=3,
                                                failures_by_reason={"EmptyImage": 1, "OSError": 2}))
@@ -344,7 +346,7 @@ def test_write_stats_sums_markers(tmp_path):
 
 
 def test_write_stats_of_an_empty_root(tmp_path):
-    stats = OutputStore(tmp_path / "new").write_stats({})
+    stats = OutputRoot(tmp_path / "new").write_stats({})
     assert (stats["shards_done"], stats["samples"], stats["rows"], stats["failures"]) == (0, 0, 0, 0)
     assert stats["failures_by_reason"] == {} and stats["damaged_shards"] == {}
     assert (tmp_path / "new" / "stats.json").exists()

@@ -1,0 +1,211 @@
+"""Throughput against the machine's limit: matmul peak, backbone sweep, end-to-end, naive loop, fast paths."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.extract.backbone import Backbone, create_backbone
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.runner import run_extract
+
+log = logging.getLogger(__name__)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's fp32 limit on these threads: GFLOP/s of an n×n matrix product (after a warm-up)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def flops_per_image(backbone: Backbone) -> float:
+    """Floating-point operations of one forward pass (torch's FLOP counter; 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = backbone.preprocess.input_size[1:]
+    x = torch.zeros((1, 3, h, w), dtype=torch.uint8, device=backbone.device)
+    with FlopCounterMode(display=False) as counter:
+        backbone(x)
+    return float(counter.get_total_flops())
+
+
+def backbone_throughput(backbone: Backbone, batch_size: int, warmup: int = 3, repeats: int = 10,
+                        seed: int = 0) -> dict:
+    """Images/s and latency percentiles of the backbone on random uint8 batches already on the device."""
+    h, w = backbone.preprocess.input_size[1:]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (batch_size, 3, h, w), dtype=torch.uint8, generator=gen).to(backbone.device)
+    for _ in range(warmup):
+        backbone(x)
+    times = []
+    for _ in range(repeats):
+        _sync(backbone.device)
+        t0 = time.perf_counter()
+        backbone(x)
+        _sync(backbone.device)
+        times.append(time.perf_counter() - t0)
+    t = np.asarray(times)
+    return {"batch_size": batch_size, "images_per_second": batch_size * len(t) / t.sum(),
+            "p50_ms": float(np.percentile(t, 50) * 1e3), "p90_ms": float(np.percentile(t, 90) * 1e3),
+            "repeats": repeats, "warmup": warmup}
+
+
+def sweep(backbone: Backbone, batch_sizes: list[int], images_per_size: int = 64, warmup: int | None = None,
+          repeats: int | None = None) -> list[dict]:
+    """Backbone throughput per batch size; by default ~`images_per_size` timed images each (fits 10 min)."""
+    flops = flops_per_image(backbone)
+    out = []
+    for bs in batch_sizes:
+        r = repeats or max(3, images_per_size // bs)
+        res = backbone_throughput(backbone, bs, warmup=warmup if warmup is not None else 2, repeats=r)
+        res["gflops_achieved"] = res["images_per_second"] * flops / 1e9
+        out.append(res)
+        log.info("batch %d: %.2f images/s, p50 %.0f ms", bs, res["images_per_second"], res["p50_ms"])
+    return out
+
+
+def dynamic_resolution(cfg: ExtractConfig, files: list[Path]) -> dict:
+    """End-to-end images/s with aspect-preserving sizes (fewer tokens on non-square photos), tokens per
+    image against fixed mode, and the CLS cosine between the two modes on the same photos."""
+    from pipeline.io.decode import decode_image
+
+    dyn = replace(cfg, resize_mode="dynamic")
+    result = end_to_end_throughput(dyn)
+    base = create_backbone(cfg, torch.device("cpu"))
+    p = base.preprocess.patch_size
+    fixed_tokens = (base.preprocess.input_size[1] // p) * (base.preprocess.input_size[2] // p)
+    dyn_backbone = create_backbone(dyn, torch.device("cpu"))
+    tokens, cos = [], []
+    for f in files:
+        d = decode_image(f.read_bytes(), 10**9, target=dyn_backbone.preprocess.needed_size)
+        w, h = dyn_backbone.preprocess.output_size(d.width, d.height)
+        tokens.append((w // p) * (h // p))
+        x_dyn = dyn_backbone.preprocess(d.image, (d.width, d.height))[None]
+        d2 = decode_image(f.read_bytes(), 10**9, target=base.preprocess.needed_size)
+        x_fix = base.preprocess(d2.image, (d2.width, d2.height))[None]
+        a, b = base(x_fix)["cls"], dyn_backbone(x_dyn)["cls"]
+        cos.append(float(torch.nn.functional.cosine_similarity(a, b)[0]))
+    result.update({"tokens_per_image_fixed": fixed_tokens, "tokens_per_image_dynamic": float(np.mean(tokens)),
+                   "cls_cosine_vs_fixed_mean": float(np.mean(cos)), "cls_cosine_vs_fixed_min": float(np.min(cos))})
+    return result
+
+
+def end_to_end_throughput(cfg: ExtractConfig) -> dict:
+    """A full `run_extract` into a fresh temporary OUT; images/s over the run's wall time (model load excluded)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as out:
+        stats = run_extract(replace(cfg, out=str(Path(out) / "out"), progress=False))
+    return {"images": stats.images, "failures": stats.failures, "seconds": stats.seconds,
+            "images_per_second": stats.images_per_second}
+
+
+def naive_loop(model_name: str, files: list[Path], resolution: int, weights_cfg: ExtractConfig) -> dict:
+    """The loop a user copies from the timm model card: per image PIL open → timm transform → model(x[None])."""
+    from timm.data import create_transform, resolve_model_data_config
+
+    from pipeline.extract.backbone import create_model
+    from pipeline.extract.weights import resolve_weights
+
+    model = create_model(weights_cfg, resolve_weights(model_name, weights_cfg.weights)).eval()
+    data = resolve_model_data_config(model)
+    data["input_size"] = (3, resolution, resolution)
+    transform = create_transform(**data, is_training=False)
+    with torch.inference_mode():
+        model.forward_features(transform(Image.open(files[0]).convert("RGB"))[None])  # warm-up
+        t0 = time.perf_counter()
+        for f in files:
+            model.forward_features(transform(Image.open(f).convert("RGB"))[None])
+        seconds = time.perf_counter() - t0
+    return {"images": len(files), "seconds": seconds, "images_per_second": len(files) / seconds}
+
+
+def fidelity(reference: Backbone, other: Backbone, images: torch.Tensor) -> dict:
+    """Cosine of CLS and patch-mean features of a fast path against the fp32 path, on the same inputs."""
+    a, b = reference(images), other(images)
+    out = {}
+    for name in ("cls", "patch_mean"):
+        cos = torch.nn.functional.cosine_similarity(a[name].float(), b[name].float())
+        out[f"{name}_cosine_min"] = float(cos.min())
+        out[f"{name}_cosine_mean"] = float(cos.mean())
+    return out
+
+
+def real_batch(backbone: Backbone, files: list[Path]) -> torch.Tensor:
+    """Real photos through the pipeline's own decode + preprocess, as one uint8 batch."""
+    from pipeline.io.decode import decode_image
+
+    tensors = []
+    for f in files:
+        decoded = decode_image(f.read_bytes(), 10**9, target=backbone.preprocess.needed_size)
+        tensors.append(backbone.preprocess(decoded.image, (decoded.width, decoded.height)))
+    return torch.stack(tensors).to(backbone.device)
+
+
+def fast_paths(cfg: ExtractConfig, base: Backbone, files: list[Path], batch_size: int,
+               include_compile: bool = True) -> dict:
+    """int8 and torch.compile: images/s at `batch_size` and fidelity against fp32 on real photos."""
+    images = real_batch(base, files)
+    results = {}
+    variants = {"int8": replace(cfg, quantize="int8")}
+    if include_compile:
+        variants["compile"] = replace(cfg, compile=True)
+    for name, vcfg in variants.items():
+        try:
+            other = create_backbone(vcfg, base.device)
+            other(images[:batch_size])  # compile happens here
+            speed = backbone_throughput(other, batch_size, warmup=1, repeats=max(3, 48 // batch_size))
+            results[name] = {"images_per_second": speed["images_per_second"], **fidelity(base, other, images)}
+        except Exception as exc:  # noqa: BLE001 - a fast path that does not work here is reported, not fatal
+            log.warning("fast path %s failed: %s", name, exc)
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return results
+
+
+def plot(result: dict, path: Path) -> None:
+    """PNG: images/s per batch size, and end-to-end / naive / fast paths against the machine's ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    sweep_ = result["backbone_sweep"]
+    ax1.plot([r["batch_size"] for r in sweep_], [r["images_per_second"] for r in sweep_], "o-", label="backbone")
+    ceiling = result["matmul_gflops"] * 1e9 / result["flops_per_image"]
+    ax1.axhline(ceiling, color="grey", ls="--", label=f"matmul limit ({ceiling:.1f}/s)")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("batch size")
+    ax1.set_ylabel("images/s")
+    ax1.set_title(f"{result['model']} @ {result['resolution']} px, {result['device']}")
+    ax1.legend()
+    bars = {"limit": ceiling, "backbone": result["backbone_at_batch"]["images_per_second"],
+            "end-to-end": result["end_to_end"]["images_per_second"],
+            "naive loop": result["naive_loop"]["images_per_second"]}
+    for name, fp in result.get("fast_paths", {}).items():
+        if "images_per_second" in fp:
+            bars[f"{name} backbone"] = fp["images_per_second"]
+    ax2.bar(list(bars), list(bars.values()), color=["grey", "C0", "C1", "C3", "C2", "C4"][:len(bars)])
+    ax2.set_ylabel("images/s")
+    ax2.set_title(f"batch {result['batch_size']}")
+    ax2.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "npu":
+        torch.npu.synchronize(device)

@@ -1,0 +1,209 @@
+"""LVD-142M retrieval: grow curated seed sets with their neighbours in an uncurated pool; balanced sampling."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import ConfigError
+from pipeline.curate.cluster import assign, balanced_sample, hierarchical_kmeans, kmeans
+from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.index.build import IndexConfig, find_or_build_index, search
+from pipeline.layout import OutputRoot, write_summary
+from pipeline.io.files import write_json_atomic, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+SELECTED_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),
+    ("source", pa.string()), ("mode", pa.string()), ("query", pa.string()), ("cluster", pa.int64()),
+    ("similarity", pa.float32()),
+])
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    pool: str  # extract output root of the (deduplicated) uncurated pool
+    queries: tuple[tuple[str, str], ...] = ()  # (source name, extract output root of its seed set)
+    out: str | None = None  # default: <pool>/curate
+    mode: str = "auto"  # sample | cluster | auto
+    feature: str = "cls"
+    k: int = 4  # sample-based: neighbours per query (LVD-142M: 4; 32 for ImageNet-1k)
+    min_similarity: float = 0.0
+    clusters: int | None = None  # cluster-based: k-means clusters on the pool (default ≈ N / 500)
+    min_queries: int = 3  # a cluster contributes when more than this many queries fall in it
+    per_cluster: int = 10_000
+    max_per_source: int = 1_000_000
+    auto_threshold: int = 100_000  # seed sets at least this large are sample-based under --mode auto
+    balanced: int | None = None  # target size: hierarchical k-means + balanced sampling, no seeds needed
+    levels: int = 2
+    memory_budget_gb: float = 4.0
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "sample", "cluster"):
+            raise ConfigError(f"mode must be auto, sample or cluster, got {self.mode!r}")
+        if not self.queries and self.balanced is None:
+            raise ConfigError("give seed sets (QUERIES=name=OUT,...) or --balanced TARGET_SIZE")
+        names = [n for n, _ in self.queries]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"seed set names must be unique: {names}")
+        if self.levels not in (2, 3):
+            raise ConfigError("levels must be 2 or 3")
+
+
+def parse_queries(specs: list[str]) -> tuple[tuple[str, str], ...]:
+    """`name=OUT` or `OUT` (named after its folder) for each seed set."""
+    out = []
+    for spec in specs:
+        for part in spec.split(","):
+            part = part.strip()
+            if part:
+                name, _, root = part.rpartition("=")
+                out.append((name or Path(root).name, root))
+    return tuple(out)
+
+
+def choose_mode(cfg: CurateConfig, n_queries: int) -> tuple[str, str]:
+    """LVD-142M: sample-based retrieval for large curated sets, cluster-based for small ones."""
+    if cfg.mode != "auto":
+        return cfg.mode, f"--mode {cfg.mode} given"
+    if n_queries >= cfg.auto_threshold:
+        return "sample", f"{n_queries} queries >= {cfg.auto_threshold}: a large set, its own neighbours suffice"
+    return "cluster", (f"{n_queries} queries < {cfg.auto_threshold}: a small set, so whole pool clusters it "
+                       f"touches are taken (more diversity than {cfg.k} neighbours per image)")
+
+
+def pool_index(pool: FeatureSet, cfg: CurateConfig, out: Path) -> faiss.Index:
+    """The pool's index (reused from POOL/index when it matches), built under OUT/index otherwise."""
+    return find_or_build_index(pool, IndexConfig(
+        features=str(pool.root), out=str(out / "index"), feature=cfg.feature, memory_budget_gb=cfg.memory_budget_gb,
+        progress=cfg.progress), reuse=(OutputRoot(pool.root).index_dir,)).index
+
+
+def sample_based(index, queries: np.ndarray, keys: list[str], k: int, min_similarity: float
+                 ) -> dict[int, tuple[float, str]]:
+    """pool id → (best similarity, query key) over every query's k nearest with similarity ≥ the minimum."""
+    sims, ids = search(index, queries, k)
+    best: dict[int, tuple[float, str]] = {}
+    for q in range(len(queries)):
+        for i, s in zip(ids[q], sims[q]):
+            if i >= 0 and s >= min_similarity and (i not in best or s > best[i][0]):
+                best[int(i)] = (float(s), keys[q])
+    return best
+
+
+def cluster_based(centroids: np.ndarray, labels: np.ndarray, queries: np.ndarray, cfg: CurateConfig,
+                  rng: np.random.Generator) -> tuple[list[tuple[int, int]], dict]:
+    """(pool id, cluster) pairs: up to `per_cluster` random members of each cluster holding more than
+    `min_queries` queries, clusters with most queries first, `max_per_source` in all."""
+    q_labels = assign(queries, centroids)
+    counts = np.bincount(q_labels, minlength=len(centroids))
+    eligible = [c for c in np.argsort(-counts, kind="stable") if counts[c] > cfg.min_queries]
+    chosen: list[tuple[int, int]] = []
+    for c in eligible:
+        members = np.flatnonzero(labels == c)
+        room = cfg.max_per_source - len(chosen)
+        take = min(len(members), cfg.per_cluster, room)
+        if take <= 0:
+            break
+        picked = members if take == len(members) else rng.choice(members, take, replace=False)
+        chosen.extend((int(i), int(c)) for i in np.sort(picked))
+    used = sorted({c for _, c in chosen})
+    return chosen, {"clusters_used": len(used), "clusters_eligible": len(eligible),
+                    "queries_per_cluster": {str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)}}
+
+
+def run_curate(cfg: CurateConfig) -> dict:
+    """Write `curate/selected.parquet` (one row per selected pool image) and `curate/summary.json`."""
+    t0 = time.perf_counter()
+    pool = open_features(cfg.pool)
+    out = Path(cfg.out or OutputRoot(cfg.pool).curate_dir)
+    meta = read_meta(pool, ("key", "shard", "index"))
+    vectors = read_matrix(pool, cfg.feature)
+    rng = np.random.default_rng(cfg.seed)
+    rows: dict[int, dict] = {}
+    summary: dict = {"pool": pool.count, "sources": {}, "config": asdict(cfg)}
+    if cfg.balanced is not None:
+        ks = balanced_levels(pool.count, cfg.levels)
+        labels = hierarchical_kmeans(vectors, ks, seed=cfg.seed)
+        chosen = balanced_sample(labels, cfg.balanced, seed=cfg.seed)
+        for i in chosen:
+            rows[int(i)] = {"source": "balanced", "mode": "balanced", "query": None,
+                            "cluster": int(labels[0][i]), "similarity": None}
+        top = labels[-1]
+        summary["balanced"] = {"target": cfg.balanced, "selected": len(chosen), "levels": ks,
+                               "top_cluster_sizes_pool": sorted(np.bincount(top).tolist(), reverse=True),
+                               "top_cluster_sizes_selected": sorted(
+                                   np.bincount(top[chosen], minlength=top.max() + 1).tolist(), reverse=True)}
+    centroids = labels = index = None
+    per_source_ids: dict[str, set[int]] = {}
+    for name, root in cfg.queries:
+        seeds = open_features(root)
+        check_same_provenance(pool, seeds)
+        q_vectors = read_matrix(seeds, cfg.feature)
+        q_keys = read_meta(seeds, ("key",)).column("key").to_pylist()
+        mode, why = choose_mode(cfg, len(q_keys))
+        log.info("curate %s: %d queries, %s retrieval (%s)", name, len(q_keys), mode, why)
+        info: dict = {"queries": len(q_keys), "mode": mode, "why": why}
+        if mode == "sample":
+            index = index if index is not None else pool_index(pool, cfg, out)
+            best = sample_based(index, q_vectors, q_keys, cfg.k, cfg.min_similarity)
+            picked = sorted(best, key=lambda i: (-best[i][0], i))[:cfg.max_per_source]
+            for i in picked:
+                _offer(rows, i, {"source": name, "mode": "sample", "query": best[i][1], "cluster": None,
+                                 "similarity": best[i][0]})
+        else:
+            if centroids is None:
+                n_clusters = cfg.clusters or max(2, pool.count // 500)
+                centroids, labels = kmeans(vectors, n_clusters, seed=cfg.seed)
+                summary["clusters"] = int(len(centroids))
+            chosen, extra = cluster_based(centroids, labels, q_vectors, cfg, rng)
+            info.update(extra)
+            picked = [i for i, _ in chosen]
+            for i, c in chosen:
+                sim = float(vectors[i] @ centroids[c])
+                _offer(rows, i, {"source": name, "mode": "cluster", "query": None, "cluster": c,
+                                 "similarity": sim})
+        per_source_ids[name] = set(picked)
+        info["selected"] = len(picked)
+        summary["sources"][name] = info
+    for name, ids in per_source_ids.items():
+        others = set().union(*(v for n, v in per_source_ids.items() if n != name)) if len(per_source_ids) > 1 \
+            else set()
+        summary["sources"][name]["unique"] = len(ids - others)
+    ids = np.array(sorted(rows), dtype=np.int64)
+    keys, shards, idx = (meta.column(c).to_pylist() for c in ("key", "shard", "index"))
+    table = pa.table({
+        "key": [keys[i] for i in ids], "shard": [shards[i] for i in ids], "index": [idx[i] for i in ids],
+        "id": ids, **{c: [rows[int(i)][c] for i in ids] for c in ("source", "mode", "query", "cluster",
+                                                                  "similarity")}}, schema=SELECTED_SCHEMA)
+    write_parquet_atomic(table, out / "selected.parquet")
+    summary.update({"selected": int(len(ids)), "seconds": round(time.perf_counter() - t0, 3),
+                    "pool_root": str(Path(cfg.pool).resolve())})
+    write_summary(out, summary)
+    return summary
+
+
+def _offer(rows: dict[int, dict], i: int, row: dict) -> None:
+    """A pool image selected twice keeps the row with the higher similarity (one row per image)."""
+    old = rows.get(i)
+    if old is None or (row["similarity"] or -2) > (old["similarity"] or -2):
+        rows[i] = row
+
+
+def balanced_levels(n: int, levels: int) -> list[int]:
+    """Cluster counts per level, finest first: over-clustered leaves (~3.5·√N, so small modes get leaves of
+    their own; at most 2048 on a CPU), then fewer by a factor of 8 per level."""
+    leaves = max(2, min(n // 16, int(3.5 * np.sqrt(n)), 2048))
+    ks = [leaves]
+    for _ in range(levels - 1):
+        ks.append(max(2, ks[-1] // 8))
+    return ks

@@ -1,0 +1,196 @@
+"""Duplicate evidence as edges between rows: exact (sha1), perceptual (orientation-aware pHash), embedding
+(k-NN candidates re-scored with the exact cosine), and rows near a reference set (decontamination)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from pipeline.dedup.config import DedupConfig
+from pipeline.index.build import FLAT_MAX, IndexConfig, find_or_build_index, ivf_lists
+from pipeline.index.knn import build_graph, complete_graph, iter_parts
+from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.io.phash import transpose64
+from pipeline.layout import OutputRoot, read_index_record
+
+log = logging.getLogger(__name__)
+
+# Edge kinds, strongest evidence first: a row's reason is the strongest kind among its edges.
+EXACT, PHASH, EMBEDDING = "exact", "phash", "embedding"
+KIND_ORDER = {EXACT: 0, PHASH: 1, EMBEDDING: 2}
+
+
+@dataclass
+class Edges:
+    src: list[np.ndarray]
+    dst: list[np.ndarray]
+    kind: list[np.ndarray]
+
+    def add(self, i: np.ndarray, j: np.ndarray, kind: str) -> None:
+        self.src.append(np.asarray(i, np.int64))
+        self.dst.append(np.asarray(j, np.int64))
+        self.kind.append(np.full(len(i), KIND_ORDER[kind], np.int8))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.src:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
+        return np.concatenate(self.src), np.concatenate(self.dst), np.concatenate(self.kind)
+
+
+def exact_edges(sha1: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges from the first row of each sha1 group to the others."""
+    first: dict[bytes, int] = {}
+    src, dst = [], []
+    for i, h in enumerate(sha1):
+        j = first.setdefault(h, i)
+        if j != i:
+            src.append(j)
+            dst.append(i)
+    return np.asarray(src, np.int64), np.asarray(dst, np.int64)
+
+
+def orientation_variants(fs: FeatureSet, phash: np.ndarray, cols: set[str]) -> list[np.ndarray]:
+    """Hashes of each image turned or flipped (what the feature files hold, plus their transposes)."""
+    stored = [read_meta(fs, (c,)).column(c).to_numpy() for c in ("phash_mirror", "phash_flip", "phash_rot180")
+              if c in cols]
+    return stored + [transpose64(h) for h in [phash, *stored]] if len(stored) == 3 else stored
+
+
+def phash_edges(hashes: np.ndarray, distance: int, extra: list[np.ndarray] | np.ndarray | None = None,
+                batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs i < j whose 64-bit hashes differ in at most `distance` bits (faiss binary range search).
+
+    Each array of `extra` (the hashes of the mirrored, flipped, turned images) is also matched against
+    `hashes`, so a mirrored or rotated copy links to its original. Cost: one N×N search per array.
+    """
+    n = len(hashes)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    codes = _codes(hashes)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes)
+    src, dst = [], []
+    if extra is not None and not isinstance(extra, list):
+        extra = [extra]
+    queries = [codes] + [_codes(e) for e in (extra or [])]
+    for q in queries:
+        for s in range(0, n, batch):
+            lims, _, labels = index.range_search(q[s:s + batch], distance + 1)  # strict: < radius
+            rows = np.repeat(np.arange(s, min(s + batch, n)), np.diff(lims.astype(np.int64)))
+            mask = rows != labels
+            src.append(rows[mask])
+            dst.append(labels[mask].astype(np.int64))
+    i, j = np.concatenate(src), np.concatenate(dst)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    pairs = np.unique(np.stack([lo, hi], 1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _codes(hashes: np.ndarray) -> np.ndarray:
+    """uint64 → (N, 8) uint8, big-endian so that bit order matches the hash's."""
+    return np.ascontiguousarray(np.asarray(hashes, np.uint64).astype(">u8").view(np.uint8).reshape(-1, 8))
+
+
+def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
+    """The k-NN graph of the features (index and graph reused when they match): (graph folder, factory)."""
+    root = OutputRoot(fs.root)
+    for folder in (root.knn_dir, out / "knn"):
+        if complete_graph(folder, fs, cfg.feature, cfg.k):
+            record = read_index_record(folder.parent / "index")
+            log.info("dedup: reusing the k-NN graph in %s", folder)
+            return folder, record["factory"] if record else "prebuilt graph"
+    factory = cfg.factory or dedup_factory(fs.count, fs.dim(cfg.feature))
+    loaded = find_or_build_index(fs, IndexConfig(
+        features=str(fs.root), out=str(out / "index"), feature=cfg.feature, factory=factory, nprobe=cfg.nprobe,
+        memory_budget_gb=cfg.memory_budget_gb, progress=cfg.progress))
+    graph = build_graph(fs, loaded.index, cfg.feature, out / "knn", k=cfg.k, progress=cfg.progress)
+    return graph, loaded.record["factory"]
+
+
+def dedup_factory(n: int, dim: int) -> str:
+    """The graph only has to rank candidates (each is re-scored exactly), so past 100k vectors 4-bit
+    fast-scan PQ replaces IVF-Flat: 4–8× faster to search here, same recall of near-copies (measured)."""
+    if n <= FLAT_MAX:
+        return "Flat"
+    m = next((m for m in (dim // 8, dim // 4, dim // 2) if m and dim % m == 0 and m % 2 == 0), dim)
+    return f"IVF{ivf_lists(n)},PQ{m}x4fs"
+
+
+def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path
+                    ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """k-NN graph candidates over cosine > threshold, each re-checked with the exact cosine."""
+    graph, factory = knn_graph(fs, cfg, out)
+    # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
+    # false edges from them would chain unrelated images into one component.
+    i, j = rescored_edges(graph, vectors, cfg.threshold)
+    info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
+    return i, j, info
+
+
+def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, chunk: int = 1 << 17
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Graph edges whose exact cosine exceeds `threshold`, computed by Faiss (each image against its own k
+    candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    for s in range(0, len(vectors), chunk):
+        flat.add(np.ascontiguousarray(vectors[s:s + chunk], dtype=np.float32))
+    src, dst = [], []
+    for ids, nb, _ in iter_parts(graph):
+        for s in range(0, len(ids), 16384):
+            q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
+            valid = labels >= 0
+            labels = np.ascontiguousarray(np.where(valid, labels, q_ids[:, None]), dtype=np.int64)
+            queries = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
+            sims = np.empty(labels.shape, np.float32)
+            flat.compute_distance_subset(len(q_ids), faiss.swig_ptr(queries), labels.shape[1],
+                                         faiss.swig_ptr(sims), faiss.swig_ptr(labels))
+            rows, cols = np.nonzero(valid & (sims > threshold) & (labels != q_ids[:, None]))
+            src.append(q_ids[rows])
+            dst.append(labels[rows, cols])
+    if not src:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
+
+
+def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.ndarray], distance: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """pHash pairs among k-NN graph neighbours only (any orientation within `distance` bits): O(N·k),
+    one graph part at a time so the 64·N candidate pairs are never all in memory."""
+    h = np.asarray(hashes, np.uint64)
+    all_hashes = [h] + [np.asarray(v, np.uint64) for v in variants]
+    lo_parts, hi_parts = [], []
+    for ids, nb, _ in iter_parts(graph):
+        rows, cols = np.nonzero(nb >= 0)
+        i, j = ids[rows], nb[rows, cols]
+        close = np.zeros(len(i), bool)
+        for v in all_hashes:
+            for a, b in ((i, j), (j, i)):
+                close |= np.bitwise_count(v[a] ^ h[b]) <= distance
+        lo_parts.append(np.minimum(i[close], j[close]))
+        hi_parts.append(np.maximum(i[close], j[close]))
+    lo = np.concatenate(lo_parts) if lo_parts else np.zeros(0, np.int64)
+    hi = np.concatenate(hi_parts) if hi_parts else np.zeros(0, np.int64)
+    pairs = np.unique(np.stack([lo, hi], 1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: list[bytes], reference: str,
+                     cfg: DedupConfig) -> np.ndarray:
+    """Pool ids within `reference_threshold` cosine of any reference image (or byte-identical to one)."""
+    ref = open_features(reference)
+    check_same_provenance(pool, ref)
+    ref_vectors = read_matrix(ref, cfg.feature)
+    index = faiss.IndexFlatIP(pool_vectors.shape[1])
+    touched: set[int] = set()
+    for s in range(0, len(pool_vectors), 65536):
+        index.reset()
+        index.add(np.ascontiguousarray(pool_vectors[s:s + 65536], dtype=np.float32))
+        _, _, labels = index.range_search(ref_vectors, cfg.reference_threshold)
+        touched.update((labels + s).tolist())
+    ref_sha1 = set(read_meta(ref, ("sha1",)).column("sha1").to_pylist())
+    touched.update(i for i, h in enumerate(pool_sha1) if h in ref_sha1)
+    return np.asarray(sorted(touched), np.int64)

@@ -1,0 +1,98 @@
+"""From edges to decisions: connected components, one keeper each, each row's nearest linked row and reason."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipeline.dedup.edges import EMBEDDING, EXACT, PHASH
+
+GROUP_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),
+    ("component", pa.int64()), ("component_size", pa.int32()), ("keep", pa.bool_()),
+    ("nearest_key", pa.string()), ("nearest_similarity", pa.float32()), ("reason", pa.string()),
+])
+
+
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components (scipy), renumbered by first member so ids are stable across reruns."""
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # component numbered by its smallest member id
+    component = order[inverse].astype(np.int64)
+    sizes = np.bincount(component, minlength=component.max() + 1 if n else 0)
+    return component, sizes
+
+
+def choose_keepers(component: np.ndarray, pixels: np.ndarray, keys: list[str]) -> np.ndarray:
+    """One per component: most pixels, then the smallest key (deterministic)."""
+    order = sorted(range(len(keys)), key=lambda x: (component[x], -int(pixels[x]), keys[x]))
+    keep = np.zeros(len(keys), bool)
+    seen: set[int] = set()
+    for x in order:
+        if component[x] not in seen:
+            seen.add(int(component[x]))
+            keep[x] = True
+    return keep
+
+
+def exact_cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    out = np.empty(len(i), np.float32)
+    for s in range(0, len(i), chunk):
+        a = vectors[i[s:s + chunk]].astype(np.float32)
+        b = vectors[j[s:s + chunk]].astype(np.float32)
+        out[s:s + chunk] = (a * b).sum(1)
+    return out
+
+
+def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarray, vectors: np.ndarray,
+                       keep: np.ndarray, component: np.ndarray, sizes: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: most similar linked row (cosine), and why it is grouped (its strongest edge kind)."""
+    nearest = np.full(n, -1, np.int64)
+    best = np.full(n, -np.inf, np.float32)
+    strongest = np.full(n, 99, np.int8)
+    if len(src):
+        a = np.concatenate([src, dst])
+        b = np.concatenate([dst, src])
+        kinds = np.concatenate([kind, kind])
+        sim = exact_cosine(vectors, a, b)
+        order = np.lexsort((-sim, a))  # per row a, most similar first
+        first = np.ones(len(order), bool)
+        first[1:] = a[order][1:] != a[order][:-1]
+        sel = order[first]
+        nearest[a[sel]], best[a[sel]] = b[sel], sim[sel]
+        np.minimum.at(strongest, a, kinds)
+    names = np.array([EXACT, PHASH, EMBEDDING, "unique"], dtype=object)
+    reason = names[np.where(strongest == 99, 3, strongest)]
+    grouped = sizes[component] > 1
+    reason = np.where(grouped & keep, "keep", reason)
+    reason = np.where(~grouped, "unique", reason)
+    return nearest, best, reason.astype(str)
+
+
+def write_duplicates_csv(groups: str | Path, folder: str | Path, out: str | Path) -> int:
+    """`duplicates.csv`: each duplicate file → the file kept in its group (paths under `folder`); never
+    touches the files themselves. Returns the number of rows."""
+    table = pq.read_table(groups).to_pylist()
+    keeper = {r["component"]: r["key"] for r in table if r["keep"]}
+    rows = [r for r in table if not r["keep"] and r["component"] in keeper]
+    rows.sort(key=lambda r: (keeper[r["component"]], r["key"]))
+    folder = Path(folder)
+    tmp = Path(out).with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["duplicate", "kept", "reason", "nearest_similarity", "group_size"])
+        for r in rows:
+            w.writerow([str(folder / r["key"]), str(folder / keeper[r["component"]]), r["reason"],
+                        f"{r['nearest_similarity']:.4f}" if r["nearest_similarity"] is not None else "",
+                        r["component_size"]])
+    tmp.replace(out)
+    return len(rows)

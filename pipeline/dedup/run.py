@@ -1,0 +1,142 @@
+"""The dedup stage: edges of every kind → components → one keeper each → groups.parquet + summary.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.edges import (EMBEDDING, EXACT, PHASH, Edges, contaminated_ids, embedding_edges, exact_edges,
+                                  knn_graph, orientation_variants, phash_candidate_edges, phash_edges)
+from pipeline.dedup.groups import GROUP_SCHEMA, choose_keepers, components, nearest_and_reason, write_duplicates_csv
+from pipeline.errors import ConfigError
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.runner import ExtractStats, run_extract
+from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
+from pipeline.io.files import write_parquet_atomic
+from pipeline.layout import OutputRoot, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def run_dedup(cfg: DedupConfig) -> dict:
+    """Write `dedup/groups.parquet` and `dedup/summary.json`; returns the summary."""
+    t0 = time.perf_counter()
+    fs = open_features(cfg.features)
+    out = Path(cfg.out or OutputRoot(cfg.features).dedup_dir)
+    meta = read_meta(fs, ("key", "shard", "index", "width", "height", "sha1", "phash"))
+    cols = set(fs.columns())
+    n = fs.count
+    keys = meta.column("key").to_pylist()
+    sha1 = meta.column("sha1").to_pylist()
+    vectors = read_matrix(fs, cfg.feature, dtype=np.float16)
+    edges = Edges([], [], [])
+    stages: dict[str, dict] = {}
+
+    i, j = exact_edges(sha1)
+    edges.add(i, j, EXACT)
+    stages[EXACT] = {"edges": int(len(i))}
+    hashes = meta.column("phash").to_numpy()
+    variants = orientation_variants(fs, hashes, cols)
+    if n <= cfg.phash_exhaustive_max:
+        i, j = phash_edges(hashes, cfg.phash_distance, variants)
+        strategy = "all pairs"
+    else:  # N² Hamming comparisons (× 8 orientations) would take hours: check k-NN neighbours only
+        graph, _ = knn_graph(fs, cfg, out)
+        i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
+        strategy = f"the {cfg.k} nearest neighbours of each image"
+    edges.add(i, j, PHASH)
+    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
+                     "orientations": len(variants) + 1, "compared": strategy}
+
+    random_weights = fs.provenance.get("weights", {}).get("source") == "random"
+    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
+    if use_embedding:
+        i, j, info = embedding_edges(fs, vectors, cfg, out)
+        edges.add(i, j, EMBEDDING)
+        stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
+    else:
+        log.warning("features come from random weights: the embedding stage is off (exact and perceptual "
+                    "only); pass --embedding to force it")
+        stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
+
+    src, dst, kind = edges.arrays()
+    component, sizes = components(n, src, dst)
+    pixels = (meta.column("width").to_numpy().astype(np.int64) * meta.column("height").to_numpy())
+    keep = choose_keepers(component, pixels, keys)
+    nearest, nearest_sim, reason = nearest_and_reason(n, src, dst, kind, vectors, keep, component, sizes)
+
+    contaminated = np.zeros(n, bool)
+    if cfg.reference:
+        touched = contaminated_ids(fs, vectors, sha1, cfg.reference, cfg)
+        bad_components = np.unique(component[touched]) if len(touched) else np.zeros(0, np.int64)
+        contaminated = np.isin(component, bad_components)
+        keep = keep & ~contaminated
+        reason = np.where(contaminated, "contaminated", reason)
+
+    table = pa.table({
+        "key": keys, "shard": meta.column("shard"), "index": meta.column("index"), "id": np.arange(n),
+        "component": component, "component_size": sizes[component].astype(np.int32), "keep": keep,
+        "nearest_key": [keys[x] if x >= 0 else None for x in nearest],
+        "nearest_similarity": pa.array(np.where(nearest >= 0, nearest_sim, np.nan), pa.float32(),
+                                       mask=nearest < 0),
+        "reason": reason,
+    }, schema=GROUP_SCHEMA)
+    write_parquet_atomic(table, out / "groups.parquet")
+    summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
+    write_summary(out, summary)
+    return summary
+
+
+def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np.ndarray, reason: np.ndarray,
+              keep: np.ndarray, contaminated: np.ndarray, stages: dict, seconds: float) -> dict:
+    values, counts = np.unique(reason, return_counts=True)
+    hist_sizes, hist_counts = np.unique(sizes, return_counts=True)
+    largest = int(sizes.max()) if len(sizes) else 0
+    summary = {
+        "images": int(fs.count), "kept": int(keep.sum()), "removed": int((~keep).sum()),
+        "duplicates_removed": int(((~keep) & ~contaminated).sum()),
+        "contaminated_removed": int(contaminated.sum()),
+        "groups": int((sizes > 1).sum()), "largest_component": largest,
+        "reasons": {str(v): int(c) for v, c in zip(values, counts)},
+        "component_sizes": {str(int(s)): int(c) for s, c in zip(hist_sizes, hist_counts)},
+        "stages": stages, "feature": cfg.feature, "weights": fs.provenance.get("weights"),
+        "model": fs.provenance.get("model"), "config": asdict(cfg), "seconds": round(seconds, 3),
+    }
+    if largest > max(cfg.large_component, 0.01 * fs.count) and largest > 2:
+        summary["warning"] = (f"one component holds {largest} images: the threshold ({cfg.threshold}) may be "
+                              f"too low for this model, chaining unrelated images; inspect it before deleting")
+        log.warning(summary["warning"])
+    return summary
+
+
+@dataclass
+class FolderDedup:
+    """What `dedup_images` did: the extraction, then (when every shard was read) the dedup and the CSV."""
+
+    extract: ExtractStats
+    summary: dict | None  # None when some shards could not be read (rerun to retry them)
+    csv: Path | None
+    duplicates: int = 0
+
+
+def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
+    """The one-command path for a folder: extract (resumable, cached), dedup, `duplicates.csv` beside them.
+
+    Nothing is deleted or moved: the CSV lists each duplicate file with the file kept in its group."""
+    if not extract.images:
+        raise ConfigError("dedup_images needs an image folder (ExtractConfig.images)")
+    stats = run_extract(extract)
+    if stats.failed:
+        return FolderDedup(stats, None, None)
+    root = OutputRoot(extract.out)
+    summary = run_dedup(replace(cfg, features=str(root.root)))
+    out = Path(cfg.out) if cfg.out else root.dedup_dir
+    csv = root.root / "duplicates.csv"
+    n = write_duplicates_csv(out / "groups.parquet", extract.images, csv)
+    return FolderDedup(stats, summary, csv, n)

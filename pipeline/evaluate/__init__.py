@@ -1,0 +1,1 @@
+"""Measure the features: DINO weighted k-NN and a linear probe on frozen features."""

@@ -1,1 +1,0 @@
-"""Ways to run a stage's units of work: in this process (the stages themselves) or on a Ray cluster."""

@@ -1,0 +1,168 @@
+"""The timm backbone on its device: weights resolution, provenance, and the CLS / pooled-patch features."""
+
+from __future__ import annotations
+
+import logging
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+
+from pipeline import __version__
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.device import autocast
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.extract.preprocess import Preprocess
+from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, resolve_weights
+from pipeline.provenance import stamp
+
+log = logging.getLogger(__name__)
+
+
+def create_model(cfg: ExtractConfig, weights: Weights) -> torch.nn.Module:
+    """timm model with the config's overrides; file weights go through timm's checkpoint filter."""
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.resize_mode == "dynamic":
+        kwargs["dynamic_img_size"] = True
+    elif cfg.resolution is not None:
+        kwargs["img_size"] = cfg.resolution
+    if weights.source == "random":
+        # Seeded, so that two runs (or a resumed run) with random weights use the same random model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return timm.create_model(cfg.model, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=dict(file=weights.path),
+                                 **kwargs)
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise WeightsError(f"could not load weights {weights.path} into {cfg.model}: {exc}") from exc
+
+
+def resolve_preprocess(model: torch.nn.Module, cfg: ExtractConfig) -> Preprocess:
+    """The model's own data config, with the input size set to what the model really takes."""
+    data = resolve_model_data_config(model)
+    patch = _patch_size(model)
+    size = cfg.resolution or _model_img_size(model) or max(data["input_size"][1:])
+    return Preprocess(
+        input_size=(3, size, size), interpolation=data["interpolation"], mean=tuple(data["mean"]),
+        std=tuple(data["std"]), crop_pct=data.get("crop_pct", 1.0), crop_mode=data.get("crop_mode", "center"),
+        resize_mode=cfg.resize_mode, patch_size=patch,
+    )
+
+
+def _patch_size(model: torch.nn.Module) -> int:
+    pe = getattr(model, "patch_embed", None)
+    ps = getattr(pe, "patch_size", None)
+    if ps is None:
+        return 32  # convnets: keep dynamic sides a multiple of a typical total stride
+    return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+
+def _model_img_size(model: torch.nn.Module) -> int | None:
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size is None:
+        return None
+    return int(max(size) if isinstance(size, (tuple, list)) else size)
+
+
+class Backbone:
+    """Holds the model on its device (moved once) and turns uint8 batches into feature tensors."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, weights: Weights, cfg: ExtractConfig,
+                 device: torch.device) -> None:
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.preprocess, self.weights, self.cfg, self.device = preprocess, weights, cfg, device
+        self.mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))
+        self.num_registers = max(0, self.num_prefix - 1)
+        self.embed_dim = int(getattr(model, "num_features", 0) or getattr(model, "embed_dim"))
+        if cfg.quantize == "int8":
+            if device.type != "cpu":
+                raise ConfigError("--quantize int8 is a CPU fast path (dynamic int8 Linear layers); on "
+                                 "accelerators use --precision bf16 or fp16")
+            self.model = quantize_int8(self.model)
+        self._forward_features = self.model.forward_features
+        if cfg.compile:
+            self._forward_features = torch.compile(self.model.forward_features)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 NCHW on the device → float32 features on the device: cls, patch_mean and the extras."""
+        x = (images.float() - self.mean) / self.std
+        extras = self.cfg.extras
+        with autocast(self.device, self.cfg.precision):
+            if "layers" in extras:
+                final, inter = self.model.forward_intermediates(
+                    x, indices=self.cfg.last_layers, norm=True, output_fmt="NLC", return_prefix_tokens=True)
+                tokens = final
+            else:
+                tokens = self._forward_features(x)
+        tokens = tokens.float()
+        if tokens.ndim == 4:  # convnet NCHW maps: no CLS token; the model's own pooled head stands in
+            cls = self.model.forward_head(tokens, pre_logits=True).float()
+            patches = tokens.flatten(2).transpose(1, 2)
+        else:
+            cls = tokens[:, 0]
+            patches = tokens[:, self.num_prefix:]
+        out = {"cls": cls, "patch_mean": patches.mean(dim=1)}
+        if "registers" in extras and self.num_registers:
+            out["registers"] = tokens[:, 1:self.num_prefix].flatten(1)
+        if "gem" in extras:
+            p = self.cfg.gem_p
+            out["patch_gem"] = patches.clamp(min=1e-6).pow(p).mean(dim=1).pow(1.0 / p)
+        if "layers" in extras:
+            out["layers"] = torch.cat([prefix[:, 0].float() for _, prefix in inter], dim=1)
+        return out
+
+    def provenance(self) -> dict:
+        """What made these features: recorded in every Parquet file, config.json and marker."""
+        record = {
+            "model": self.cfg.model,
+            "model_kwargs": {k: v for k, v in self.cfg.model_kwargs},
+            "weights": self.weights.record(),
+            **self.preprocess.record(),
+            "precision": self.cfg.precision,
+            "dtype": self.cfg.dtype,
+            "features": ["cls", "patch_mean"] + feature_extras(self.cfg, self.num_registers),
+            "last_layers": self.cfg.last_layers if "layers" in self.cfg.extras else None,
+            "gem_p": self.cfg.gem_p if "gem" in self.cfg.extras else None,
+            "jpeg_draft": self.cfg.jpeg_draft,
+            "quantize": self.cfg.quantize,
+            "compile": self.cfg.compile,
+            "embed_dim": self.embed_dim,
+            "num_prefix_tokens": self.num_prefix,
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "pipeline": __version__,
+        }
+        return stamp(record)
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every Linear layer (weights int8, activations quantised per batch)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:
+    names = []
+    if "gem" in cfg.extras:
+        names.append("patch_gem")
+    if "registers" in cfg.extras and num_registers:
+        names.append("registers")
+    if "layers" in cfg.extras:
+        names.append("layers")
+    return names
+
+
+def create_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:
+    weights = resolve_weights(cfg.model, cfg.weights)
+    model = create_model(cfg, weights)
+    return Backbone(model, resolve_preprocess(model, cfg), weights, cfg, device)

@@ -1,0 +1,116 @@
+"""Configuration of the extract stage: one frozen dataclass with defaults that work."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
+EXTRAS = ("registers", "gem", "layers")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = ("float16", "float32")
+RESIZE_MODES = ("fixed", "dynamic")
+# Pillow's own default limit is 89.5 MP (warning) and twice that (error); we refuse above this.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything `run_extract` needs; the numbers-changing subset goes into the provenance fingerprint."""
+
+    out: str
+    shards: tuple[str, ...] = ()
+    images: str | None = None
+    model: str = DEFAULT_MODEL
+    weights: str = "hub"
+    model_kwargs: tuple[tuple[str, object], ...] = ()
+    resolution: int | None = None
+    resize_mode: str = "fixed"
+    device: str = "auto"
+    precision: str = "fp32"
+    dtype: str = "float16"
+    extras: tuple[str, ...] = ()
+    last_layers: int = 4
+    gem_p: float = 3.0
+    batch_size: int = 32
+    workers: int | None = None
+    threads: int | None = None
+    rank: int = 0
+    world_size: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    jpeg_draft: bool = True
+    image_key: str | None = None
+    folder_shard_size: int = 1000
+    quantize: str | None = None  # "int8": dynamic int8 Linear layers (CPU fast path)
+    compile: bool = False  # torch.compile the forward pass
+    progress: bool = True
+    # Test hook (as faiss contrib's crash_at): raise after this many shards were written.
+    crash_after_shards: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if bool(self.shards) == bool(self.images):
+            raise ConfigError("give exactly one input: shards (SHARDS=...) or an image folder (IMAGES=DIR)")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        unknown = set(self.extras) - set(EXTRAS)
+        if unknown:
+            raise ConfigError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError("workers must be >= 0")
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}")
+        if self.resolution is not None and self.resolution < 1:
+            raise ConfigError("resolution must be positive")
+        if self.folder_shard_size < 1:
+            raise ConfigError("folder_shard_size must be >= 1")
+        if self.last_layers < 1:
+            raise ConfigError("last_layers must be >= 1")
+        if self.quantize not in (None, "int8"):
+            raise ConfigError(f"quantize must be int8 or unset, got {self.quantize!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def rank_from_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) as torchrun sets them; (0, 1, 0) outside torchrun."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    return rank, world, local
+
+
+def parse_model_kwargs(text: str | None) -> tuple[tuple[str, object], ...]:
+    """`depth=2,embed_dim=64,img_size=56` → sorted (name, value) pairs with ints/floats/bools parsed."""
+    if not text:
+        return ()
+    pairs = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"model kwarg {item!r} is not name=value")
+        name, raw = (s.strip() for s in item.split("=", 1))
+        pairs.append((name, _parse_scalar(raw)))
+    return tuple(sorted(pairs))
+
+
+def _parse_scalar(raw: str) -> object:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+from pipeline.errors import ConfigError
+

@@ -1,0 +1,74 @@
+"""Device choice (cuda → npu → mps → cpu), autocast, and loader defaults that suit the device."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import torch
+
+from pipeline.errors import ConfigError, DeviceError
+
+log = logging.getLogger(__name__)
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def npu_available() -> bool:
+    """True when torch-npu is installed and sees an Ascend device (importing it registers `torch.npu`)."""
+    try:
+        import torch_npu  # noqa: F401
+    except ImportError:
+        return False
+    return bool(torch.npu.is_available())
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` picks cuda, then Ascend npu, then mps, then cpu; LOCAL_RANK picks the accelerator index."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if npu_available():
+            return torch.device("npu", local_rank % torch.npu.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("npu") and not npu_available():  # torch parses "npu" only once torch_npu is imported
+        raise DeviceError("--device npu was asked for, but torch_npu is not installed or sees no Ascend "
+                           "device: pip install '.[npu]' matching your torch and CANN versions")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device (is this a CPU build?)")
+    if device.type in ("cuda", "npu") and device.index is None:
+        device = torch.device(device.type, local_rank)
+    return device
+
+
+def is_accelerator(device: torch.device) -> bool:
+    return device.type in ("cuda", "npu", "mps")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass; fp32 is a no-op context."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = _AUTOCAST_DTYPES[precision]
+    if device.type == "cpu" and dtype is torch.float16:
+        raise ConfigError("fp16 autocast is not supported on the CPU; use --precision bf16 or fp32")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers: plenty on accelerators; on a CPU every decoding core is taken from the model."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if is_accelerator(device):
+        return max(1, min(8, cpus - 1))
+    return 1 if cpus <= 8 else max(1, cpus // 8)
+
+
+def configure_threads(device: torch.device, threads: int | None) -> int:
+    """Intra-op threads for the model (CPU); returns what torch will use."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

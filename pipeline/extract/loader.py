@@ -1,0 +1,150 @@
+"""DataLoader side of extraction: shards → samples → decode, hash, preprocess → uint8 batches + shard ends."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
+from pipeline.io.samples import ShardEnd, failure_row, iter_samples, pick_image
+from pipeline.io.phash import phash64_orientations
+from pipeline.extract.preprocess import Preprocess
+from pipeline.io.shards import Shard, split_by_rank
+
+log = logging.getLogger(__name__)
+
+# Images are decoded at no less than this many px on the short side, so stored pHashes do not depend on the
+# model's resolution.
+HASH_FLOOR = 256
+
+
+@dataclass
+class SampleMeta:
+    key: str
+    shard: str
+    index: int
+    width: int
+    height: int
+    sha1: bytes
+    phash: int
+    phash_mirror: int
+    phash_flip: int
+    phash_rot180: int
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor | None  # uint8 NCHW, all one shape
+    metas: list[SampleMeta]
+    ended: list[ShardEnd]
+
+    def pin_memory(self) -> "Batch":
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
+
+class Batcher:
+    """Groups same-shape tensors into batches; a shard's end rides on the batch that empties it."""
+
+    def __init__(self, batch_size: int, max_buffered: int) -> None:
+        self.batch_size, self.max_buffered = batch_size, max_buffered
+        self.buckets: dict[tuple, list[tuple[torch.Tensor, SampleMeta]]] = {}
+        self.pending: list[ShardEnd] = []
+
+    def add(self, tensor: torch.Tensor, meta: SampleMeta) -> Iterator[Batch]:
+        bucket = self.buckets.setdefault(tuple(tensor.shape), [])
+        bucket.append((tensor, meta))
+        if len(bucket) >= self.batch_size:
+            yield self._emit(tuple(tensor.shape))
+
+    def end_shard(self, end: ShardEnd) -> Iterator[Batch]:
+        self.pending.append(end)
+        if sum(len(b) for b in self.buckets.values()) > self.max_buffered:
+            yield from self.flush()  # dynamic sizes: bound memory and how long ends wait
+        elif not any(m.shard == end.shard for b in self.buckets.values() for _, m in b):
+            yield Batch(None, [], self._ready())
+
+    def flush(self) -> Iterator[Batch]:
+        for shape in list(self.buckets):
+            yield self._emit(shape)
+        if self.pending:
+            yield Batch(None, [], self._ready())
+
+    def _emit(self, shape: tuple) -> Batch:
+        items = self.buckets.pop(shape)
+        images = torch.stack([t for t, _ in items])
+        return Batch(images, [m for _, m in items], self._ready())
+
+    def _ready(self) -> list[ShardEnd]:
+        held = {m.shard for b in self.buckets.values() for _, m in b}
+        ready = [e for e in self.pending if e.shard not in held]
+        self.pending = [e for e in self.pending if e.shard in held]
+        return ready
+
+
+class ExtractDataset(IterableDataset):
+    """Shards (already split by rank) split again by DataLoader worker; yields Batch objects."""
+
+    def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
+                 jpeg_draft: bool = True, image_key: str | None = None) -> None:
+        super().__init__()
+        self.shards, self.preprocess, self.batch_size = shards, preprocess, batch_size
+        self.max_pixels, self.jpeg_draft, self.image_key = max_pixels, jpeg_draft, image_key
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        shards = self.shards if info is None else split_by_rank(self.shards, info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)
+        batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)
+        for shard in shards:
+            end = ShardEnd(shard.id)
+            try:
+                samples = iter_samples(shard, end)
+                for index, sample in enumerate(samples):
+                    end.samples += 1
+                    key = sample.get("__key__", "")
+                    try:
+                        tensor, meta = self.process(shard.id, index, key, pick_image(sample, self.image_key))
+                    except SampleError as err:
+                        end.failures.append(failure_row(shard.id, index, key, err))
+                        continue
+                    yield from batcher.add(tensor, meta)
+            except OSError as exc:  # missing file, network, pipe: leave the shard for a rerun
+                end.error = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("shard %s (%s) could not be read: %s", shard.id, shard.source, end.error)
+            yield from batcher.end_shard(end)
+        yield from batcher.flush()
+
+    def decode_target(self, width: int, height: int) -> tuple[int, int]:
+        """What the model needs, but never less than HASH_FLOOR px on the short side: JPEG draft then keeps
+        the stored pHash the same whatever the model's resolution."""
+        need_w, need_h = self.preprocess.needed_size(width, height)
+        scale = HASH_FLOOR / min(width, height)
+        return max(need_w, min(width, round(width * scale))), max(need_h, min(height, round(height * scale)))
+
+    def process(self, shard: str, index: int, key: str, data: bytes) -> tuple[torch.Tensor, SampleMeta]:
+        """Bytes → (uint8 CHW tensor, metadata); data problems raise SampleError with the stage."""
+        sha1 = hashlib.sha1(data).digest()
+        decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
+        try:
+            hashes = phash64_orientations(decoded.image)
+            tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
+        except DATA_ERRORS as exc:
+            raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
+        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes)
+
+
+def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool) -> DataLoader:
+    """Batches come ready-made from the workers (batch_size=None); pinned for accelerators (torch pins for
+    the current accelerator, torch-npu's included)."""
+    kwargs = dict(batch_size=None, num_workers=workers, pin_memory=pin_memory)
+    if workers > 0:
+        kwargs["prefetch_factor"] = 4
+    return DataLoader(dataset, **kwargs)

@@ -1,0 +1,208 @@
+"""The extract stage: shards → device-resident backbone → one feature + one failure Parquet per shard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from pipeline.extract.backbone import Backbone, create_backbone
+from pipeline.extract.config import ExtractConfig, rank_from_env
+from pipeline.extract.device import configure_threads, default_workers, is_accelerator, resolve_device
+from pipeline.extract.loader import Batch, ExtractDataset, SampleMeta, create_loader
+from pipeline.io.samples import ShardEnd
+from pipeline.io.shards import Shard, create_folder_shards, create_tar_shards, is_url, split_by_rank
+from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
+from pipeline.layout import OutputRoot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractStats:
+    shards: int = 0  # this rank's shards
+    skipped: int = 0  # already done before this run
+    written: int = 0
+    failed: list[str] = field(default_factory=list)  # shards left undone (unreadable)
+    images: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.images} images, {self.failures} failures, {self.images_per_second:.1f} images/s, "
+                f"{self.seconds:.1f} s wall; shards: {self.written} written, {self.skipped} already done, "
+                f"{len(self.failed)} failed")
+
+
+class ShardBuffer:
+    """Rows of one shard as they come back from the device, until its end arrives."""
+
+    def __init__(self) -> None:
+        self.metas: list[SampleMeta] = []
+        self.features: dict[str, list[np.ndarray]] = {}
+
+    def add(self, metas: list[SampleMeta], feats: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        self.metas.extend(metas)
+        for name, arr in feats.items():
+            self.features.setdefault(name, []).append(arr[rows])
+
+    def table(self, schema: pa.Schema) -> pa.Table:
+        order = np.argsort([m.index for m in self.metas], kind="stable")
+        metas = [self.metas[i] for i in order]
+        rows = {name: [getattr(m, name) for m in metas] for name in META_FIELDS}
+        widths = {f.name: f.type.list_size for f in schema if pa.types.is_fixed_size_list(f.type)}
+        feats = {name: (np.concatenate(self.features[name])[order] if self.metas
+                        else np.zeros((0, width), np.float32)) for name, width in widths.items()}
+        return feature_table(schema, rows, feats)
+
+
+def list_shards(cfg: ExtractConfig) -> list[Shard]:
+    return create_tar_shards(cfg.shards) if cfg.shards else create_folder_shards(cfg.images, cfg.folder_shard_size)
+
+
+def resolved_inputs(cfg: ExtractConfig) -> dict:
+    """The config as written to config.json, local input paths made absolute (export and report re-read
+    the inputs from any working directory)."""
+    config = cfg.to_json()
+    if cfg.images:
+        config["images"] = os.path.abspath(cfg.images)
+    config["shards"] = [s if is_url(s) else os.path.abspath(s) for s in cfg.shards]
+    return config
+
+
+def run_extract(cfg: ExtractConfig) -> ExtractStats:
+    """Extract features for every shard of this rank that is not done yet; see DESIGN.md §2 for outputs."""
+    _, _, local_rank = rank_from_env()
+    device = resolve_device(cfg.device, local_rank)
+    threads = configure_threads(device, cfg.threads)
+    shards = split_by_rank(list_shards(cfg), cfg.rank, cfg.world_size)
+    backbone = create_backbone(cfg, device)
+    provenance = backbone.provenance()
+    store = OutputRoot(cfg.out)
+    store.claim(provenance, resolved_inputs(cfg))
+    fp = provenance["fingerprint"]
+    todo = [s for s in shards if not store.is_done(s.id, fp, s.digest)]
+    stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
+    workers = min(cfg.workers if cfg.workers is not None else default_workers(device), max(1, len(todo)))
+    log.info("rank %d/%d: %d shards, %d already done, %d to do on %s (%d workers, %d threads); model %s, "
+             "weights %s, input %s %s", cfg.rank, cfg.world_size, len(shards), stats.skipped, len(todo), device,
+             workers, threads, cfg.model, provenance["weights"]["source"], provenance["input_size"], cfg.resize_mode)
+    start = time.perf_counter()
+    if todo:
+        extract_shards(cfg, backbone, provenance, store, todo, workers, stats)
+    stats.seconds = time.perf_counter() - start
+    store.write_stats({**asdict(stats), "rank": cfg.rank, "world_size": cfg.world_size, "device": str(device),
+                       "workers": workers, "threads": threads, "images_per_second": stats.images_per_second})
+    log.info("done: %s", stats.summary())
+    return stats
+
+
+def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, store: OutputRoot,
+                   todo: list[Shard], workers: int, stats: ExtractStats) -> None:
+    """Read, embed and write `todo` with a model already on its device; counts go into `stats`.
+
+    Used by `run_extract` for all of a rank's shards, and by each Ray actor for one shard at a time."""
+    device = backbone.device
+    widths = _feature_widths(backbone, cfg)
+    schema = feature_schema(provenance, widths, cfg.dtype)
+    store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
+    dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
+                             cfg.image_key)
+    loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps")
+    folder_total = sum(len(s.files) for s in todo) if todo[0].url is None else None
+    bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
+               disable=not cfg.progress, desc=f"extract r{cfg.rank}")
+    buffers: dict[str, ShardBuffer] = {}
+    digests = {s.id: s.digest for s in todo}
+    pending: list[Future] = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+        for batch in loader:
+            _check_writes(pending)
+            if batch.images is not None:
+                feats = backbone(batch.images.to(device, non_blocking=True))
+                host = {k: v.to(store_dtype).cpu().numpy() for k, v in feats.items()}
+                by_shard: dict[str, list[int]] = {}
+                for i, meta in enumerate(batch.metas):
+                    by_shard.setdefault(meta.shard, []).append(i)
+                for shard, rows in by_shard.items():
+                    buffers.setdefault(shard, ShardBuffer()).add([batch.metas[i] for i in rows], host,
+                                                                 np.asarray(rows))
+                stats.images += len(batch.metas)
+                if folder_total:
+                    bar.update(len(batch.metas))
+            for end in batch.ended:
+                buffer = buffers.pop(end.shard, ShardBuffer())
+                stats.failures += len(end.failures)
+                if end.error is not None:
+                    stats.failed.append(end.shard)
+                    continue
+                pending.append(writer.submit(_write_shard, store, schema, end, buffer, provenance,
+                                             digests[end.shard]))
+                stats.written += 1
+                if not folder_total:
+                    bar.update(1)
+                if cfg.crash_after_shards is not None and stats.written >= cfg.crash_after_shards:
+                    _check_writes(pending, wait=True)
+                    raise RuntimeError(f"crash_after_shards={cfg.crash_after_shards}: crashing on purpose")
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(img_s=f"{stats.images / elapsed:.1f}" if elapsed else "-", fail=stats.failures)
+        _check_writes(pending, wait=True)
+    bar.close()
+    if buffers:  # every image belongs to a shard whose end was seen; anything left is a bug
+        raise RuntimeError(f"internal error: rows of shards {sorted(buffers)} never saw their shard end")
+    if stats.failed:
+        log.error("%d shards could not be read and are left undone (rerun to retry): %s", len(stats.failed),
+                  ", ".join(stats.failed[:10]))
+
+
+def _feature_widths(backbone: Backbone, cfg: ExtractConfig) -> dict[str, int]:
+    """Feature column widths from one dry forward pass (exact for any backbone and extras)."""
+    size = backbone.preprocess.output_size(*backbone.preprocess.input_size[1:][::-1])
+    probe = torch.zeros((1, 3, size[1], size[0]), dtype=torch.uint8, device=backbone.device)
+    return {name: int(t.shape[1]) for name, t in backbone(probe).items()}
+
+
+def _write_shard(store: OutputRoot, schema: pa.Schema, end: ShardEnd, buffer: ShardBuffer,
+                 provenance: dict, digest: str | None) -> None:
+    table = buffer.table(schema)
+    failures = list(end.failures)
+    if table.num_rows + len(failures) != end.samples:
+        raise RuntimeError(f"internal error: shard {end.shard} had {end.samples} samples but {table.num_rows} "
+                           f"rows + {len(failures)} failures")
+    if end.damage:
+        failures.append({"key": "", "shard": end.shard, "index": -1, "stage": "read", "reason": "DamagedShard",
+                         "detail": end.damage})
+    marker = {
+        "shard": end.shard,
+        "fingerprint": provenance["fingerprint"],
+        "digest": digest,
+        "samples": end.samples,
+        "rows": table.num_rows,
+        "failures": len(end.failures),
+        "failures_by_reason": dict(Counter(f["reason"] for f in end.failures)),  # samples; damage is below
+        "damage": end.damage,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished_unix": time.time(),
+    }
+    store.write_shard(end.shard, table, pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), marker)
+
+
+def _check_writes(pending: list[Future], wait: bool = False) -> None:
+    """Raise a failed write at once; drop finished futures."""
+    for fut in list(pending):
+        if wait or fut.done():
+            fut.result()
+            pending.remove(fut)

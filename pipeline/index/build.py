@@ -1,0 +1,244 @@
+"""Faiss index over an extract output: auto choice by size and memory, trained on a sample, added in batches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.io.features import FEATURE_CHOICES, FeatureSet, feature_columns, iter_batches, open_features, read_meta, to_matrix
+from pipeline.errors import ConfigError, MissingInputError
+from pipeline.tasks import EXECUTORS
+from pipeline.layout import OutputRoot, read_index_record, resolve_index_dir, write_index_record
+from pipeline.io.files import atomic_write, write_json_atomic, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+FLAT_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    features: str  # extract output root
+    out: str | None = None  # default: <features>/index
+    feature: str = "cls"
+    factory: str | None = None  # e.g. "IVF4096,PQ32"; None = choose from N and the budget
+    memory_budget_gb: float = 4.0
+    train_size: int = 256 * 1024  # upper bound on training vectors
+    batch_rows: int = 65536
+    nprobe: int | None = None  # IVF lists searched; None = a recall-oriented default
+    ef_search: int = 128  # HNSW
+    k_factor: int = 32  # refine stages (",RFlat", "Refine(...)") re-rank k × k_factor candidates exactly
+    seed: int = 0
+    parts: int = 1  # IVF only: add the vectors in this many parallel parts and merge their lists
+    executor: str = "local"  # runs the parts: local processes or Ray tasks
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURE_CHOICES:
+            raise ConfigError(f"feature must be one of {FEATURE_CHOICES}, got {self.feature!r}")
+        if self.parts < 1:
+            raise ConfigError("parts must be >= 1")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+
+
+def choose_factory(n: int, dim: int, budget_bytes: float) -> str:
+    """autofaiss's ladder: Flat below ~100k; IVF-Flat while raw vectors fit; IVF-SQ8 (¼ the memory, recall
+    close to Flat) while that fits; 4-bit fast-scan IVF-PQ beyond (trains in minutes on a CPU, not hours)."""
+    raw = n * dim * 4
+    if n <= FLAT_MAX and raw <= budget_bytes:
+        return "Flat"
+    nlist = ivf_lists(n)
+    if raw * 1.1 <= budget_bytes:
+        return f"IVF{nlist},Flat"
+    if raw / 4 * 1.1 <= budget_bytes:
+        return f"IVF{nlist},SQ8"
+    m = _pq_subquantizers(dim, 2 * budget_bytes / max(n, 1))  # x4: m sub-quantizers take m/2 bytes
+    return f"IVF{nlist},PQ{m}x4fs"
+
+
+def ivf_lists(n: int) -> int:
+    """≈ 4√N up to 1M vectors, then 16k–65k; at least 1, and ≥ 39 training points per list."""
+    if n <= 1_000_000:
+        nlist = int(4 * math.sqrt(n))
+    else:
+        nlist = 16384 if n <= 4_000_000 else 65536
+    return max(1, min(nlist, n // 39 or 1))
+
+
+def _pq_subquantizers(dim: int, bytes_per_vector: float) -> int:
+    choices = [m for m in (dim // 2, 128, 96, 64, 48, 32, 24, 16, 8) if m and dim % m == 0 and m % 2 == 0]
+    for m in choices:
+        if m * 1.2 <= bytes_per_vector:
+            return m
+    return choices[-1] if choices else 8
+
+
+def default_nprobe(index: faiss.Index) -> int | None:
+    top = faiss.downcast_index(index)
+    ivf = ivf_of(top.base_index if isinstance(top, faiss.IndexRefine) else index)
+    if ivf is None:
+        return None
+    return int(min(ivf.nlist, max(16, ivf.nlist // 64)))  # ~1.5 % of the lists: near-copies share cells
+
+
+def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The inverted-file part of an index (through refine/pre-transform wrappers), or None."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def set_search_params(index: faiss.Index, nprobe: int | None, ef_search: int, k_factor: int = 32) -> None:
+    top = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexRefine):
+        top.k_factor = k_factor
+        index = top.base_index
+    ivf = ivf_of(index)
+    if ivf is not None and nprobe:
+        ivf.nprobe = nprobe
+    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+    if hnsw is not None:
+        hnsw.efSearch = ef_search
+
+
+def sample_for_training(fs: FeatureSet, feature: str, size: int, seed: int, batch_rows: int) -> np.ndarray:
+    """A seeded uniform sample of rows (one streaming pass; only the sample is held)."""
+    n = fs.count
+    if size >= n:
+        chosen = np.arange(n)
+    else:
+        chosen = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    out = np.empty((len(chosen), fs.dim(feature)), np.float32)
+    start, filled = 0, 0
+    for batch in iter_batches(fs, feature_columns(feature), batch_rows):
+        end = start + batch.num_rows
+        lo, hi = np.searchsorted(chosen, [start, end])
+        if hi > lo:
+            out[filled:filled + hi - lo] = to_matrix(batch, feature)[chosen[lo:hi] - start]
+            filled += hi - lo
+        start = end
+    return out
+
+
+def build_index(cfg: IndexConfig) -> dict:
+    """Build, save `index.faiss`, `ids.parquet` (id → key, shard, index) and `index.json`; returns the record."""
+    fs = open_features(cfg.features)
+    out = Path(cfg.out or OutputRoot(cfg.features).index_dir)
+    dim, n = fs.dim(cfg.feature), fs.count
+    factory = cfg.factory or choose_factory(n, dim, cfg.memory_budget_gb * 2**30)
+    log.info("index: %d vectors × %d (%s) → %s", n, dim, cfg.feature, factory)
+    t0 = time.perf_counter()
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    train_seconds = 0.0
+    if not index.is_trained:
+        ivf = ivf_of(index)
+        size = min(n, cfg.train_size, 64 * ivf.nlist) if ivf is not None else min(n, cfg.train_size)
+        sample = sample_for_training(fs, cfg.feature, size, cfg.seed, cfg.batch_rows)
+        seed_clustering(index, cfg.seed)
+        t = time.perf_counter()
+        index.train(sample)
+        train_seconds = time.perf_counter() - t
+        del sample
+    with tqdm(total=n, unit="vec", disable=not cfg.progress, desc="index add") as bar:
+        for batch in iter_batches(fs, feature_columns(cfg.feature), cfg.batch_rows):
+            index.add(to_matrix(batch, cfg.feature))
+            bar.update(batch.num_rows)
+    nprobe = cfg.nprobe or default_nprobe(index)
+    set_search_params(index, nprobe, cfg.ef_search, cfg.k_factor)
+    record = {
+        "factory": factory, "index_type": type(faiss.downcast_index(index)).__name__, "count": n, "dim": dim,
+        "feature": cfg.feature, "metric": "inner_product (cosine on L2-normalised vectors)", "nprobe": nprobe,
+        "ef_search": cfg.ef_search, "k_factor": cfg.k_factor, "train_seconds": round(train_seconds, 3),
+        "build_seconds": round(time.perf_counter() - t0, 3), "features": str(Path(cfg.features).resolve()),
+        "provenance": fs.provenance, "config": asdict(cfg),
+    }
+    write_index(out, index, fs, record)
+    log.info("index: %s with %d vectors in %.1f s → %s", factory, n, record["build_seconds"], out)
+    return record
+
+
+def seed_clustering(index: faiss.Index, seed: int) -> None:
+    """Seeded, 10-iteration k-means for the coarse quantizer (Faiss's 25 buy little recall for the time)."""
+    ivf = ivf_of(index)
+    if ivf is not None:
+        ivf.cp.seed = seed
+        ivf.cp.niter = 10
+    pq = getattr(faiss.downcast_index(ivf) if ivf is not None else None, "pq", None)
+    if pq is not None:
+        pq.cp.seed = seed
+
+
+def run_index(cfg: IndexConfig) -> dict:
+    """Build the index in one process, or (`cfg.parts` > 1, IVF) in parallel parts; returns `index.json`."""
+    if cfg.parts > 1:
+        from pipeline.index.parts import build_index_parts
+
+        return build_index_parts(cfg, cfg.parts, cfg.executor)
+    return build_index(cfg)
+
+
+def write_index(out: Path, index: faiss.Index, fs: FeatureSet, record: dict) -> None:
+    """`index.faiss`, `ids.parquet` (id → key, shard, index), then `index.json` last (it marks the index whole)."""
+    atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
+    meta = read_meta(fs, ("key", "shard", "index"))
+    write_parquet_atomic(meta.select(["id", "key", "shard", "index"]), out / "ids.parquet")
+    write_index_record(out, record)
+
+
+@dataclass
+class LoadedIndex:
+    index: faiss.Index
+    ids: pa.Table  # id, key, shard, index
+    record: dict
+
+
+def load_index(path: str | Path) -> LoadedIndex:
+    """An index folder (or the output root holding `index/`) with its ids and record, search params set."""
+    path = resolve_index_dir(path)
+    record = read_index_record(path)
+    if record is None or not (path / "index.faiss").exists():
+        raise MissingInputError(f"no index in {path}: build one with make index FEATURES=...")
+    index = faiss.read_index(str(path / "index.faiss"))
+    set_search_params(index, record.get("nprobe"), record.get("ef_search", 128), record.get("k_factor", 32))
+    return LoadedIndex(index, pq.read_table(path / "ids.parquet"), record)
+
+
+def matches(record: dict | None, fs: FeatureSet, feature: str) -> bool:
+    """An index record built from exactly these features (same provenance, feature kind and count)."""
+    return (record is not None and record.get("provenance", {}).get("fingerprint") == fs.provenance["fingerprint"]
+            and record.get("feature") == feature and record.get("count") == fs.count)
+
+
+def find_or_build_index(fs: FeatureSet, cfg: IndexConfig, reuse: tuple[str | Path, ...] = ()) -> LoadedIndex:
+    """The first index among `reuse` (and `cfg.out`) built from these features, else a new one at `cfg.out`.
+
+    The one place where dedup, curate and others decide to reuse an index: a record that names other
+    features, another feature kind or another count is never reused."""
+    out = Path(cfg.out or OutputRoot(fs.root).index_dir)
+    for folder in (*reuse, out):
+        if matches(read_index_record(folder), fs, cfg.feature):
+            log.info("reusing the index in %s", folder)
+            return load_index(folder)
+    build_index(replace(cfg, out=str(out)))
+    return load_index(out)
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, batch: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, ids) of the top-k, in query batches; ids -1 where fewer than k exist."""
+    k = min(k, index.ntotal)
+    sims = np.empty((len(queries), k), np.float32)
+    ids = np.empty((len(queries), k), np.int64)
+    for s in range(0, len(queries), batch):
+        sims[s:s + batch], ids[s:s + batch] = index.search(np.ascontiguousarray(queries[s:s + batch]), k)
+    return sims, ids

@@ -1,0 +1,97 @@
+"""k-NN search of an index with images, folders, shards or feature roots, extracted as the index was."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.extract.config import ExtractConfig
+from pipeline.errors import InputError, MixedProvenanceError, WeightsError
+from pipeline.extract.runner import run_extract
+from pipeline.layout import OutputRoot
+from pipeline.provenance import require_same
+from pipeline.io.features import open_features, read_matrix, read_meta
+from pipeline.index.build import LoadedIndex, load_index, search
+
+log = logging.getLogger(__name__)
+
+RESULT_SCHEMA = pa.schema([("query", pa.string()), ("rank", pa.int32()), ("key", pa.string()),
+                           ("shard", pa.string()), ("index", pa.int32()), ("similarity", pa.float32())])
+
+
+def config_from_provenance(prov: dict, out: str, **inputs) -> ExtractConfig:
+    """The extract config that reproduces an index's features: same model, weights and preprocessing."""
+    weights = prov["weights"]
+    source = weights["source"]
+    if source == "random":
+        spec = "random"
+    elif source == "hub":
+        spec = "hub"
+    else:
+        spec = weights["path"]
+        if not spec or not os.path.isfile(spec):
+            raise WeightsError(f"the index was built from weights {spec!r}, which are not here; "
+                                    f"queries must use the same weights")
+    input_size = prov["input_size"]
+    return ExtractConfig(
+        out=out, model=prov["model"], weights=spec, model_kwargs=tuple(sorted(prov.get("model_kwargs", {}).items())),
+        resolution=int(max(input_size[1:])), resize_mode=prov.get("resize_mode", "fixed"),
+        precision=prov.get("precision", "fp32"), dtype=prov.get("dtype", "float16"),
+        jpeg_draft=prov.get("jpeg_draft", True), progress=False, **inputs)
+
+
+def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[str], np.ndarray]:
+    """(query keys, normalised vectors) for an image file, image folder, shard spec or feature root."""
+    prov = loaded.record["provenance"]
+    feature = loaded.record["feature"]
+    path = Path(query)
+    if OutputRoot(path).features.is_dir():
+        fs = open_features(path)
+        require_same(prov, fs.provenance, "the index's features", query, MixedProvenanceError)
+        return read_meta(fs, ("key",)).column("key").to_pylist(), read_matrix(fs, feature)
+    if path.is_file() and not path.name.endswith((".tar", ".txt", ".list")):
+        folder = work / "query_image"
+        folder.mkdir(parents=True)
+        shutil.copy2(path, folder / path.name)
+        inputs = {"images": str(folder)}
+    elif path.is_dir():
+        inputs = {"images": str(path)}
+    else:
+        inputs = {"shards": (query,)}
+    cfg = config_from_provenance(prov, str(work / "extract"), **inputs)
+    run_extract(replace(cfg, workers=0))
+    fs = open_features(work / "extract")
+    require_same(prov, fs.provenance, "the index's features", "the query features", MixedProvenanceError)
+    keys = read_meta(fs, ("key",)).column("key").to_pylist()
+    return keys, read_matrix(fs, feature)
+
+
+def run_search(index_dir: str, query: str, k: int = 10) -> pa.Table:
+    """Top-k neighbours of every query image: one row per (query, rank)."""
+    loaded = load_index(index_dir)
+    with tempfile.TemporaryDirectory(prefix="search-") as work:
+        keys, vectors = query_features(loaded, query, Path(work))
+    if not keys:
+        raise InputError(f"no usable query image in {query} (see its failures)")
+    sims, ids = search(loaded.index, vectors, k)
+    meta = loaded.ids
+    rows = {name: [] for name in RESULT_SCHEMA.names}
+    key_col, shard_col, index_col = (meta.column(c).to_pylist() for c in ("key", "shard", "index"))
+    for q, key in enumerate(keys):
+        for rank, (i, s) in enumerate(zip(ids[q], sims[q])):
+            if i < 0:
+                continue
+            rows["query"].append(key)
+            rows["rank"].append(rank + 1)
+            rows["key"].append(key_col[i])
+            rows["shard"].append(shard_col[i])
+            rows["index"].append(index_col[i])
+            rows["similarity"].append(float(s))
+    return pa.table(rows, schema=RESULT_SCHEMA)

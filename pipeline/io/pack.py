@@ -1,0 +1,65 @@
+"""An image folder written as webdataset tar shards: original bytes kept, N images per shard."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+from webdataset import TarWriter
+
+from pipeline.errors import InputError, MissingInputError
+from pipeline.io.samples import IMAGE_EXTS
+from pipeline.io.shards import list_image_files
+
+log = logging.getLogger(__name__)
+
+
+def sample_key(rel: str) -> str:
+    """Folder path → webdataset key: extension dropped, other dots made `_` (webdataset splits at the first dot)."""
+    stem, _ = os.path.splitext(rel)
+    head, _, name = stem.rpartition("/")
+    return (head + "/" if head else "") + name.replace(".", "_")
+
+
+def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shard",
+                progress: bool = True) -> list[str]:
+    """Write `out/<prefix>-000000.tar ...` and `out/shards.txt`; returns the shard paths.
+
+    Each sample holds the image under its own extension (`img` when the name hides the format) and
+    `path.txt` with the path relative to root, so a packed folder and the folder itself give the same keys
+    up to the extension.
+    """
+    files, skipped = list_image_files(root)
+    if skipped:
+        log.info("not packing %d non-image files (e.g. %s)", len(skipped), skipped[0])
+    if not files:
+        raise MissingInputError(f"no image files in {root!r}")
+    keys: dict[str, str] = {}
+    for rel in files:
+        key = sample_key(rel)
+        if key in keys:
+            raise InputError(f"{rel!r} and {keys[key]!r} would get the same sample key {key!r}")
+        keys[key] = rel
+    Path(out).mkdir(parents=True, exist_ok=True)
+    paths = []
+    items = list(keys.items())
+    with tqdm(total=len(items), unit="img", disable=not progress, desc="pack") as bar:
+        for start in range(0, len(items), shard_size):
+            path = os.path.join(out, f"{prefix}-{start // shard_size:06d}.tar")
+            tmp = path + ".tmp"
+            with TarWriter(tmp, encoder=False) as sink:
+                for key, rel in items[start:start + shard_size]:
+                    ext = Path(rel).suffix.lower().lstrip(".")
+                    ext = ext if ext in IMAGE_EXTS else "img"
+                    sink.write({"__key__": key, ext: Path(root, rel).read_bytes(), "path.txt": rel.encode()})
+                    bar.update(1)
+            os.replace(tmp, path)
+            paths.append(path)
+    listing = os.path.join(out, "shards.txt")
+    with open(listing + ".tmp", "w") as f:
+        f.write("".join(os.path.basename(p) + "\n" for p in paths))
+    os.replace(listing + ".tmp", listing)
+    log.info("packed %d images into %d shards in %s", len(items), len(paths), out)
+    return paths

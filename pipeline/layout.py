@@ -1,0 +1,237 @@
+"""The one owner of an output root's layout: where every stage's files live, and reading their records.
+
+    OUT/features/<shard>.parquet   OUT/failures/<shard>.parquet   OUT/_done/<shard>.json
+    OUT/config.json  OUT/stats.json  OUT/index/  OUT/knn/  OUT/dedup/  OUT/curate/  OUT/eval/  OUT/report/
+
+No other module joins these paths or opens `config.json`, `index.json`, `graph.json` or a summary itself.
+The format, for readers with other tools, is docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.errors import ConfigMismatchError, MissingInputError
+from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
+from pipeline.provenance import differences
+
+log = logging.getLogger(__name__)
+
+CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
+    "config.json", "stats.json", "index.json", "graph.json", "summary.json")
+
+
+def _read_record(path: Path) -> dict | None:
+    """A JSON record, or None when absent or unreadable (half-written records never exist: writes are atomic)."""
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        log.warning("unreadable record %s: ignored", path)
+        return None
+
+
+class OutputRoot:
+    """One output root: its paths, its extract markers and config claim, and the records of later stages."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.features = self.root / "features"
+        self.failures = self.root / "failures"
+        self.done = self.root / "_done"
+        self.config_path = self.root / CONFIG
+        self.stats_path = self.root / STATS
+
+    def __repr__(self) -> str:
+        return f"OutputRoot({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ stage folders
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def knn_dir(self) -> Path:
+        return self.root / "knn"
+
+    @property
+    def dedup_dir(self) -> Path:
+        return self.root / "dedup"
+
+    @property
+    def curate_dir(self) -> Path:
+        return self.root / "curate"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    # ------------------------------------------------------------------ extract files
+    def feature_path(self, shard: str) -> Path:
+        return self.features / f"{shard}.parquet"
+
+    def failure_path(self, shard: str) -> Path:
+        return self.failures / f"{shard}.parquet"
+
+    def marker_path(self, shard: str) -> Path:
+        return self.done / f"{shard}.json"
+
+    def feature_files(self) -> list[Path]:
+        """Feature files sorted by shard id: the order that assigns ids."""
+        return sorted(self.features.glob("*.parquet"), key=lambda p: p.stem) if self.features.is_dir() else []
+
+    def failure_files(self) -> list[Path]:
+        return sorted(self.failures.glob("*.parquet"), key=lambda p: p.stem) if self.failures.is_dir() else []
+
+    def has_features(self) -> bool:
+        return bool(self.feature_files())
+
+    # ------------------------------------------------------------------ config.json
+    def read_config(self) -> dict | None:
+        """`{"provenance": ..., "config": ...}` as the first extract run wrote it, or None."""
+        return _read_record(self.config_path)
+
+    def input_config(self) -> dict:
+        """The extract config that made this root (inputs as absolute paths); an error when there is none."""
+        record = self.read_config()
+        if record is None:
+            raise MissingInputError(f"{self.root} has no {CONFIG}: not an extract output root (run extract first)")
+        return record["config"]
+
+    def source_shards(self) -> dict:
+        """Shard id → Shard of the inputs this root was extracted from (re-listed from config.json)."""
+        from pipeline.io.shards import create_folder_shards, create_tar_shards
+
+        config = self.input_config()
+        if config.get("shards"):
+            shards = create_tar_shards(config["shards"])
+        else:
+            shards = create_folder_shards(config["images"], config.get("folder_shard_size", 1000))
+        return {s.id: s for s in shards}
+
+    def claim(self, provenance: dict, config: dict) -> None:
+        """Write config.json, or check that the one there was made with the same fingerprint."""
+        old = self.read_config()
+        if old is not None:
+            old_prov = old.get("provenance", {})
+            if old_prov.get("fingerprint") != provenance["fingerprint"]:
+                diffs = differences(old_prov, provenance)
+                raise ConfigMismatchError(
+                    f"{self.root} already holds features made another way; refusing to mix them. "
+                    f"Differences: {'; '.join(diffs) or 'fingerprint only'}. "
+                    f"Use a new OUT, or delete {self.root}.")
+            return
+        write_json_atomic({"provenance": provenance, "config": config}, self.config_path)
+
+    # ------------------------------------------------------------------ markers
+    def read_marker(self, shard: str) -> dict | None:
+        path = self.marker_path(shard)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            log.warning("unreadable marker %s: the shard will be redone", path)
+            return None
+
+    def is_done(self, shard: str, fingerprint: str, digest: str | None) -> bool:
+        marker = self.read_marker(shard)
+        if marker is None:
+            return False
+        if marker.get("fingerprint") != fingerprint:
+            raise ConfigMismatchError(f"marker {self.marker_path(shard)} was made with another configuration")
+        if marker.get("digest") != digest:
+            log.info("shard %s: its file list changed since it was done; redoing it", shard)
+            return False
+        return self.feature_path(shard).exists() and self.failure_path(shard).exists()
+
+    def write_shard(self, shard: str, features: pa.Table, failures: pa.Table, marker: dict) -> None:
+        """Data files first (atomically), the marker last: a shard with a marker is complete."""
+        write_parquet_atomic(features, self.feature_path(shard))
+        write_parquet_atomic(failures, self.failure_path(shard))
+        write_json_atomic(marker, self.marker_path(shard))
+
+    def markers(self) -> list[dict]:
+        if not self.done.exists():
+            return []
+        return [m for p in sorted(self.done.glob("*.json")) if (m := self.read_marker(p.stem)) is not None]
+
+    def write_stats(self, run: dict) -> dict:
+        """Merge every marker into stats.json (totals, failures by reason, damaged shards) plus this run."""
+        markers = self.markers()
+        reasons: dict[str, int] = {}
+        for m in markers:
+            for reason, n in m.get("failures_by_reason", {}).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        stats = {
+            "shards_done": len(markers),
+            "samples": sum(m["samples"] for m in markers),
+            "rows": sum(m["rows"] for m in markers),
+            "failures": sum(m["failures"] for m in markers),
+            "failures_by_reason": dict(sorted(reasons.items())),
+            "damaged_shards": {m["shard"]: m["damage"] for m in markers if m.get("damage")},
+            "last_run": run,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json_atomic(stats, self.stats_path)
+        return stats
+
+    def read_stats(self) -> dict | None:
+        return _read_record(self.stats_path)
+
+
+# ---------------------------------------------------------------------- records of later stages
+def resolve_index_dir(path: str | os.PathLike) -> Path:
+    """An index folder, given it or the output root that holds it in `index/`."""
+    path = Path(path)
+    if (path / "index").is_dir() and not (path / "index.faiss").exists():
+        return path / "index"
+    return path
+
+
+def read_index_record(index_dir: str | os.PathLike) -> dict | None:
+    """`index.json` of an index folder (or of the root holding `index/`), or None."""
+    return _read_record(resolve_index_dir(index_dir) / INDEX_RECORD)
+
+
+def write_index_record(index_dir: str | os.PathLike, record: dict) -> None:
+    write_json_atomic(record, Path(index_dir) / INDEX_RECORD)
+
+
+def read_graph_record(graph_dir: str | os.PathLike) -> dict | None:
+    """`graph.json` of a k-NN graph folder, or None."""
+    return _read_record(Path(graph_dir) / GRAPH_RECORD)
+
+
+def write_graph_record(graph_dir: str | os.PathLike, record: dict) -> None:
+    write_json_atomic(record, Path(graph_dir) / GRAPH_RECORD)
+
+
+def graph_parts_done(graph_dir: str | os.PathLike) -> int:
+    return len(list((Path(graph_dir) / "_done").glob("part-*.json")))
+
+
+def read_summary(stage_dir: str | os.PathLike) -> dict | None:
+    """`summary.json` of a dedup or curate folder, or None."""
+    return _read_record(Path(stage_dir) / SUMMARY)
+
+
+def write_summary(stage_dir: str | os.PathLike, summary: dict) -> None:
+    write_json_atomic(summary, Path(stage_dir) / SUMMARY)
+
+
+def features_root_of_index(index_dir: str | os.PathLike) -> str | None:
+    """The extract output root an index was built from (as its record says), or None."""
+    record = read_index_record(index_dir)
+    return record.get("features") if record else None

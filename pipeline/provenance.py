@@ -1,0 +1,81 @@
+"""The one owner of provenance: what made a set of features, its fingerprint, and refusing to mix two.
+
+A provenance record is a JSON dict (model, weights, preprocessing, precision, ...; see docs/FORMAT.md).
+Its fingerprint hashes the fields that change the numbers; the rest is recorded but left out. Importable
+without torch, so benchmarks and readers use the same rules as the extractor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pipeline.errors import MismatchError
+
+# Recorded, but they do not change the numbers: left out of the fingerprint and of reported differences.
+NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile")
+
+
+def fingerprint(record: dict) -> str:
+    """16 hex digits of SHA-256 over the fields that change the numbers; the weights count by content
+    (sha256, plus the seed of a random init), so the same bytes from the hub cache or a path are one model."""
+    stable = {k: v for k, v in record.items() if k not in NOT_FINGERPRINTED}
+    stable["weights"] = [record["weights"]["sha256"], record["weights"].get("seed")]
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stamp(record: dict) -> dict:
+    """The record with its fingerprint set."""
+    return {**record, "fingerprint": fingerprint(record)}
+
+
+def diff_records(old: dict, new: dict, prefix: str = "", old_name: str = "in the existing output",
+                 new_name: str = "now") -> list[str]:
+    """Human-readable differences between two records (nested dicts flattened), every field."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_records(a, b, f"{prefix}{key}.", old_name, new_name)
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} {old_name}, {b!r} {new_name}")
+    return out
+
+
+def differences(a: dict, b: dict, a_name: str = "in the existing output", b_name: str = "now") -> list[str]:
+    """The differences that matter: fields outside the fingerprint are left out."""
+    return [d for d in diff_records(a, b, "", a_name, b_name)
+            if d.split(":")[0].split(".")[0] not in NOT_FINGERPRINTED]
+
+
+def differing_fields(a: dict, b: dict) -> list[str]:
+    """Names of the top-level fields that matter and differ."""
+    return [k for k in sorted(set(a) | set(b)) if k not in NOT_FINGERPRINTED and a.get(k) != b.get(k)]
+
+
+def describe(record: dict) -> str:
+    """One line: model, weights, input size, resize mode."""
+    weights = record.get("weights") or {}
+    sha = "random" if weights.get("source") == "random" else str(weights.get("sha256", "?"))[:12]
+    return (f"model={record.get('model')} weights={sha} input={record.get('input_size')} "
+            f"resize={record.get('resize_mode')}")
+
+
+def same(a: dict, b: dict) -> bool:
+    """True when two records have the same fingerprint."""
+    return a.get("fingerprint") == b.get("fingerprint")
+
+
+def require_same(a: dict, b: dict, what_a: str = "the first", what_b: str = "the second",
+                 error: type[MismatchError] = MismatchError) -> None:
+    """Raise `error` naming both sides and what differs, unless the two records have one fingerprint."""
+    if same(a, b):
+        return
+    diffs = differences(a, b, f"in {what_a}", f"in {what_b}")
+    raise error(f"{what_a} ({describe(a)}) and {what_b} ({describe(b)}) were made differently and cannot be "
+                f"mixed; differences: {'; '.join(diffs) or 'fingerprint only'}")
+
+
+def is_random(record: dict) -> bool:
+    """Features made with random weights (tests, dry runs): their similarities mean nothing."""
+    return (record.get("weights") or {}).get("source") == "random"
