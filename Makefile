@@ -17,7 +17,7 @@ EXECUTOR ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv test test-slow demo extract pack bench parity index search knn dedup curate export evaluate report pca clean
+.PHONY: help venv lint test test-slow demo extract pack bench parity index search knn dedup curate export evaluate report pca clean
 SEARCH ?=
 LABELS ?=
 COMPARE ?=
@@ -31,6 +31,7 @@ K ?= 10
 
 help:
 	@echo "make test                      run the test suite (creates .venv on first use)"
+	@echo "make lint                      ruff over the code (configured in pyproject.toml)"
 	@echo "make demo                      pack a few real photos into shards and extract their features"
 	@echo "make extract SHARDS=... OUT=.. features of webdataset shards (or IMAGES=DIR); ARGS='--help' lists options"
 	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
@@ -52,6 +53,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q $(PIP_TORCH_ARGS) $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -17,14 +17,30 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.errors import ConfigMismatchError, MissingInputError
+from pipeline.errors import ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
+from pipeline.io.lock import FileLock, is_locked, read_holder
 from pipeline.provenance import differences
 
 log = logging.getLogger(__name__)
 
 CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
     "config.json", "stats.json", "index.json", "graph.json", "summary.json")
+
+
+def _create_exclusive(path: Path, record: dict) -> bool:
+    """Write `record` to `path` only if it does not exist yet, atomically (link of a complete temporary file:
+    atomic on local file systems and NFS). False when it existed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.claim")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, tmp)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -120,19 +136,71 @@ class OutputRoot:
             shards = create_folder_shards(config["images"], config.get("folder_shard_size", 1000))
         return {s.id: s for s in shards}
 
-    def claim(self, provenance: dict, config: dict) -> None:
-        """Write config.json, or check that the one there was made with the same fingerprint."""
-        old = self.read_config()
-        if old is not None:
-            old_prov = old.get("provenance", {})
-            if old_prov.get("fingerprint") != provenance["fingerprint"]:
-                diffs = differences(old_prov, provenance)
-                raise ConfigMismatchError(
-                    f"{self.root} already holds features made another way; refusing to mix them. "
-                    f"Differences: {'; '.join(diffs) or 'fingerprint only'}. "
-                    f"Use a new OUT, or delete {self.root}.")
+    def prepare(self) -> None:
+        """Create the root, or say in one line why it cannot be written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"output {self.root} exists and is a file, not a folder: choose another OUT")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder {self.root}: {exc.strerror or exc}") from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise InputError(f"output folder {self.root} is not writable (read-only file system or permissions): "
+                             f"choose another OUT")
+
+    def lock(self, rank: int = 0) -> FileLock:
+        """The exclusive lock of one rank on this root (`with root.lock(rank):`), released when the process
+        ends however it ends; a second run of the same rank is refused naming the holder."""
+        return FileLock(self.root / "_locks" / f"rank-{rank}.lock", f"{self.root} (rank {rank})")
+
+    def other_runs(self, rank: int) -> list[dict | None]:
+        """Holders of the other ranks' locks that are held now."""
+        folder = self.root / "_locks"
+        if not folder.is_dir():
+            return []
+        return [read_holder(p) for p in sorted(folder.glob("rank-*.lock"))
+                if p.name != f"rank-{rank}.lock" and is_locked(p)]
+
+    def claim(self, provenance: dict, config: dict, rank: int = 0) -> None:
+        """Record config.json atomically (exactly one of two racing runs creates it), or check that the one
+        there has the same fingerprint. A claim by a run that finished no shard is replaced when no other run
+        holds this root: a failed first run does not bind the root to its settings."""
+        record = {"provenance": provenance, "config": config}
+        if _create_exclusive(self.config_path, record):
             return
-        write_json_atomic({"provenance": provenance, "config": config}, self.config_path)
+        old = self.read_config() or {}
+        old_prov = old.get("provenance", {})
+        if old_prov.get("fingerprint") == provenance["fingerprint"]:
+            return
+        if not self.markers() and not self.feature_files() and not self.other_runs(rank):
+            log.warning("%s was claimed by a run that finished no shard (%s); replacing its settings", self.root,
+                        "; ".join(differences(old_prov, provenance)) or "fingerprint only")
+            write_json_atomic(record, self.config_path)
+            return
+        diffs = differences(old_prov, provenance)
+        raise ConfigMismatchError(
+            f"{self.root} already holds features made another way; refusing to mix them. "
+            f"Differences: {'; '.join(diffs) or 'fingerprint only'}. Use a new OUT, or delete {self.root}.")
+
+    def foreign_shards(self) -> list[str]:
+        """Shards whose marker was made with another fingerprint than config.json's (a mixed root)."""
+        record = self.read_config()
+        if record is None:
+            return []
+        fp = record["provenance"]["fingerprint"]
+        return [m["shard"] for m in self.markers() if m.get("fingerprint") != fp]
+
+    def repair(self) -> list[str]:
+        """Drop every shard made with another fingerprint than config.json's (features, failures, marker),
+        so that a rerun redoes them with the root's settings; returns their ids."""
+        dropped = self.foreign_shards()
+        for shard in dropped:
+            for path in (self.marker_path(shard), self.feature_path(shard), self.failure_path(shard)):
+                path.unlink(missing_ok=True)  # marker first: a shard without a marker is not done
+        if dropped:
+            log.warning("repair: dropped %d shards made with other settings: %s", len(dropped),
+                        ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+        return dropped
 
     # ------------------------------------------------------------------ markers
     def read_marker(self, shard: str) -> dict | None:
@@ -150,7 +218,10 @@ class OutputRoot:
         if marker is None:
             return False
         if marker.get("fingerprint") != fingerprint:
-            raise ConfigMismatchError(f"marker {self.marker_path(shard)} was made with another configuration")
+            raise ConfigMismatchError(
+                f"shard {shard} in {self.root} was made with other settings than this run (marker "
+                f"{self.marker_path(shard).name}); the root is mixed. Rerun with --repair to drop the shards "
+                f"made another way, or use a new OUT")
         if marker.get("digest") != digest:
             log.info("shard %s: its file list changed since it was done; redoing it", shard)
             return False

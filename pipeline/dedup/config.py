@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DedupConfig:
+    """Settings of one dedup run over an extract output root (and an optional reference set)."""
+
     features: str
     out: str | None = None  # default: <features>/dedup
     feature: str = "cls"
@@ -19,6 +23,17 @@ class DedupConfig:
     embedding: bool | None = None  # None: on, unless the features come from random weights
     reference: str | None = None  # extract output of the evaluation set to decontaminate against
     reference_threshold: float = 0.45
+    # a decontamination dropping a larger share of the pool stops (the threshold is likely wrong for the model)
+    max_contaminated: float = 0.1
+    force: bool = False  # drop them anyway
     memory_budget_gb: float = 4.0
     large_component: int = 1000  # warn when a component is larger
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_contaminated <= 1:
+            raise ConfigError(f"max_contaminated is a share of the pool, 0 to 1; got {self.max_contaminated}")
+        if self.k < 1:
+            raise ConfigError("k must be >= 1")
+        if not 0 <= self.phash_distance <= 64:
+            raise ConfigError(f"phash_distance must be 0 to 64 bits, got {self.phash_distance}")

@@ -178,19 +178,45 @@ def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.nda
     return pairs[:, 0], pairs[:, 1]
 
 
-def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: list[bytes], reference: str,
-                     cfg: DedupConfig) -> np.ndarray:
-    """Pool ids within `reference_threshold` cosine of any reference image (or byte-identical to one)."""
-    ref = open_features(reference)
+def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: list[bytes],
+                     pool_hashes: list[np.ndarray], cfg: DedupConfig, use_embedding: bool) -> tuple[np.ndarray, dict]:
+    """Pool ids that copy a reference image: byte-identical, a pHash within `phash_distance` bits in any of the
+    8 orientations, or (when the embedding stage is on) within `reference_threshold` cosine. Returns the ids
+    and how many each kind of evidence touched."""
+    ref = open_features(cfg.reference)
     check_same_provenance(pool, ref)
-    ref_vectors = read_matrix(ref, cfg.feature)
-    index = faiss.IndexFlatIP(pool_vectors.shape[1])
-    touched: set[int] = set()
-    for s in range(0, len(pool_vectors), 65536):
-        index.reset()
-        index.add(np.ascontiguousarray(pool_vectors[s:s + 65536], dtype=np.float32))
-        _, _, labels = index.range_search(ref_vectors, cfg.reference_threshold)
-        touched.update((labels + s).tolist())
+    counts: dict[str, int] = {}
     ref_sha1 = set(read_meta(ref, ("sha1",)).column("sha1").to_pylist())
-    touched.update(i for i, h in enumerate(pool_sha1) if h in ref_sha1)
-    return np.asarray(sorted(touched), np.int64)
+    exact = {i for i, h in enumerate(pool_sha1) if h in ref_sha1}
+    counts["exact"] = len(exact)
+    ref_hashes = read_meta(ref, ("phash",)).column("phash").to_numpy()
+    perceptual = set(reference_phash_ids(pool_hashes, ref_hashes, cfg.phash_distance).tolist())
+    counts["phash"] = len(perceptual)
+    touched = exact | perceptual
+    if use_embedding:
+        ref_vectors = read_matrix(ref, cfg.feature)
+        index = faiss.IndexFlatIP(pool_vectors.shape[1])
+        near: set[int] = set()
+        for s in range(0, len(pool_vectors), 65536):
+            index.reset()
+            index.add(np.ascontiguousarray(pool_vectors[s:s + 65536], dtype=np.float32))
+            _, _, labels = index.range_search(ref_vectors, cfg.reference_threshold)
+            near.update((labels + s).tolist())
+        counts["embedding"] = len(near)
+        touched |= near
+    return np.asarray(sorted(touched), np.int64), counts
+
+
+def reference_phash_ids(pool_hashes: list[np.ndarray], ref_hashes: np.ndarray, distance: int) -> np.ndarray:
+    """Pool rows any of whose orientation hashes is within `distance` bits of a reference image's pHash."""
+    if not len(ref_hashes) or not len(pool_hashes[0]):
+        return np.zeros(0, np.int64)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(_codes(ref_hashes))
+    hit = np.zeros(len(pool_hashes[0]), bool)
+    for hashes in pool_hashes:
+        codes = _codes(hashes)
+        for s in range(0, len(codes), 65536):
+            lims, _, _ = index.range_search(codes[s:s + 65536], distance + 1)  # strict: < radius
+            hit[s:s + 65536] |= np.diff(lims.astype(np.int64)) > 0
+    return np.flatnonzero(hit).astype(np.int64)

@@ -17,9 +17,11 @@ from pipeline.dedup.groups import GROUP_SCHEMA, choose_keepers, components, near
 from pipeline.errors import ConfigError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats, run_extract
+from pipeline.errors import InputError
 from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary
+from pipeline.provenance import is_random
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,16 @@ def run_dedup(cfg: DedupConfig) -> dict:
     stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
                      "orientations": len(variants) + 1, "compared": strategy}
 
-    random_weights = fs.provenance.get("weights", {}).get("source") == "random"
+    random_weights = is_random(fs.provenance)
     use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
     if use_embedding:
         i, j, info = embedding_edges(fs, vectors, cfg, out)
         edges.add(i, j, EMBEDDING)
         stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
     else:
-        log.warning("features come from random weights: the embedding stage is off (exact and perceptual "
-                    "only); pass --embedding to force it")
+        log.warning("features come from random weights: the embedding stage%s is off (exact and perceptual "
+                    "only); pass --embedding to force it", " and the embedding check against --reference"
+                    if cfg.reference else "")
         stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
 
     src, dst, kind = edges.arrays()
@@ -73,9 +76,18 @@ def run_dedup(cfg: DedupConfig) -> dict:
 
     contaminated = np.zeros(n, bool)
     if cfg.reference:
-        touched = contaminated_ids(fs, vectors, sha1, cfg.reference, cfg)
+        touched, evidence = contaminated_ids(fs, vectors, sha1, [hashes, *variants], cfg, use_embedding)
         bad_components = np.unique(component[touched]) if len(touched) else np.zeros(0, np.int64)
         contaminated = np.isin(component, bad_components)
+        stages["reference"] = {"reference": cfg.reference, "touched": evidence, "embedding": use_embedding,
+                               "threshold": cfg.reference_threshold if use_embedding else None}
+        share = contaminated.sum() / max(n, 1)
+        if share > cfg.max_contaminated and not cfg.force:
+            raise InputError(
+                f"decontamination would drop {int(contaminated.sum())} of {n} pool images ({share:.0%}), more "
+                f"than --max-contaminated {cfg.max_contaminated:.0%} (touched: {evidence}); the reference "
+                f"threshold {cfg.reference_threshold} is likely too low for this model. Look at the similarities "
+                f"first (make report), raise --reference-threshold, or pass --force to drop them anyway")
         keep = keep & ~contaminated
         reason = np.where(contaminated, "contaminated", reason)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 
 import timm
 import torch
@@ -13,7 +14,7 @@ from pipeline.extract.config import ExtractConfig
 from pipeline.extract.device import autocast
 from pipeline.errors import ConfigError, WeightsError
 from pipeline.extract.preprocess import Preprocess
-from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, resolve_weights
+from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, explain_load_error, resolve_weights
 from pipeline.provenance import stamp
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ def create_model(cfg: ExtractConfig, weights: Weights) -> torch.nn.Module:
     try:
         return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=dict(file=weights.path),
                                  **kwargs)
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:
-        raise WeightsError(f"could not load weights {weights.path} into {cfg.model}: {exc}") from exc
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise WeightsError(explain_load_error(exc, str(weights.path), cfg.model)) from exc
 
 
 def resolve_preprocess(model: torch.nn.Module, cfg: ExtractConfig) -> Preprocess:
@@ -163,6 +164,20 @@ def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:
 
 
 def create_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:
+    """Weights resolved, model built and checked against the config, moved to `device` once."""
     weights = resolve_weights(cfg.model, cfg.weights)
     model = create_model(cfg, weights)
+    check_resolution(model, cfg)
     return Backbone(model, resolve_preprocess(model, cfg), weights, cfg, device)
+
+
+def check_resolution(model: torch.nn.Module, cfg: ExtractConfig) -> None:
+    """A fixed input must be a whole number of patches: 13 px fails inside torch for a 14 px patch, and 15 px
+    would silently drop a pixel row and column. Refused up front, naming the sizes that work."""
+    if cfg.resolution is None or cfg.resize_mode != "fixed" or getattr(model, "patch_embed", None) is None:
+        return
+    patch = _patch_size(model)
+    if cfg.resolution % patch:
+        lower = max(patch, cfg.resolution // patch * patch)
+        raise ConfigError(f"--resolution {cfg.resolution} is not a multiple of {cfg.model}'s patch size {patch}: "
+                          f"use {lower} or {lower + patch} (DINOv2 evaluates at 224, its native size is 518)")

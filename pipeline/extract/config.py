@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from pipeline.errors import ConfigError
+
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 EXTRAS = ("registers", "gem", "layers")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -44,6 +46,7 @@ class ExtractConfig:
     quantize: str | None = None  # "int8": dynamic int8 Linear layers (CPU fast path)
     compile: bool = False  # torch.compile the forward pass
     progress: bool = True
+    repair: bool = False  # drop shards of OUT made with other settings than its config.json, then redo them
     # Test hook (as faiss contrib's crash_at): raise after this many shards were written.
     crash_after_shards: int | None = field(default=None, compare=False)
 
@@ -112,5 +115,3 @@ def _parse_scalar(raw: str) -> object:
         except ValueError:
             pass
     return raw
-from pipeline.errors import ConfigError
-

@@ -61,6 +61,14 @@ def run_extract_ray(cfg: ExtractConfig, actors: int | None = None, cpus_per_acto
     Connects to RAY_ADDRESS when set, else starts a local cluster. A shard whose actor dies (or whose task
     raises) goes back to the queue for another actor, at most `max_retries` more times.
     """
+    store = OutputRoot(cfg.out)
+    store.prepare()
+    with store.lock(0):
+        return _run_ray_locked(cfg, store, actors, cpus_per_actor, max_retries, crash_first_actor_after)
+
+
+def _run_ray_locked(cfg: ExtractConfig, store: OutputRoot, actors: int | None, cpus_per_actor: float,
+                    max_retries: int, crash_first_actor_after: int | None) -> ExtractStats:
     ray = ensure_ray()
     gpus = int(ray.cluster_resources().get("GPU", 0))
     n_actors = actors or (gpus if gpus else max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor)))
@@ -69,8 +77,9 @@ def run_extract_ray(cfg: ExtractConfig, actors: int | None = None, cpus_per_acto
     cfg = replace(cfg, progress=False)
     first = actor_cls.options(**options).remote(cfg, crash_first_actor_after)
     provenance = ray.get(first.provenance_record.remote())
-    store = OutputRoot(cfg.out)
     store.claim(provenance, resolved_inputs(cfg))
+    if cfg.repair:
+        store.repair()
     shards = list_shards(cfg)
     todo = [s for s in shards if not store.is_done(s.id, provenance["fingerprint"], s.digest)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))

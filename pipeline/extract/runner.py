@@ -83,15 +83,25 @@ def resolved_inputs(cfg: ExtractConfig) -> dict:
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractStats:
-    """Extract features for every shard of this rank that is not done yet; see DESIGN.md §2 for outputs."""
+    """Extract features for every shard of this rank that is not done yet; outputs as in docs/FORMAT.md.
+
+    The rank holds an exclusive lock on OUT while it runs: a second run of the same rank is refused at once."""
+    store = OutputRoot(cfg.out)
+    store.prepare()
+    with store.lock(cfg.rank):
+        return _run_locked(cfg, store)
+
+
+def _run_locked(cfg: ExtractConfig, store: OutputRoot) -> ExtractStats:
     _, _, local_rank = rank_from_env()
     device = resolve_device(cfg.device, local_rank)
     threads = configure_threads(device, cfg.threads)
     shards = split_by_rank(list_shards(cfg), cfg.rank, cfg.world_size)
     backbone = create_backbone(cfg, device)
     provenance = backbone.provenance()
-    store = OutputRoot(cfg.out)
-    store.claim(provenance, resolved_inputs(cfg))
+    store.claim(provenance, resolved_inputs(cfg), cfg.rank)
+    if cfg.repair:
+        store.repair()
     fp = provenance["fingerprint"]
     todo = [s for s in shards if not store.is_done(s.id, fp, s.digest)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,82 @@ def _hub_cached_file(model_name: str) -> str:
     )
 
 
+
+
+_CONVERT = ("convert it once, where you trust the file: python -c \"import torch, safetensors.torch as st; "
+            "sd = torch.load('{path}', weights_only=False); sd = sd.get('model', sd); "
+            "st.save_file({{k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}}, "
+            "'{stem}.safetensors')\" and pass --weights {stem}.safetensors")
+
+
+def explain_load_error(exc: BaseException, path: str, model_name: str) -> str:
+    """One paragraph a person can act on, instead of torch's 5 kB list of keys or its pickle advice."""
+    text = str(exc)
+    name = Path(path).name
+    if "weights_only" in text or "Unsupported global" in text or "allowlist" in text:
+        stem = str(Path(path).with_suffix(""))
+        return (f"{name} stores pickled Python objects, which --weights refuses to load (unpickling can run "
+                f"code); " + _CONVERT.format(path=path, stem=stem))
+    if "state_dict" in text and ("Missing key" in text or "Unexpected key" in text or "size mismatch" in text):
+        missing = _keys_after(text, "Missing key(s) in state_dict:")
+        unexpected = _keys_after(text, "Unexpected key(s) in state_dict:")
+        sizes = [m.group(0) for m in re.finditer(r"size mismatch for [^:]+: copying a param with shape [^,]+, "
+                                                 r"the shape in current model is [^.]+", text)]
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights of the model are missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} in the file are unknown to it (e.g. {', '.join(unexpected[:3])})")
+        if sizes:
+            parts.append(f"{len(sizes)} have another shape ({sizes[0].removeprefix('size mismatch for ')})")
+        return (f"{name} does not fit {model_name}: {'; '.join(parts)}. {describe_layout(read_keys(path))}")
+    return (f"{name} cannot be read as a checkpoint ({type(exc).__name__}: {text[:200] or 'no detail'}); "
+            f"--weights takes a .safetensors file, a .pth/.pt/.bin state dict (timm or original "
+            f"facebookresearch DINOv2/DINOv3 layout), 'hub' or 'random'")
+
+
+def _keys_after(text: str, marker: str) -> list[str]:
+    if marker not in text:
+        return []
+    section = text.split(marker, 1)[1].split("\n", 1)[0].split("Unexpected key(s)", 1)[0]
+    return re.findall(r'"([^"]+)"', section)
+
+
+def read_keys(path: str) -> list[str]:
+    """The tensor names a checkpoint holds ([] when it cannot be read safely)."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, "pt") as f:
+                return list(f.keys())
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - only a hint; the load error itself is reported
+        return []
+    for wrapper in ("model", "state_dict", "teacher"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            return [f"{wrapper}.{k}" for k in state[wrapper]]
+    return list(state) if isinstance(state, dict) else []
+
+
+def describe_layout(keys: list[str]) -> str:
+    """The nearest checkpoint layout this pipeline knows, and what to do about it."""
+    if not keys:
+        return "The file's own keys could not be listed."
+    first = keys[0]
+    if any(k.startswith(("teacher.", "student.")) for k in keys):
+        return ("It looks like a DINO training checkpoint (teacher/student): save the teacher's backbone weights "
+                "(keys teacher.backbone.*, prefix removed) as .safetensors and pass that.")
+    if any(k.startswith(("module.", "model.", "state_dict.")) for k in keys):
+        return (f"Its keys carry a wrapper prefix ({first.split('.', 1)[0]}.): save the inner state dict without "
+                f"the prefix.")
+    if any(k.startswith(("embeddings.patch_embeddings", "encoder.layer.")) for k in keys):
+        return ("It is in the Hugging Face transformers layout (Dinov2Model): use the timm or the original "
+                "facebookresearch checkpoint of the same model instead.")
+    if any(k.startswith("blocks.") for k in keys) and any("patch_embed" in k for k in keys):
+        depth = 1 + max(int(k.split(".")[1]) for k in keys if k.startswith("blocks.") and k.split(".")[1].isdigit())
+        return (f"It is a ViT in the timm / facebookresearch layout with {depth} blocks: check --model (and "
+                f"--model-kwargs) against the model the file was saved from.")
+    return f"Its keys ({len(keys)}, e.g. {', '.join(keys[:3])}) match no ViT layout this pipeline knows."

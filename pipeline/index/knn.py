@@ -16,7 +16,7 @@ from tqdm import tqdm
 from pipeline.errors import ConfigError, MismatchError, MixedProvenanceError
 from pipeline.index.build import load_index, search, set_search_params
 from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
-from pipeline.layout import graph_parts_done, read_graph_record, write_graph_record
+from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, write_graph_record
 from pipeline.provenance import require_same
 from pipeline.tasks import EXECUTORS, run_tasks
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
@@ -87,7 +87,7 @@ def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Pat
     """
     out = Path(out)
     claim_graph(fs, index, feature, out, k, part_rows)
-    k_eff = min(k, fs.count - 1)
+    k_eff = max(0, min(k, fs.count - 1))  # fewer images than k: every other image, then -1 padding
     with tqdm(total=fs.count, unit="vec", disable=not progress, desc=f"knn k={k}") as bar:
         for part, start, vectors in _parts(fs, feature, part_rows):
             marker = out / "_done" / f"part-{part:05d}.json"
@@ -96,6 +96,7 @@ def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Pat
                 continue
             sims, ids = search(index, vectors, k_eff + 1) if k_eff > 0 else (np.zeros((len(vectors), 0)),) * 2
             nb, sm = _drop_self(ids.astype(np.int64), sims.astype(np.float32), start, k_eff)
+            sm = np.where(nb >= 0, sm, -np.inf).astype(np.float32)  # IVF may return fewer: -1 ids, -inf scores
             nb = np.pad(nb, ((0, 0), (0, k - k_eff)), constant_values=-1)
             sm = np.pad(sm, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
             table = pa.table({"id": np.arange(start, start + len(vectors), dtype=np.int64),
@@ -171,6 +172,8 @@ def _parts(fs: FeatureSet, feature: str, part_rows: int) -> Iterator[tuple[int, 
 
 def _drop_self(ids: np.ndarray, sims: np.ndarray, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own id (wherever the index ranked it; an exact twin may come first) → k columns."""
+    if k <= 0 or ids.shape[1] == 0:  # one vector (or none): nobody to be near
+        return np.zeros((len(ids), 0), np.int64), np.zeros((len(ids), 0), np.float32)
     own = (start + np.arange(len(ids)))[:, None]
     keep = ids != own
     # rows where self was not returned: drop the last column instead
