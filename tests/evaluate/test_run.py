@@ -1,89 +1,50 @@
-"""Evaluation: k-NN against brute force, separable vs random labels, label/split edge cases, compare, real photos."""
+"""The evaluate stage (pipeline.evaluate.run and jobs.evaluate).
+
+Config checks, results.json, compare, CLI, separable vs random labels, real photos.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.evaluate import main as evaluate_main
-from pipeline.evaluate.run import (EvalConfig, accuracy, format_results, knn_predict, resolve_split, run_evaluate,
-                               stratified_val)
+from pipeline.errors import ConfigError
+from pipeline.evaluate import knn, linear
+from pipeline.evaluate.knn import accuracy
+from pipeline.evaluate.labels import resolve_split
+from pipeline.evaluate.run import KS, WEIGHT_DECAYS, EvalConfig, format_results, run_evaluate
 from pipeline.io.features import open_features
-from pipeline.io.schema import FAILURE_SCHEMA
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from tests.conftest import clustered_vectors, shared_data, tiny_config, write_feature_root
 
 
-def brute_knn(train: np.ndarray, train_y: np.ndarray, val: np.ndarray, num_classes: int, k: int,
-              temperature: float) -> np.ndarray:
-    """The voting rule written out per query: k most similar (ties: lower row), Σ exp(sim/T) per class."""
-    top = min(5, num_classes)
-    out = np.full((len(val), top), -1, dtype=np.int64)
-    t64 = train.astype(np.float64)
-    for i, q in enumerate(val):
-        sims = (t64 @ q.astype(np.float64)).astype(np.float32)
-        order = sorted(range(len(train)), key=lambda j: (-sims[j], j))[:k]
-        scores: dict[int, float] = {}
-        for j in order:
-            scores[int(train_y[j])] = scores.get(int(train_y[j]), 0.0) + math.exp(float(sims[j]) / temperature)
-        ranked = sorted(scores, key=lambda c: (-scores[c], c))[:top]
-        out[i, :len(ranked)] = ranked
-    return out
+@pytest.mark.parametrize("bad", [
+    {"features": ()}, {"feature": ("cls", "pixels")}, {"feature": ()}, {"ks": (0, 10)}, {"ks": ()},
+    {"temperature": 0.0}, {"val_fraction": 1.0}, {"heldout_fraction": 0.0}, {"weight_decays": (-1e-3,)},
+    {"weight_decays": ()}, {"knn": False, "linear": False},
+])
+def test_bad_options_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        EvalConfig(**{"features": ("out",), **bad})
 
 
-def labelled_root(root: Path, x: np.ndarray, y: np.ndarray, **kwargs) -> list[str]:
-    """A feature root whose keys follow the ImageFolder layout `c<label>/img<i>.jpg`."""
-    keys = [f"c{c:02d}/img{i:05d}.jpg" for i, c in enumerate(y)]
-    return write_feature_root(root, x.astype(np.float32), keys=keys, **kwargs)
+def test_defaults_are_the_dino_protocol_declared_by_the_modules_that_use_them():
+    cfg = EvalConfig(features=("out",))
+    assert cfg.ks is KS is knn.KS and KS == (10, 20, 100, 200) and cfg.temperature == knn.TEMPERATURE == 0.07
+    assert cfg.weight_decays is WEIGHT_DECAYS is linear.WEIGHT_DECAYS and cfg.max_iter == linear.MAX_ITER
+    assert cfg.labels == "folder" and cfg.feature == ("cls",) and (cfg.val_fraction, cfg.seed) == (0.2, 0)
 
 
-def write_labels_csv(path: Path, rows: list[tuple]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "label", "split"][:len(rows[0])])
-        w.writerows(rows)
-    return path
-
-
-def test_knn_equals_brute_force_with_ties_and_k_capped():
-    rng = np.random.default_rng(7)
-    train = clustered_vectors(150, 16, 6, spread=0.6, seed=1)
-    twins = [40, 90, 149, *range(100, 130)]
-    train[twins] = train[3]  # 33 exact duplicates of row 3, in all classes: ties broken by lower row
-    train_y = rng.integers(0, 7, len(train))
-    val = clustered_vectors(60, 16, 6, spread=0.6, seed=2)
-    val[:5] = train[3]  # queries whose nearest neighbours are the tied duplicates
-    ks = (1, 3, 10, 20, 200)  # 200 > 150 train rows: capped
-    preds = knn_predict(train, train_y, val, 7, ks, 0.07, batch_bytes=4 * 150 * 7)  # 7 queries per batch
-    whole = knn_predict(train, train_y, val, 7, ks, 0.07)
-    val_y = rng.integers(0, 7, len(val))
-    for k in ks:
-        ref = brute_knn(train, train_y, val, 7, min(k, 150), 0.07)
-        np.testing.assert_array_equal(preds[k], ref, err_msg=f"k={k}")
-        np.testing.assert_array_equal(whole[k], ref, err_msg=f"k={k} (one batch)")
-        hits = ref == val_y[:, None]
-        assert accuracy(preds[k], val_y) == (hits[:, 0].mean(), hits.any(1).mean())
-    # k=1: the first of the 34 tied copies (row 3) decides; k=20: rows 3, 40, 90, 100..116 vote equally
-    assert (preds[1][:5, 0] == train_y[3]).all()
-    votes = np.bincount(train_y[[3, 40, 90, *range(100, 117)]], minlength=7)
-    assert preds[20][0, 0] == np.flatnonzero(votes == votes.max())[0]
-    assert (preds[1][:, 1:] == -1).all()  # one neighbour, one voted class: the other slots are never hits
-
-
-def test_separable_features_reach_99_percent_with_both_methods(tmp_path):
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 8, 800)
-    centres = rng.normal(size=(8, 32))
-    x = centres[y] + 0.25 * rng.normal(size=(800, 32))
+def test_separable_features_reach_99_percent_with_both_methods(tmp_path, blobs, labelled_root):
+    x, y = blobs(800, 8, 32, noise=0.25, seed=0)
     labelled_root(tmp_path, x, y, per_shard=300)
     results = run_evaluate(EvalConfig(features=(str(tmp_path),), seed=0))
     run = results["runs"][0]
@@ -99,7 +60,42 @@ def test_separable_features_reach_99_percent_with_both_methods(tmp_path):
     assert saved["labels"]["val"] == expected_val and saved["labels"]["train"] == 800 - expected_val
 
 
-def test_random_labels_sit_at_chance(tmp_path):
+def test_results_json_lists_the_class_names_and_counts_them_apart(tmp_path, blobs, labelled_root, labels_csv):
+    names = ["emu", "cat", "dog"]
+    x, y = blobs(60, 3, 8, noise=0.3, seed=8)
+    keys = labelled_root(tmp_path, x, y, names=names, per_shard=25)
+    results = run_evaluate(EvalConfig(features=(str(tmp_path),), ks=(5,), linear=False))
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert saved["labels"]["classes"] == ["cat", "dog", "emu"]  # the names, sorted: class index = position
+    assert saved["labels"]["num_classes"] == 3 and saved["labels"]["source"] == "folder"
+    assert results["labels"]["classes"] == saved["labels"]["classes"]
+    assert format_results(saved).startswith(f"{saved['labels']['used']} images, 3 classes (folder):")
+    # a labels file: its names, not the folders'
+    labels = labels_csv(tmp_path / "labels.csv", [(k, ["north", "south"][i % 2]) for i, k in enumerate(keys)])
+    out = tmp_path / "by_file"
+    run_evaluate(EvalConfig(features=(str(tmp_path),), labels=str(labels), ks=(5,), linear=False, out=str(out)))
+    lab = json.loads((out / "results.json").read_text())["labels"]
+    assert lab["classes"] == ["north", "south"] and lab["num_classes"] == 2 and lab["source"] == str(labels)
+
+
+def test_knn_numbers_in_results_equal_brute_force_on_the_same_split(tmp_path, blobs, labelled_root, brute_knn):
+    x, y = blobs(150, 5, 12, noise=1.2, seed=9)  # overlapping classes: accuracies well below 1
+    labelled_root(tmp_path, x, y, per_shard=60)
+    ks = (1, 7, 200)
+    results = run_evaluate(EvalConfig(features=(str(tmp_path),), ks=ks, temperature=0.1, linear=False))
+    split, _ = resolve_split([open_features(tmp_path)], "folder", val_fraction=0.2, seed=0)
+    x32 = x.astype(np.float32)
+    unit = (x32 / np.linalg.norm(x32, axis=1, keepdims=True))[split.rows[0]]
+    train, val = unit[~split.is_val], unit[split.is_val]
+    by_k = results["runs"][0]["knn"]["by_k"]
+    for entry, k in zip(by_k, ks):
+        ref = brute_knn(train, split.y[~split.is_val], val, 5, min(k, len(train)), 0.1)
+        top1, top5 = accuracy(ref, split.y[split.is_val])
+        assert (entry["k"], entry["k_used"], entry["top1"], entry["top5"]) == (k, min(k, len(train)), top1, top5)
+    assert 0.3 < by_k[1]["top1"] < 0.95
+
+
+def test_random_labels_sit_at_chance(tmp_path, labelled_root):
     """Labels drawn independently of clustered features: neither method may beat (or trail) chance.
 
     1,000 val images, 10 balanced classes: top-1 hits ~ Binomial(1000, 0.1), sd 0.0095; ±0.04 is >4 sd (a
@@ -121,71 +117,7 @@ def test_random_labels_sit_at_chance(tmp_path):
     assert abs(run["linear"]["top5"] - 0.5) < 0.065, run["linear"]
 
 
-def test_unlabelled_keys_missing_features_and_single_image_class(tmp_path, caplog):
-    x = clustered_vectors(60, 16, 3, seed=4)
-    keys = [f"k{i:03d}" for i in range(60)]
-    write_feature_root(tmp_path, x, keys=keys, per_shard=25)
-    failures = pa.table({"key": ["gone1"], "shard": ["part-0000"], "index": pa.array([0], pa.int32()),
-                         "stage": ["decode"], "reason": ["UnidentifiedImageError"], "detail": [""]},
-                        schema=FAILURE_SCHEMA)
-    write_parquet_atomic(failures, tmp_path / "failures" / "part-0000.parquet")
-    rows = [(k, f"class{i % 3}") for i, k in enumerate(keys[:50])]  # k050..k059: features, no label
-    rows += [("k050", ""), ("gone1", "class0"), ("gone2", "class1")]  # empty label; labels, no features
-    rows += [("k051", "lonely")]  # a class with one image
-    labels = write_labels_csv(tmp_path / "labels.csv", rows)
-    cfg = EvalConfig(features=(str(tmp_path),), labels=str(labels), ks=(5,))
-    with caplog.at_level(logging.INFO, logger="pipeline.evaluate.run"):
-        split, report = resolve_split(cfg, [open_features(tmp_path)])
-    root = report["roots"][0]
-    assert root["keys_without_label"] == 9  # k050 (empty label) and k052..k059
-    assert root["labels_without_features"] == 2 and root["of_which_failed_extraction"] == 1
-    assert report["used"] == 51 and report["classes"] == 4 and report["single_image_classes"] == 1
-    lonely = split.keys.index("k051")
-    assert not split.is_val[lonely]  # kept in train
-    text = caplog.text
-    assert "9 of 60 keys have no label" in text and "2 labelled keys have no features (1 of them failed" in text
-    assert "1 classes have a single image: kept in train" in text
-    assert "1 rows without a key or label ignored" in text
-    assert split.rows[0].tolist() == [keys.index(k) for k in split.keys]  # rows found by key, not by order
-    run_evaluate(cfg)  # and the whole evaluation goes through
-
-
-def test_given_split_is_used_as_is_and_bad_values_are_refused(tmp_path):
-    x = clustered_vectors(40, 8, 2, seed=5)
-    sha1 = [bytes([i]) * 20 for i in range(40)]
-    sha1[4] = sha1[5]  # a val image (4) with a byte-identical train copy (5)
-    keys = write_feature_root(tmp_path, x, per_shard=40, sha1=sha1)
-    split_of = ["val" if i % 4 == 0 else "train" for i in range(40)]
-    table = pa.table({"key": keys, "label": [f"c{i % 2}" for i in range(40)], "split": split_of})
-    pq.write_table(table, tmp_path / "labels.parquet")
-    cfg = EvalConfig(features=(str(tmp_path),), labels=str(tmp_path / "labels.parquet"), val_fraction=0.5)
-    split, report = resolve_split(cfg, [open_features(tmp_path)])
-    assert split.mode == "given" and report["val"] == 10 and report["val_exact_copies_in_train"] == 1
-    assert report["majority_top1"] == 0.0  # train: 20 c1, 10 c0; val: all c0
-    assert {k for k, v in zip(split.keys, split.is_val) if v} == {k for k, s in zip(keys, split_of) if s == "val"}
-    bad = write_labels_csv(tmp_path / "bad.csv", [(keys[0], "c0", "train"), (keys[1], "c1", "test")])
-    with pytest.raises(ValueError, match="split 'test'"):
-        resolve_split(EvalConfig(features=(str(tmp_path),), labels=str(bad)), [open_features(tmp_path)])
-    clash = write_labels_csv(tmp_path / "clash.csv", [(keys[0], "c0"), (keys[0], "c1")])
-    with pytest.raises(ValueError, match="two labels"):
-        resolve_split(EvalConfig(features=(str(tmp_path),), labels=str(clash)), [open_features(tmp_path)])
-
-
-def test_stratified_split_is_seeded_per_class_and_keeps_singletons_in_train():
-    y = np.repeat(np.arange(5), [1, 2, 5, 10, 50])
-    classes = ("a", "b", "c", "d", "e")
-    v = stratified_val(y, classes, 0.2, seed=0)
-    assert [int(v[y == c].sum()) for c in range(5)] == [0, 0, 1, 2, 10]  # round(n·0.2), at most n-1
-    np.testing.assert_array_equal(v, stratified_val(y, classes, 0.2, seed=0))
-    assert not np.array_equal(v, stratified_val(y, classes, 0.2, seed=1))
-    assert [int(x.sum()) for x in np.split(stratified_val(y, classes, 0.9, 0), np.cumsum([1, 2, 5, 10]))] == \
-        [0, 1, 4, 9, 45]
-    # another class added: the existing classes keep their split
-    y2, classes2 = np.concatenate([y, [5] * 7]), classes + ("f",)
-    np.testing.assert_array_equal(stratified_val(y2, classes2, 0.2, seed=0)[:len(y)], v)
-
-
-def test_webdataset_features_need_a_labels_file(tmp_path, capsys):
+def test_webdataset_features_need_a_labels_file(tmp_path, capsys, labels_csv):
     x = clustered_vectors(20, 8, 2, seed=6)
     keys = write_feature_root(tmp_path, x)
     write_json_atomic({"provenance": {}, "config": {"shards": ["train-000000.tar"], "images": None}},
@@ -195,17 +127,14 @@ def test_webdataset_features_need_a_labels_file(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cls" in err and "labels file" in err
-    labels = write_labels_csv(tmp_path / "l.csv", [(k, f"c{i % 2}") for i, k in enumerate(keys)])
+    labels = labels_csv(tmp_path / "l.csv", [(k, f"c{i % 2}") for i, k in enumerate(keys)])
     results = run_evaluate(EvalConfig(features=(str(tmp_path),), labels=str(labels), ks=(3,), linear=False))
-    assert results["labels"]["used"] == 20
+    assert results["labels"]["used"] == 20 and results["labels"]["classes"] == ["c0", "c1"]
 
 
-def test_compare_puts_feature_sets_side_by_side_on_one_split(tmp_path, capsys):
-    rng = np.random.default_rng(2)
-    y = rng.integers(0, 4, 200)
-    centres = rng.normal(size=(4, 16))
-    x = centres[y] + 0.8 * rng.normal(size=(200, 16))
-    noisy = x + 0.5 * rng.normal(size=x.shape)
+def test_compare_puts_feature_sets_side_by_side_on_one_split(tmp_path, capsys, blobs, labelled_root):
+    x, y = blobs(200, 4, 16, noise=0.8, seed=2)
+    noisy = x + 0.5 * np.random.default_rng(3).normal(size=x.shape)
     a, b = tmp_path / "a", tmp_path / "b"
     labelled_root(a, x, y, per_shard=80)
     prov_b = {"model": "test", "weights": {"source": "file", "sha256": "ab" * 32, "path": None},
@@ -227,6 +156,7 @@ def test_compare_puts_feature_sets_side_by_side_on_one_split(tmp_path, capsys):
     fps = {r["provenance"]["fingerprint"] for r in saved["runs"]}
     assert len(fps) == 2
     assert saved["labels"]["roots"][1]["labels_without_features"] == 3 and saved["labels"]["used"] == 197
+    assert saved["labels"]["classes"] == ["c00", "c01", "c02", "c03"]
     assert keys[0] not in json.dumps(saved)  # the split is over common keys; b lacks keys[0]
     # evaluated alone, a and b see different images: their protocol fingerprints say so
     alone_a = run_evaluate(EvalConfig(features=(str(a),), ks=(10,), linear=False, out=str(tmp_path / "ea")))
@@ -297,7 +227,8 @@ def test_real_photos_imagefolder_tree_end_to_end(tmp_path, capsys):
         print(printed)
     saved = json.loads((out / "eval" / "results.json").read_text())
     lab = saved["labels"]
-    assert lab["used"] == stats.images and lab["classes"] == len(n_by_class)
+    assert lab["used"] == stats.images and lab["num_classes"] == len(n_by_class)
+    assert lab["classes"] == sorted(n_by_class)
     assert lab["single_image_classes"] == singles and lab["train"] + lab["val"] == lab["used"]
     for run in saved["runs"]:
         assert run["provenance"]["weights"]["source"] == "random" and "random weights" in run["note"]
