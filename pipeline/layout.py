@@ -251,6 +251,7 @@ class OutputRoot:
             "rows": sum(m["rows"] for m in markers),
             "failures": sum(m["failures"] for m in markers),
             "failures_by_reason": dict(sorted(reasons.items())),
+            "damaged": sum(1 for m in markers if m.get("damage")),
             "damaged_shards": {m["shard"]: m["damage"] for m in markers if m.get("damage")},
             "last_run": run,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -23,8 +23,12 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20, max_points_per
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     k = max(1, min(k, len(x)))
+    # min_points_per_centroid=1: Faiss would print its own warning to stderr below 39 points per cluster
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
-                      max_points_per_centroid=max_points_per_centroid)
+                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+    if len(x) < 39 * k:
+        log.info("k-means: %d points for %d clusters (%.1f each; Faiss suggests 39): clusters are coarse",
+                 len(x), k, len(x) / k)
     init = plus_plus_seeds(x, k, seed) if 1 < k <= PLUS_PLUS_MAX_K else None
     km.train(x, init_centroids=init)
     return km.centroids, assign(x, km.centroids)

@@ -81,10 +81,12 @@ def run_export(cfg: ExportConfig) -> dict:
     for shard, index, key in wanted:
         by_shard.setdefault(shard, {})[index] = key
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    OutputRoot(out).prepare()  # a file in the way, or no write permission: one clear error
     writer = _Writer(out, cfg.prefix, cfg.shard_size)
     not_found: list[str] = []
     rejected: list[dict] = []
+    renamed: list[dict] = []
+    written_keys: dict[str, int] = {}  # key → how many later samples were renamed away from it
     with tqdm(total=len(wanted), unit="sample", disable=not cfg.progress, desc="export") as bar:
         for shard_id in sorted(by_shard):
             want = by_shard[shard_id]
@@ -98,20 +100,38 @@ def run_export(cfg: ExportConfig) -> dict:
                 seen.add(index)
                 if sample.get("__key__") != want[index]:
                     not_found.append(f"{want[index]} ({shard_id}#{index}: found {sample.get('__key__')!r})")
+                    bar.update(1)
                     continue
                 record = _to_record(sample, shard)
+                key = record["__key__"]
+                if key in written_keys:  # two source shards with one key: webdataset would merge them
+                    written_keys[key] += 1
+                    new = f"{key}__{written_keys[key]}"
+                    while new in written_keys:
+                        written_keys[key] += 1
+                        new = f"{key}__{written_keys[key]}"
+                    renamed.append({"key": key, "new_key": new, "shard": shard_id, "index": index})
+                    record["__key__"] = key = new
+                written_keys.setdefault(key, 0)
                 bad = [m for m in _member_names(record) if unsafe_name(m)]
                 if bad:
                     rejected.append({"key": want[index], "shard": shard_id, "members": bad,
                                      "reason": unsafe_name(bad[0])})
                     log.error("rejected %s: unsafe member name %r", want[index], bad[0])
+                    bar.update(1)
                     continue
                 writer.write(record)
                 bar.update(1)
-            not_found += [f"{k} ({shard_id}#{i})" for i, k in want.items() if i not in seen]
+            missed = [f"{k} ({shard_id}#{i})" for i, k in want.items() if i not in seen]
+            not_found += missed
+            bar.update(len(missed))
     manifest = writer.close()
+    if renamed:
+        log.warning("export: %d samples share their key with an earlier one (e.g. %s from %s): renamed to %s..., "
+                    "listed under 'renamed' in manifest.json", len(renamed), renamed[0]["key"], renamed[0]["shard"],
+                    renamed[0]["new_key"])
     manifest.update({"selection": str(Path(cfg.selection).resolve()), "source": str(root.resolve()),
-                     "selected": len(wanted), "rejected": rejected, "not_found": not_found})
+                     "selected": len(wanted), "rejected": rejected, "not_found": not_found, "renamed": renamed})
     write_json_atomic(manifest, out / "manifest.json")
     if not_found:
         raise SelectionError(f"{len(not_found)} selected samples are not in their source shards (changed since "

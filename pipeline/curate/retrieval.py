@@ -11,11 +11,12 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.curate.cluster import assign, balanced_sample, hierarchical_kmeans, kmeans
 from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 from pipeline.index.build import IndexConfig, find_or_build_index, search
 from pipeline.layout import OutputRoot, write_summary
+from pipeline.provenance import is_random
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -125,12 +126,23 @@ def run_curate(cfg: CurateConfig) -> dict:
     """Write `curate/selected.parquet` (one row per selected pool image) and `curate/summary.json`."""
     t0 = time.perf_counter()
     pool = open_features(cfg.pool)
+    if pool.count == 0:
+        raise InputError(f"the pool {cfg.pool} holds no features (every image failed? see its failures/): "
+                         f"nothing to curate")
     out = Path(cfg.out or OutputRoot(cfg.pool).curate_dir)
     meta = read_meta(pool, ("key", "shard", "index"))
     vectors = read_matrix(pool, cfg.feature)
     rng = np.random.default_rng(cfg.seed)
     rows: dict[int, dict] = {}
-    summary: dict = {"pool": pool.count, "sources": {}, "config": asdict(cfg)}
+    summary: dict = {"pool": pool.count, "sources": {}, "config": asdict(cfg), "notes": []}
+    if is_random(pool.provenance):
+        summary["notes"].append("features from random weights: neighbours and clusters mean nothing; this run "
+                                "tests the pipeline, it does not curate")
+    if cfg.balanced is not None and cfg.balanced >= pool.count:
+        summary["notes"].append(f"--balanced {cfg.balanced} asks for at least the whole pool ({pool.count} "
+                                f"images): every image is selected")
+    for note in summary["notes"]:
+        log.warning("curate: %s", note)
     if cfg.balanced is not None:
         ks = balanced_levels(pool.count, cfg.levels)
         labels = hierarchical_kmeans(vectors, ks, seed=cfg.seed)
@@ -148,6 +160,8 @@ def run_curate(cfg: CurateConfig) -> dict:
     for name, root in cfg.queries:
         seeds = open_features(root)
         check_same_provenance(pool, seeds)
+        if seeds.count == 0:
+            raise InputError(f"seed set {name} ({root}) holds no features (every image failed?)")
         q_vectors = read_matrix(seeds, cfg.feature)
         q_keys = read_meta(seeds, ("key",)).column("key").to_pylist()
         mode, why = choose_mode(cfg, len(q_keys))

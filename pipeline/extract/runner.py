@@ -32,6 +32,7 @@ class ExtractStats:
     skipped: int = 0  # already done before this run
     written: int = 0
     failed: list[str] = field(default_factory=list)  # shards left undone (unreadable)
+    damaged: list[str] = field(default_factory=list)  # done, but cut off or broken inside (DamagedShard rows)
     images: int = 0
     failures: int = 0
     seconds: float = 0.0
@@ -41,8 +42,9 @@ class ExtractStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
+        damaged = f", {len(self.damaged)} damaged (kept up to the damage)" if self.damaged else ""
         return (f"{self.images} images, {self.failures} failures, {self.images_per_second:.1f} images/s, "
-                f"{self.seconds:.1f} s wall; shards: {self.written} written, {self.skipped} already done, "
+                f"{self.seconds:.1f} s wall; shards: {self.written} written{damaged}, {self.skipped} already done, "
                 f"{len(self.failed)} failed")
 
 
@@ -131,7 +133,8 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
                              cfg.image_key)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps")
-    folder_total = sum(len(s.files) for s in todo) if todo[0].url is None else None
+    sizes = {s.id: len(s.files) for s in todo if s.url is None}
+    folder_total = sum(sizes.values()) if todo[0].url is None else None
     bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
                disable=not cfg.progress, desc=f"extract r{cfg.rank}")
     buffers: dict[str, ShardBuffer] = {}
@@ -156,9 +159,16 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             for end in batch.ended:
                 buffer = buffers.pop(end.shard, ShardBuffer())
                 stats.failures += len(end.failures)
+                if folder_total:  # the bar counts every sample, failed ones and unread ones included
+                    unread = sizes[end.shard] - end.samples if end.error is not None else 0
+                    bar.update(len(end.failures) + unread)
                 if end.error is not None:
                     stats.failed.append(end.shard)
+                    if not folder_total:
+                        bar.update(1)
                     continue
+                if end.damage:
+                    stats.damaged.append(end.shard)
                 pending.append(writer.submit(_write_shard, store, schema, end, buffer, provenance,
                                              digests[end.shard]))
                 stats.written += 1
@@ -168,7 +178,8 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                     _check_writes(pending, wait=True)
                     raise RuntimeError(f"crash_after_shards={cfg.crash_after_shards}: crashing on purpose")
             elapsed = time.perf_counter() - start
-            bar.set_postfix(img_s=f"{stats.images / elapsed:.1f}" if elapsed else "-", fail=stats.failures)
+            bar.set_postfix(img_s=f"{stats.images / elapsed:.1f}" if elapsed else "-", fail=stats.failures,
+                            **({"damaged": len(stats.damaged)} if stats.damaged else {}))
         _check_writes(pending, wait=True)
     bar.close()
     if buffers:  # every image belongs to a shard whose end was seen; anything left is a bug

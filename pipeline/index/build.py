@@ -174,9 +174,11 @@ def seed_clustering(index: faiss.Index, seed: int) -> None:
     if ivf is not None:
         ivf.cp.seed = seed
         ivf.cp.niter = 10
+        ivf.cp.min_points_per_centroid = 1  # no stderr warning from Faiss on small samples (logged by us)
     pq = getattr(faiss.downcast_index(ivf) if ivf is not None else None, "pq", None)
     if pq is not None:
         pq.cp.seed = seed
+        pq.cp.min_points_per_centroid = 1
 
 
 def run_index(cfg: IndexConfig) -> dict:

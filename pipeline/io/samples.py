@@ -56,8 +56,10 @@ def iter_tar(shard: Shard, end: ShardEnd) -> Iterator[dict]:
 
     def record(exn: Exception) -> bool:
         if isinstance(exn, PERMANENT_TAR_ERRORS):
-            end.damage = f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"[:500]
-            log.warning("shard %s is damaged: %s", shard.id, end.damage)
+            if end.damage is None:  # the tar reader and the grouping both report one cut: say it once
+                detail = str(exn.args[0] if exn.args else exn).split(" @ <", 1)[0]  # drop the stream's repr
+                end.damage = f"{type(exn).__name__}: {detail}"[:500]
+                log.warning("shard %s is damaged: %s", shard.id, end.damage)
             return True
         raise exn
 

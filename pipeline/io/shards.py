@@ -57,7 +57,9 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
 
     Each spec (several may share one string, split at white space, except a `pipe:` command) is a brace pattern (`train-{000000..000099}.tar`), a glob, a text file with one spec per
     line, a local path, or a URL (`s3://`, `gs://`, `https://`, `pipe:cmd`). Brace patterns are expanded
-    for URLs too; globs only for local paths. Missing local files are an error naming them.
+    for URLs too; globs only for local paths. A listed local shard that does not exist stays in the list: it
+    fails when read, is left undone, the others go on and the job exits 1 (a rerun retries it). When none
+    of the shards exists, that is a mistake in the spec: an error naming them.
     """
     if isinstance(specs, str):
         specs = [specs]
@@ -68,6 +70,13 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
             out.extend(_expand_one(part))
     if not out:
         raise InputError(f"no shards found for {list(specs)}")
+    missing = [s for s in out if not is_url(s) and not os.path.isfile(s)]
+    if missing and len(missing) == len(out):
+        raise MissingInputError(f"shard {missing[0]!r} does not exist" if len(missing) == 1 else
+                                f"none of the {len(out)} shards exists (e.g. {missing[0]!r})")
+    if missing:
+        log.warning("%d of %d shards do not exist (e.g. %s): they will be left undone and the job exits 1; "
+                    "rerun once they are there", len(missing), len(out), missing[0])
     return out
 
 
@@ -88,7 +97,7 @@ def _expand_one(spec: str) -> list[str]:
                 raise MissingInputError(f"no shard matches {pattern!r}")
             found.extend(matches)
         else:
-            raise MissingInputError(f"shard {pattern!r} does not exist")
+            found.append(pattern)  # missing: kept, see expand_shards
     return found
 
 
@@ -136,7 +145,8 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
 
     A file is an image when Pillow knows its extension or, failing that, recognises its header (JPEG
     bytes behind an `.svg` name count). Files Pillow knows by name but cannot decode stay in the list:
-    they become failure rows, never silent losses. Hidden files and folders are ignored.
+    they become failure rows, never silent losses. Hidden files and folders (names starting with `.`: macOS
+    `._name` resource forks, `.thumbnails` caches, `.git`) are left out and counted in the log.
     """
     root = Path(root)
     if not root.is_dir():
@@ -144,10 +154,13 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     Image.init()
     known = {ext.lower() for ext in Image.registered_extensions()} - _NOT_PHOTOS
     images, skipped = [], []
+    hidden_files = hidden_dirs = 0
     for dirpath, dirnames, filenames in os.walk(root):
+        hidden_dirs += sum(d.startswith(".") for d in dirnames)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith("."):
+                hidden_files += 1
                 continue
             path = Path(dirpath, name)
             rel = path.relative_to(root).as_posix()
@@ -155,6 +168,9 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
                 images.append(rel)
             else:
                 skipped.append(rel)
+    if hidden_files or hidden_dirs:
+        log.info("%s: left out %d hidden files and %d hidden folders (names starting with '.')", root,
+                 hidden_files, hidden_dirs)
     return sorted(images), sorted(skipped)
 
 
@@ -185,7 +201,12 @@ def create_folder_shards(root: str, chunk: int) -> list[Shard]:
 
 
 def _stamp(path: str) -> str:
-    st = os.stat(path)
+    """Size and mtime: a chunk whose files change is redone. A file gone (or a dangling link) since the
+    listing stamps as missing; reading it then gives its failure row."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"missing:{type(exc).__name__}"
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
