@@ -11,7 +11,9 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.installed
 
-OUT ?= out
+OUT ?=
+# ARGS='--help' (or -h) shows a stage's options without its required variables
+HELP := $(filter --help -h,$(ARGS))
 SHARDS ?=
 EXECUTOR ?=
 IMAGES ?=
@@ -64,51 +66,51 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
 
 demo: $(STAMP)
-	$(PY) -m jobs.demo --out $(if $(filter-out out,$(OUT)),$(OUT),demo_out) $(ARGS)
+	$(PY) -m jobs.demo --out '$(or $(OUT),demo_out)' $(ARGS)
 
 extract: $(STAMP)
-	@test -n "$(SHARDS)$(IMAGES)" || { echo "usage: make extract SHARDS='data/train-{000000..000009}.tar' OUT=out [ARGS='...']  (or IMAGES=DIR)"; exit 2; }
-	$(PY) -m jobs.extract $(if $(SHARDS),--shards '$(SHARDS)') $(if $(IMAGES),--images '$(IMAGES)') --out $(OUT) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS)
+	@test -n "$(HELP)" -o -n "$(SHARDS)$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make extract SHARDS='data/train-{000000..000009}.tar' OUT=out/train [ARGS='...']  (or IMAGES=DIR; ARGS=--help lists the options)"; exit 2; }
+	$(PY) -m jobs.extract $(if $(HELP),--help,$(if $(SHARDS),--shards '$(SHARDS)') $(if $(IMAGES),--images '$(IMAGES)') --out '$(OUT)' $(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS))
 
 pack: $(STAMP)
-	@test -n "$(IMAGES)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
-	$(PY) -m jobs.pack --images '$(IMAGES)' --out $(OUT) $(ARGS)
+	@test -n "$(HELP)" -o -n "$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
+	$(PY) -m jobs.pack $(if $(HELP),--help,--images '$(IMAGES)' --out '$(OUT)' $(ARGS))
 
 index: $(STAMP)
-	@test -n "$(FEATURES)" || { echo "usage: make index FEATURES=out/train [ARGS='--factory IVF4096,PQ32x4fs']"; exit 2; }
-	$(PY) -m jobs.index --features '$(FEATURES)' $(ARGS)
+	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make index FEATURES=out/train [ARGS='--factory IVF4096,PQ32x4fs']"; exit 2; }
+	$(PY) -m jobs.index $(if $(HELP),--help,--features '$(FEATURES)' $(ARGS))
 
 search: $(STAMP)
-	@test -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
-	$(PY) -m jobs.search --index '$(INDEX)' --query '$(QUERY)' --k $(K) $(ARGS)
+	@test -n "$(HELP)" -o -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
+	$(PY) -m jobs.search $(if $(HELP),--help,--index '$(INDEX)' --query '$(QUERY)' --k $(K) $(ARGS))
 
 knn: $(STAMP)
-	@test -n "$(FEATURES)" || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
-	$(PY) -m jobs.knn --features '$(FEATURES)' $(ARGS)
+	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
+	$(PY) -m jobs.knn $(if $(HELP),--help,--features '$(FEATURES)' $(ARGS))
 
 dedup: $(STAMP)
-	@test -n "$(FEATURES)$(IMAGES)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
-	$(PY) -m jobs.dedup $(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)' --out '$(OUT)') $(ARGS)
+	@test -n "$(HELP)$(FEATURES)" -o -n "$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
+	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)' --out '$(OUT)') $(ARGS))
 
 curate: $(STAMP)
-	@test -n "$(POOL)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'"; exit 2; }
-	$(PY) -m jobs.curate --pool '$(POOL)' $(if $(QUERIES),--queries '$(QUERIES)') $(ARGS)
+	@test -n "$(HELP)$(POOL)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'"; exit 2; }
+	$(PY) -m jobs.curate $(if $(HELP),--help,--pool '$(POOL)' $(if $(QUERIES),--queries '$(QUERIES)') $(ARGS))
 
 export: $(STAMP)
-	@test -n "$(SELECTION)" || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }
-	$(PY) -m jobs.export --selection '$(SELECTION)' --out '$(OUT)' $(ARGS)
+	@test -n "$(HELP)" -o -n "$(SELECTION)" -a -n "$(OUT)" || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }
+	$(PY) -m jobs.export $(if $(HELP),--help,--selection '$(SELECTION)' --out '$(OUT)' $(ARGS))
 
 evaluate: $(STAMP)
-	@test -n "$(FEATURES)$(COMPARE)" || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
-	$(PY) -m jobs.evaluate $(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)') $(ARGS)
+	@test -n "$(HELP)$(FEATURES)$(COMPARE)" || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
+	$(PY) -m jobs.evaluate $(if $(HELP),--help,$(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)') $(ARGS))
 
 report: $(STAMP)
-	@test -d "$(OUT)" || { echo "usage: make report OUT=out/train [SEARCH=neighbours.parquet] [ARGS='--groups-per-page 50']"; exit 2; }
-	$(PY) -m jobs.report --out '$(OUT)' $(if $(SEARCH),--search '$(SEARCH)') $(ARGS)
+	@test -n "$(HELP)" -o -n "$(OUT)" -a -d "$(OUT)" || { echo "usage: make report OUT=out/train [SEARCH=neighbours.parquet] [ARGS='--groups-per-page 50']"; exit 2; }
+	$(PY) -m jobs.report $(if $(HELP),--help,--out '$(OUT)' $(if $(SEARCH),--search '$(SEARCH)') $(ARGS))
 
 pca: $(STAMP)
-	@test -n "$(IMAGES)" || { echo "usage: make pca IMAGES=DIR [OUT=pca_out] [ARGS='--weights PATH --resolution 448']"; exit 2; }
-	$(PY) -m jobs.pca --images '$(IMAGES)' --out $(if $(filter-out out,$(OUT)),$(OUT),pca_out) $(ARGS)
+	@test -n "$(HELP)$(IMAGES)" || { echo "usage: make pca IMAGES=DIR [OUT=pca_out] [ARGS='--weights PATH --resolution 448']"; exit 2; }
+	$(PY) -m jobs.pca $(if $(HELP),--help,--images '$(IMAGES)' --out '$(or $(OUT),pca_out)' $(ARGS))
 
 bench: $(STAMP)
 	$(PY) -m jobs.bench $(ARGS)
