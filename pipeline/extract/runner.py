@@ -141,6 +141,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     digests = {s.id: s.digest for s in todo}
     pending: list[Future] = []
     start = time.perf_counter()
+    started_unix = time.time()  # recorded in each marker: the report's throughput starts here
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         for batch in loader:
             _check_writes(pending)
@@ -170,7 +171,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                 if end.damage:
                     stats.damaged.append(end.shard)
                 pending.append(writer.submit(_write_shard, store, schema, end, buffer, provenance,
-                                             digests[end.shard]))
+                                             digests[end.shard], started_unix))
                 stats.written += 1
                 if not folder_total:
                     bar.update(1)
@@ -197,7 +198,7 @@ def _feature_widths(backbone: Backbone, cfg: ExtractConfig) -> dict[str, int]:
 
 
 def _write_shard(store: OutputRoot, schema: pa.Schema, end: ShardEnd, buffer: ShardBuffer,
-                 provenance: dict, digest: str | None) -> None:
+                 provenance: dict, digest: str | None, run_started: float | None = None) -> None:
     table = buffer.table(schema)
     failures = list(end.failures)
     if table.num_rows + len(failures) != end.samples:
@@ -217,6 +218,7 @@ def _write_shard(store: OutputRoot, schema: pa.Schema, end: ShardEnd, buffer: Sh
         "damage": end.damage,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished_unix": time.time(),
+        "run_started_unix": run_started,
     }
     store.write_shard(end.shard, table, pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), marker)
 

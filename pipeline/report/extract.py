@@ -44,14 +44,19 @@ def extract_section(rep: Report, root: OutputRoot) -> None:
     if last.get("images_per_second"):
         facts.append(("images/s (last run)", round(float(last["images_per_second"]), 2)))
     page.add(facts_html((k, v) for k, v in facts if str(v).strip()))
-    timed = [(m, _parse_time(m.get("finished"))) for m in markers]
+    timed = [(m, _finish_time(m)) for m in markers]
     timed = [(m, t) for m, t in timed if t is not None]
-    span = (max(t for _, t in timed) - min(t for _, t in timed)).total_seconds() if timed else 0.0
+    starts = [m["run_started_unix"] for m, _ in timed if m.get("run_started_unix")]
+    start = datetime.fromtimestamp(min(starts)).astimezone() if starts else None
+    first = start or (min(t for _, t in timed) if timed else None)
+    span = (max(t for _, t in timed) - first).total_seconds() if timed else 0.0
     if span > 0:
-        plot_throughput([t for _, t in timed], [m.get("rows", 0) for m, _ in timed], rep.folder / "throughput.png")
+        plot_throughput([t for _, t in timed], [m.get("rows", 0) for m, _ in timed], rep.folder / "throughput.png",
+                        start)
+        since = "the run's start" if start else "the first shard's end (the run's start is not recorded)"
         page.add('<div class="plots"><figure class="plot"><img src="throughput.png" alt="throughput over time">'
-                 f"<figcaption>{plural(len(timed), 'shard')} finished over {span:.0f} s (marker finish times, 1 s "
-                 "resolution; time before the first shard finished is not seen).</figcaption></figure></div>")
+                 f"<figcaption>{plural(len(timed), 'shard')} finished over {span:.0f} s since {since} "
+                 "(marker finish times).</figcaption></figure></div>")
     elif timed:
         page.add(f"<p>{plural(len(timed), 'shard')} finished within one second: no throughput curve.</p>")
     page.add("<h3>Failures by reason</h3>")
@@ -70,9 +75,12 @@ def extract_section(rep: Report, root: OutputRoot) -> None:
     page.add("</section>")
 
 
-def _parse_time(text: str | None) -> datetime | None:
+def _finish_time(marker: dict) -> datetime | None:
+    """When a shard was written: the exact unix time, else the 1 s text stamp of older markers."""
+    if marker.get("finished_unix"):
+        return datetime.fromtimestamp(float(marker["finished_unix"])).astimezone()
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z") if text else None
+        return datetime.strptime(marker["finished"], "%Y-%m-%dT%H:%M:%S%z") if marker.get("finished") else None
     except ValueError:
         return None
 

@@ -63,21 +63,25 @@ def plot_component_sizes(sizes: dict[int, int], path: Path) -> None:
     fig.savefig(path)
 
 
-def plot_throughput(times: list[datetime], rows: list[int], path: Path) -> None:
-    """Cumulative rows and rows/s over time, from the done markers' finish times (1 s resolution)."""
+def plot_throughput(times: list[datetime], rows: list[int], path: Path, start: datetime | None = None) -> None:
+    """Cumulative rows and rows/s over time, from the done markers' finish times, counted from the run's
+    `start` when it is known (else from the first shard's end, whose own rows are then left out of the rate)."""
     order = np.argsort(np.array([t.timestamp() for t in times]))
     t = np.array([times[i].timestamp() for i in order])
     r = np.cumsum([rows[i] for i in order])
-    elapsed = t - t[0]
+    origin = start.timestamp() if start is not None else t[0]
+    elapsed = t - origin
     fig = _figure(5.6, 3.0)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.step(elapsed, r, where="post", color="#1565c0")
+    ax1.step(np.concatenate([[0.0], elapsed]) if start is not None else elapsed,
+             np.concatenate([[0], r]) if start is not None else r, where="post", color="#1565c0")
     ax1.set_xlabel("seconds")
-    ax1.set_title(f"from {times[order[0]].isoformat(sep=' ')}", fontsize=8)
+    ax1.set_title(f"from {(start or times[order[0]]).isoformat(sep=' ', timespec='seconds')}", fontsize=8)
     ax1.set_ylabel("images written (cumulative)")
-    if len(t) > 1 and t[-1] > t[0]:  # the first shard's rows are left out: when it started is not known
-        edges = np.linspace(0, elapsed[-1], min(30, len(t) - 1) + 1)
-        counts, _ = np.histogram(elapsed[1:], bins=edges, weights=[rows[i] for i in order[1:]])
+    counted = slice(0, None) if start is not None else slice(1, None)
+    if len(elapsed[counted]) and elapsed[-1] > 0:
+        edges = np.linspace(0, elapsed[-1], min(30, max(1, len(elapsed[counted]))) + 1)
+        counts, _ = np.histogram(elapsed[counted], bins=edges, weights=[rows[i] for i in order[counted]])
         ax2.bar(edges[:-1], counts / np.diff(edges), width=np.diff(edges), align="edge", color="#2e7d32")
     ax2.set_xlabel("seconds")
     ax2.set_ylabel("images/s (by shard finish time)")
