@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,6 +11,8 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.errors import InputError
 
 
 def _read_umask() -> int:
@@ -22,21 +25,47 @@ _UMASK = _read_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
-    """`write(tmp_path)` to a temporary file beside `path`, fsync, then rename over `path`."""
+    """`write(tmp_path)` to a temporary file beside `path`, fsync, then rename over `path`.
+
+    Where the file system says no (a file where a folder should be, read-only, permissions, disk full), the
+    error is one line for the user naming the path; the temporary file never stays behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.errno in _ENVIRONMENT:
+            fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose another output location"
+            raise InputError(f"cannot write {path}: {exc.strerror} ({_where(path)}); {fix}") from exc
         raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+# what the file system answers when the user's output location cannot be written
+_ENVIRONMENT = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                errno.EDQUOT}
+
+
+def _where(path: Path) -> str:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return f"{parent} is a file" if parent.is_file() and parent != path else f"under {parent}"
+    return "no existing folder above it"
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:

@@ -134,3 +134,18 @@ def test_lock_files_record_no_holder_after_a_clean_exit(tmp_path):
     lock = tmp_path / "out" / "_locks" / "rank-0.lock"
     assert lock.exists() and lock.read_text() == ""
     time.sleep(0)
+
+
+def test_every_writer_says_in_one_line_when_the_location_cannot_be_written(tmp_path):
+    from pipeline.index.build import IndexConfig, build_index
+    from pipeline.io.files import write_json_atomic
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match=r"cannot write .*afile/index/index.faiss: .*afile is a file\); choose"):
+        shards, _ = write_shards(tmp_path / "s", 1, 2)
+        run_extract(tiny_config(tmp_path / "out", shards=tuple(shards)))
+        build_index(IndexConfig(features=str(tmp_path / "out"), out=str(tmp_path / "afile" / "index"),
+                                progress=False))
+    with pytest.raises(InputError, match="afile is a file"):
+        write_json_atomic({}, tmp_path / "afile" / "x.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "out", "s"]  # no temporary left behind
