@@ -1,1 +1,1 @@
-"""Thin command-line entry points: `python -m jobs.<stage>`."""
+"""Thin command-line entry points: `dinocurate <stage>` or `python -m jobs.<stage>` (argv → config → library)."""

@@ -1,10 +1,19 @@
-"""Shared by the job entry points: logging set-up, and user errors as one line (exit 2), bugs as tracebacks."""
+"""Shared by the job entry points: their parsers, logging set-up, and user errors as one line (exit 2).
+
+A job module holds a docstring (its description; the part after `: ` is its one-line summary), an optional
+`EPILOG`, `add_arguments(parser)` and `run(args) -> exit code`; `python -m jobs.<stage>` and
+`dinocurate <stage>` build the same parser from them. Job modules import the library inside those functions,
+so that `dinocurate --help` does not load torch.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
+from types import ModuleType
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -32,3 +41,30 @@ def run_job(main: Callable[[], int], log_level: str = "INFO") -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)
+
+
+def summary(job: ModuleType) -> str:
+    """The job's one line for `dinocurate --help`: its docstring's first line, after the command."""
+    return job.__doc__.strip().splitlines()[0].partition(": ")[2]
+
+
+def parser_settings(job: ModuleType) -> dict:
+    """What `python -m jobs.<stage> --help` and `dinocurate <stage> --help` share besides the options."""
+    return {"description": job.__doc__.strip(), "epilog": getattr(job, "EPILOG", None),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def build_parser(job: ModuleType, prog: str | None = None) -> argparse.ArgumentParser:
+    """The job's parser; `prog` defaults to `python -m jobs.<stage>`."""
+    parser = argparse.ArgumentParser(prog=prog or f"python -m {job.__name__}", **parser_settings(job))
+    job.add_arguments(parser)
+    return parser
+
+
+def run_command(name: str, argv: list[str] | None = None) -> None:
+    """`python -m jobs.<stage>`: parse, run, exit with the job's code (2 for a user error). `name` is the job
+    module's `__spec__.name`, which stays `jobs.<stage>` when it runs as `__main__` (then it is imported once
+    more under that name: job modules are light)."""
+    job = importlib.import_module(name)
+    args = build_parser(job).parse_args(argv)
+    run_job(lambda: job.run(args), args.log_level)

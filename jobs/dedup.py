@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from jobs._cli import run_job
+from jobs._args import add_model_args, add_running_args, config_from, default, option
+from jobs._cli import run_command
 
 EPILOG = """examples:
   python -m jobs.dedup --images ~/Pictures --out out/pictures      # extract (cached), index, dedup, duplicates.csv
@@ -18,82 +18,82 @@ writes OUT/dedup/{groups.parquet, summary.json} (+ OUT/duplicates.csv for --imag
 model, look at the nearest-neighbour similarities of known copies vs distinct images (make report) and pick
 a value between them. Features from random weights turn the embedding stage off (exact + perceptual only)."""
 
+# Where `--images` is extracted when no --out is given (a job-level choice: the library always takes an OUT).
+IMAGES_OUT = "out"
 
-def main(argv: list[str] | None = None) -> None:
-    from pipeline.extract.config import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="python -m jobs.dedup", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_argument_group("input (exactly one)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.dedup.config import DedupConfig
+    from pipeline.extract.config import ExtractConfig
+    from pipeline.io.features import FEATURE_CHOICES
+
+    src = p.add_argument_group("input (exactly one)").add_mutually_exclusive_group(required=True)
     src.add_argument("--features", metavar="OUT", help="an extract output root")
     src.add_argument("--images", metavar="DIR", help="an image folder: extracted into --out first (resumable)")
-    p.add_argument("--out", default=None, help="output root for --images (default: out)")
+    p.add_argument("--out", dest="root", default=IMAGES_OUT, help="output root for --images (default: %(default)s)")
     d = p.add_argument_group("dedup")
-    d.add_argument("--threshold", type=float, default=0.6, help="cosine above which two images are copies "
-                                                                  "(default: %(default)s, model-dependent)")
-    d.add_argument("--k", type=int, default=64, help="neighbours per image checked (default: %(default)s)")
-    d.add_argument("--phash-distance", type=int, default=8,
-                   help="pHash Hamming distance at most this is a copy, mirror-aware (default: %(default)s)")
-    d.add_argument("--feature", default="cls", choices=["cls", "patch_mean", "concat"])
-    d.add_argument("--embedding", dest="embedding", action="store_true", default=None,
+    option(d, DedupConfig, "threshold", "cosine above which two images are copies (default: %(default)s, "
+                                        "model-dependent)")
+    option(d, DedupConfig, "k", "neighbours per image checked (default: %(default)s)")
+    option(d, DedupConfig, "phash_distance", "pHash Hamming distance at most this is a copy, mirror-aware "
+                                             "(default: %(default)s)")
+    option(d, DedupConfig, "feature", "vector compared (default: %(default)s)", choices=FEATURE_CHOICES)
+    embedding = default(DedupConfig, "embedding")
+    d.add_argument("--embedding", dest="embedding", action="store_true", default=embedding,
                    help="use the embedding stage even with random weights")
     d.add_argument("--no-embedding", dest="embedding", action="store_false", help="exact + perceptual only")
-    d.add_argument("--reference", metavar="REF_OUT", help="extract output of an evaluation set: every group "
-                                                          "touching it is dropped (decontamination)")
-    d.add_argument("--reference-threshold", type=float, default=0.45, help="(default: %(default)s, LVD-142M)")
-    d.add_argument("--memory-budget", type=float, default=4.0, metavar="GiB")
-    e = p.add_argument_group("extraction (with --images)")
-    e.add_argument("--model", default=DEFAULT_MODEL)
-    e.add_argument("--weights", default="hub", help="hub | PATH | random (see python -m jobs.extract --help)")
-    e.add_argument("--model-kwargs", default=None)
-    e.add_argument("--resolution", type=int, default=None)
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--workers", type=int, default=None)
-    e.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-    if bool(args.features) == bool(args.images):
-        p.error("give exactly one of --features OUT or --images DIR")
+    option(d, DedupConfig, "reference", "extract output of an evaluation set: every group touching it is dropped "
+                                        "(decontamination)", metavar="REF_OUT")
+    option(d, DedupConfig, "reference_threshold", "(default: %(default)s, LVD-142M)")
+    option(d, DedupConfig, "max_contaminated", "stop when decontamination would drop a larger share of the pool: "
+                                               "the reference threshold is likely wrong for the model "
+                                               "(default: %(default)s)", metavar="SHARE")
+    option(d, DedupConfig, "force", "drop them anyway")
+    option(d, DedupConfig, "memory_budget_gb", "memory the k-NN index may use (default: %(default)s)",
+           flag="--memory-budget", metavar="GiB")
+    e = add_model_args(p, ExtractConfig, title="extraction (with --images)",
+                       names=("model", "weights", "model_kwargs", "resolution", "batch_size", "device"))
+    option(e, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: 1 on small "
+                                        "CPUs, more on GPUs)")
+    add_running_args(p, DedupConfig)
 
-    def job() -> int:
-        from pipeline.extract.config import ExtractConfig, parse_model_kwargs
-        from pipeline.dedup.config import DedupConfig
-        from pipeline.dedup.run import run_dedup
-        from pipeline.dedup.groups import write_duplicates_csv
 
-        root = args.features
-        if args.images:
-            from pipeline.extract.runner import run_extract
+def run(args: argparse.Namespace) -> int:
+    from pipeline.dedup.config import DedupConfig
 
-            root = args.out or "out"
-            stats = run_extract(ExtractConfig(
-                out=root, images=args.images, model=args.model, weights=args.weights,
-                model_kwargs=parse_model_kwargs(args.model_kwargs), resolution=args.resolution,
-                batch_size=args.batch_size, workers=args.workers, device=args.device, progress=args.progress))
-            if stats.failed:
-                return 1
-        summary = run_dedup(DedupConfig(
-            features=root, feature=args.feature, threshold=args.threshold, k=args.k,
-            phash_distance=args.phash_distance, embedding=args.embedding, reference=args.reference,
-            reference_threshold=args.reference_threshold, memory_budget_gb=args.memory_budget,
-            progress=args.progress))
-        print(f"dedup: {summary['images']} images, {summary['groups']} groups of copies, "
-              f"{summary['duplicates_removed']} duplicates, {summary['contaminated_removed']} contaminated, "
-              f"{summary['kept']} kept")
-        print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
-        print(f"  weights: {summary['weights'].get('source')}; stages: "
-              + ", ".join(f"{k} {v.get('edges', 0)} edges" for k, v in summary["stages"].items()))
-        if "warning" in summary:
-            print(f"  WARNING: {summary['warning']}")
-        print(f"  {root}/dedup/groups.parquet, {root}/dedup/summary.json")
-        if args.images:
-            n = write_duplicates_csv(Path(root) / "dedup" / "groups.parquet", args.images,
-                                     Path(root) / "duplicates.csv")
-            print(f"  {root}/duplicates.csv: {n} duplicate files, each with the file kept (nothing was deleted)")
+    if args.images:
+        from pipeline.dedup.run import dedup_images
+        from pipeline.extract.config import ExtractConfig
+
+        extract = config_from(ExtractConfig, args, out=args.root)
+        folder = dedup_images(extract, config_from(DedupConfig, args, features=extract.out))
+        print(f"extract: {folder.extract.summary()}")
+        if folder.summary is None:
+            print(f"  {len(folder.extract.failed)} shards could not be read: rerun the same command to retry them")
+            return 1
+        print_summary(folder.summary, extract.out)
+        print(f"  {folder.csv}: {folder.duplicates} duplicate files, each with the file kept (nothing was deleted)")
         return 0
+    from pipeline.dedup.run import run_dedup
 
-    run_job(job, args.log_level)
+    print_summary(run_dedup(config_from(DedupConfig, args)), args.features)
+    return 0
+
+
+def print_summary(summary: dict, root: str) -> None:
+    print(f"dedup: {summary['images']} images, {summary['groups']} groups of copies, "
+          f"{summary['duplicates_removed']} duplicates, {summary['contaminated_removed']} contaminated, "
+          f"{summary['kept']} kept")
+    print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
+    print(f"  weights: {summary['weights'].get('source')}; stages: "
+          + ", ".join(f"{k} {v.get('edges', 0)} edges" for k, v in summary["stages"].items()))
+    if "warning" in summary:
+        print(f"  WARNING: {summary['warning']}")
+    print(f"  {root}/dedup/groups.parquet, {root}/dedup/summary.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(__spec__.name, argv)
 
 
 if __name__ == "__main__":

@@ -3,104 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
 
-from jobs._cli import run_job
+from jobs._args import add_model_args, add_running_args, config_from, option
+from jobs._cli import run_command
 
-log = logging.getLogger("demo")
-REPO = Path(__file__).resolve().parents[1]
-SHARED_PHOTOS = REPO.parent / "shared" / "data" / "pkgimages"
-# Public-domain sample photos inside the scikit-image wheel; the wheel is downloaded, never installed.
-WHEEL = "scikit-image==0.26.0"
-PHOTO_SUFFIXES = (".jpg", ".png")
-
-READ_HINT = """
-read them with pandas:
-  import numpy as np, pandas as pd
-  df = pd.read_parquet("{out}/features")          # one row per image: key, shard, index, width, height,
-  X = np.stack(df.cls.to_numpy()).astype("float32") # sha1, phash, cls, patch_mean
-  print(df[["key", "width", "height"]].head(), X.shape)
-  pd.read_parquet("{out}/failures")                  # images that could not be used, with the reason
-provenance (model, weights, preprocessing): {out}/config.json
-"""
+EPILOG = """example:
+  python -m jobs.demo --out demo_out --weights dinov2_vits14_reg4_pretrain.pth
+the photos: ../shared/data/pkgimages when present, else the samples inside the scikit-image wheel."""
 
 
-def find_photos(work: Path) -> Path:
-    """../shared/data/pkgimages when present; otherwise the photos shipped in the scikit-image wheel."""
-    if SHARED_PHOTOS.is_dir():
-        log.info("using the sample photos in %s", SHARED_PHOTOS)
-        return SHARED_PHOTOS
-    target = work / "photos"
-    if target.is_dir() and any(target.iterdir()):
-        return target
-    wheels = work / "wheel"
-    log.info("downloading %s (only to take its sample photos out of the wheel)", WHEEL)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), WHEEL],
-                   check=True)
-    wheel = next(wheels.glob("scikit_image-*.whl"))
-    target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf:
-        for name in zf.namelist():
-            if name.startswith("skimage/data/") and name.endswith(PHOTO_SUFFIXES) and name.count("/") == 2:
-                (target / Path(name).name).write_bytes(zf.read(name))
-    return target
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.extract.demo import DemoConfig
+
+    option(p, DemoConfig, "out", "demo folder (default: %(default)s)")
+    add_model_args(p, DemoConfig,
+                   weights="hub, a weights file, or random (default: the hub cache if it has the model, else "
+                           "random weights, announced and recorded)",
+                   resolution="input size (default: %(default)s, for speed)")
+    add_running_args(p, DemoConfig)
 
 
-def pick_weights(model: str, asked: str | None) -> str:
-    """What the user asked for; else the hub cache; else random weights, announced (a dry run)."""
-    if asked:
-        return asked
-    from pipeline.errors import WeightsError
-    from pipeline.extract.weights import resolve_weights
+def run(args: argparse.Namespace) -> int:
+    from pipeline.extract.demo import DemoConfig, format_demo, run_demo
 
-    try:
-        resolve_weights(model, "hub")
-        return "hub"
-    except WeightsError:
-        log.warning("=" * 78)
-        log.warning("no %s weights in the Hugging Face cache: this demo runs with RANDOM weights", model)
-        log.warning("(a dry run of the pipeline; every output records weights=random). For real features:")
-        log.warning("  make demo ARGS='--weights /path/to/dinov2_vits14_reg4_pretrain.pth'")
-        log.warning("=" * 78)
-        return "random"
+    result = run_demo(config_from(DemoConfig, args))
+    print(format_demo(result))
+    return 1 if result.stats.failed else 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.extract.config import DEFAULT_MODEL
-
-    p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__)
-    p.add_argument("--out", default="demo_out", help="demo folder (default: %(default)s)")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--weights", default=None,
-                   help="hub, a weights file, or random (default: the hub cache if it has the model, else "
-                        "random weights, announced and recorded)")
-    p.add_argument("--resolution", type=int, default=224, help="input size (default: %(default)s, for speed)")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-
-    def job() -> int:
-        from pipeline.extract.config import ExtractConfig
-        from pipeline.extract.runner import run_extract
-        from pipeline.io.pack import pack_folder
-
-        work = Path(args.out)
-        photos = find_photos(work)
-        shards = pack_folder(str(photos), str(work / "shards"), shard_size=10, prefix="demo")
-        weights = pick_weights(args.model, args.weights)
-        out = work / f"features-{weights if weights in ('hub', 'random') else 'file'}"
-        stats = run_extract(ExtractConfig(out=str(out), shards=(str(work / "shards" / "shards.txt"),),
-                                          model=args.model, weights=weights, resolution=args.resolution))
-        print(f"\ndemo: {len(shards)} shards from {photos} -> {work / 'shards'}")
-        print(f"demo: {stats.summary()}")
-        print(f"features: {out}/features/*.parquet   failures: {out}/failures/   stats: {out}/stats.json")
-        print(READ_HINT.format(out=out))
-        return 1 if stats.failed else 0
-
-    run_job(job, args.log_level)
+    run_command(__spec__.name, argv)
 
 
 if __name__ == "__main__":

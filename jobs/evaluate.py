@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._cli import run_job
+from jobs._args import add_running_args, comma_list, config_from, default, option, shown
+from jobs._cli import run_command
 
 EPILOG = """examples:
   python -m jobs.evaluate --features out/photos                      # labels from the folders: class_name/...
@@ -22,52 +23,42 @@ Keys without a label and labels without features are counted, logged and left ou
 keys present in every feature set are used, so every column sees the same images and the same split."""
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.evaluate.run import EvalConfig
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
-def main(argv: list[str] | None = None) -> None:
-    from pipeline.evaluate.run import KS, WEIGHT_DECAYS
-
-    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", metavar="OUT", help="an extract output root")
     src.add_argument("--compare", nargs="+", metavar="OUT", help="several extract output roots, side by side")
-    p.add_argument("--labels", default="folder", help="'folder' (default) or a CSV/Parquet file: key,label[,split]")
-    p.add_argument("--feature", default="cls",
-                   help="cls | patch_mean | concat, or a comma list of them (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="seeded stratified split (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=_ints, default=KS, help="k-NN k values (default: 10,20,100,200)")
-    p.add_argument("--temperature", type=float, default=0.07, help="k-NN vote temperature (default: %(default)s)")
-    p.add_argument("--weight-decays", type=_floats, default=WEIGHT_DECAYS,
-                   help="linear probe sweep, chosen on a held-out part of train (default: 1e-6,...,1e-1)")
-    p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations per fit (default: %(default)s)")
-    p.add_argument("--no-knn", dest="knn", action="store_false")
-    p.add_argument("--no-linear", dest="linear", action="store_false")
-    p.add_argument("--out", default=None, help="results folder (default: FEATURES/eval)")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
+    option(p, EvalConfig, "labels", "'folder' or a CSV/Parquet file: key,label[,split] (default: %(default)s)")
+    option(p, EvalConfig, "feature", "cls | patch_mean | concat, or a comma list of them "
+                                     f"(default: {shown(default(EvalConfig, 'feature'))})", type=comma_list())
+    option(p, EvalConfig, "val_fraction", "seeded stratified split (default: %(default)s)")
+    option(p, EvalConfig, "seed", "(default: %(default)s)")
+    option(p, EvalConfig, "ks", f"k-NN k values (default: {shown(default(EvalConfig, 'ks'))})", flag="--k",
+           type=comma_list(int))
+    option(p, EvalConfig, "temperature", "k-NN vote temperature (default: %(default)s)")
+    option(p, EvalConfig, "weight_decays", "linear probe sweep, chosen on a held-out part of train "
+                                           f"(default: {shown(default(EvalConfig, 'weight_decays'))})",
+           type=comma_list(float))
+    option(p, EvalConfig, "max_iter", "L-BFGS iterations per fit (default: %(default)s)")
+    option(p, EvalConfig, "knn", "skip the weighted k-NN")
+    option(p, EvalConfig, "linear", "skip the linear probe")
+    option(p, EvalConfig, "out", "results folder (default: FEATURES/eval)")
+    add_running_args(p, EvalConfig)
 
-    def job() -> int:
-        from pipeline.evaluate.run import EvalConfig, format_results, run_evaluate
 
-        roots = tuple(args.compare) if args.compare else (args.features,)
-        results = run_evaluate(EvalConfig(
-            features=roots, labels=args.labels, feature=tuple(f.strip() for f in args.feature.split(",")),
-            ks=tuple(sorted(set(args.k))), temperature=args.temperature, val_fraction=args.val_fraction, seed=args.seed,
-            knn=args.knn, linear=args.linear, weight_decays=args.weight_decays, max_iter=args.max_iter,
-            out=args.out))
-        print(format_results(results))
-        print(f"-> {results['path']}")
-        return 0
+def run(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.run import EvalConfig, format_results, run_evaluate
 
-    run_job(job, args.log_level)
+    roots = tuple(args.compare) if args.compare else (args.features,)
+    results = run_evaluate(config_from(EvalConfig, args, features=roots, ks=tuple(sorted(set(args.ks)))))
+    print(format_results(results))
+    print(f"-> {results['path']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(__spec__.name, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._cli import run_job
+from jobs._args import add_executor_args, add_running_args, config_from, option
+from jobs._cli import run_command
 
 EPILOG = """examples:
   python -m jobs.index --features out/train                       # auto: Flat / IVF-Flat / IVF-SQ8 / IVF-PQ
@@ -12,42 +13,37 @@ EPILOG = """examples:
 writes FEATURES/index/{index.faiss, ids.parquet, index.json} (or --out)."""
 
 
-def add_index_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--feature", default="cls", choices=["cls", "patch_mean", "concat"],
-                   help="vector to index (default: %(default)s; concat = both, each normalised)")
-    p.add_argument("--factory", default=None, help="a Faiss index_factory string instead of the automatic choice")
-    p.add_argument("--memory-budget", type=float, default=4.0, metavar="GiB",
-                   help="memory the index may use; decides the automatic choice (default: %(default)s)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.index.build import IndexConfig
+    from pipeline.io.features import FEATURE_CHOICES
+
+    p.add_argument("--features", required=True, metavar="OUT", help="an extract output root")
+    option(p, IndexConfig, "out", "index folder (default: FEATURES/index)")
+    option(p, IndexConfig, "feature", "vector to index (default: %(default)s; concat = both, each normalised)",
+           choices=FEATURE_CHOICES)
+    option(p, IndexConfig, "factory", "a Faiss index_factory string instead of the automatic choice")
+    option(p, IndexConfig, "memory_budget_gb", "memory the index may use; decides the automatic choice "
+                                               "(default: %(default)s)", flag="--memory-budget", metavar="GiB")
+    option(p, IndexConfig, "nprobe", "IVF lists searched (default: max(16, nlist/64))")
+    option(p, IndexConfig, "train_size", "training sample (default: %(default)s)")
+    add_executor_args(p, IndexConfig, "IVF only: add the vectors in N parallel parts and merge them "
+                                      "(default: %(default)s)", units="parts",
+                      executor_help="runs the parts (with --parts): local processes, or Ray tasks "
+                                    "($RAY_ADDRESS, or a local cluster) (default: %(default)s)")
+    add_running_args(p, IndexConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.index.build import IndexConfig, run_index
+
+    record = run_index(config_from(IndexConfig, args))
+    print(f"index: {record['factory']} over {record['count']} × {record['dim']} ({record['feature']}) in "
+          f"{record['build_seconds']:.1f} s -> {args.out or args.features + '/index'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m jobs.index", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", required=True, metavar="OUT", help="an extract output root")
-    p.add_argument("--out", default=None, help="index folder (default: FEATURES/index)")
-    add_index_args(p)
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: max(16, nlist/64))")
-    p.add_argument("--train-size", type=int, default=256 * 1024, help="training sample (default: %(default)s)")
-    p.add_argument("--parts", type=int, default=1,
-                   help="IVF only: add the vectors in N parallel parts and merge them (default: 1)")
-    p.add_argument("--executor", default="local", choices=["local", "ray"], help="runs the parts (with --parts)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-
-    def job() -> int:
-        from pipeline.index.build import IndexConfig, build_index
-        from pipeline.index.parts import build_index_parts
-
-        cfg = IndexConfig(features=args.features, out=args.out, feature=args.feature, factory=args.factory,
-                          memory_budget_gb=args.memory_budget, nprobe=args.nprobe, train_size=args.train_size,
-                          progress=args.progress)
-        record = (build_index_parts(cfg, args.parts, args.executor) if args.parts > 1 else build_index(cfg))
-        print(f"index: {record['factory']} over {record['count']} × {record['dim']} ({record['feature']}) in "
-              f"{record['build_seconds']:.1f} s -> {args.out or args.features + '/index'}")
-        return 0
-
-    run_job(job, args.log_level)
+    run_command(__spec__.name, argv)
 
 
 if __name__ == "__main__":

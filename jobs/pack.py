@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._cli import run_job
+from jobs._args import add_running_args, config_from, option
+from jobs._cli import run_command
+
+EPILOG = """example:
+  python -m jobs.pack --images ~/Pictures --out shards/ --shard-size 1000
+then: python -m jobs.extract --shards shards/shards.txt --out out/"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.io.pack import PackConfig
+
+    p.add_argument("--images", required=True, metavar="DIR", help="image folder, read recursively")
+    p.add_argument("--out", required=True, metavar="OUT", help="folder for <prefix>-NNNNNN.tar and shards.txt")
+    option(p, PackConfig, "shard_size", "images per shard (default: %(default)s)")
+    option(p, PackConfig, "prefix", "shard file name prefix (default: %(default)s)")
+    add_running_args(p, PackConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.io.pack import PackConfig, run_pack
+
+    paths = run_pack(config_from(PackConfig, args))
+    print(f"pack: {len(paths)} shards in {args.out}/ (list: {args.out}/shards.txt)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m jobs.pack", description=__doc__,
-                                epilog="example: python -m jobs.pack --images ~/Pictures --out shards/ --shard-size 1000"
-                                       "\nthen: python -m jobs.extract --shards shards/shards.txt --out out/")
-    p.add_argument("--images", required=True, metavar="DIR", help="image folder, read recursively")
-    p.add_argument("--out", required=True, metavar="OUT", help="folder for <prefix>-NNNNNN.tar and shards.txt")
-    p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: %(default)s)")
-    p.add_argument("--prefix", default="shard", help="shard file name prefix (default: %(default)s)")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-
-    def job() -> int:
-        from pipeline.io.pack import pack_folder
-
-        paths = pack_folder(args.images, args.out, args.shard_size, args.prefix)
-        print(f"pack: {len(paths)} shards in {args.out}/ (list: {args.out}/shards.txt)")
-        return 0
-
-    run_job(job, args.log_level)
+    run_command(__spec__.name, argv)
 
 
 if __name__ == "__main__":

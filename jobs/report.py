@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._cli import run_job
+from jobs._args import add_running_args, config_from, option
+from jobs._cli import run_command
 
 EPILOG = """examples:
   python -m jobs.report --out out/train                     # → out/train/report/index.html
@@ -15,37 +16,36 @@ Thumbnails are read from the original images (OUT/config.json) and written besid
 self-contained (no server, no network) and can be copied or opened with a browser as a file."""
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.report.run import ReportConfig
+
     p.add_argument("--out", required=True, metavar="OUT", help="an extract output root")
-    p.add_argument("--report", default=None, metavar="DIR", help="report folder (default: OUT/report)")
-    p.add_argument("--search", default=None, metavar="FILE", help="search results (.parquet or .csv, as written "
-                                                                   "by python -m jobs.search --out) over OUT")
-    p.add_argument("--search-queries", default=None, metavar="PATH",
-                   help="where the search's query images are: an image, a folder, or an extract output")
-    p.add_argument("--groups-per-page", type=int, default=50, help="(default: %(default)s)")
-    p.add_argument("--max-groups", type=int, default=2500, help="largest groups shown (default: %(default)s)")
-    p.add_argument("--max-members", type=int, default=24, help="thumbnails per group (default: %(default)s)")
-    p.add_argument("--thumb-size", type=int, default=128, help="pixels (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sampling of curate queries (default: %(default)s)")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
+    option(p, ReportConfig, "report", "report folder (default: OUT/report)", metavar="DIR")
+    option(p, ReportConfig, "search", "search results (.parquet or .csv, as written by python -m jobs.search "
+                                      "--out) over OUT", metavar="FILE")
+    option(p, ReportConfig, "search_queries", "where the search's query images are: an image, a folder, or an "
+                                              "extract output", metavar="PATH")
+    option(p, ReportConfig, "groups_per_page", "dedup groups per page (default: %(default)s)")
+    option(p, ReportConfig, "max_groups", "largest groups shown (default: %(default)s)")
+    option(p, ReportConfig, "max_members", "thumbnails per group (default: %(default)s)")
+    option(p, ReportConfig, "thumb_size", "pixels (default: %(default)s)")
+    option(p, ReportConfig, "seed", "sampling of curate queries (default: %(default)s)")
+    add_running_args(p, ReportConfig)
 
-    def job() -> int:
-        from pipeline.report.run import ReportConfig, run_report
 
-        info = run_report(ReportConfig(
-            out=args.out, report=args.report, search=args.search, search_queries=args.search_queries,
-            groups_per_page=args.groups_per_page, max_groups=args.max_groups, max_members=args.max_members,
-            thumb_size=args.thumb_size, seed=args.seed))
-        missing = sum(info["unavailable"].values())
-        print(f"report: {', '.join(info['sections']) or 'nothing to report'}; {info['pages']} pages, "
-              f"{info['thumbnails']} thumbnails" + (f", {missing} images unavailable {info['unavailable']}"
-                                                   if missing else "") + f" -> {info['report']}")
-        return 0
+def run(args: argparse.Namespace) -> int:
+    from pipeline.report.run import ReportConfig, run_report
 
-    run_job(job, args.log_level)
+    info = run_report(config_from(ReportConfig, args))
+    missing = sum(info["unavailable"].values())
+    print(f"report: {', '.join(info['sections']) or 'nothing to report'}; {info['pages']} pages, "
+          f"{info['thumbnails']} thumbnails" + (f", {missing} images unavailable {info['unavailable']}"
+                                               if missing else "") + f" -> {info['report']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(__spec__.name, argv)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from pipeline.bench.throughput import real_batch
+from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract.backbone import Backbone, create_backbone
-from pipeline.extract.config import ExtractConfig
+from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -77,4 +83,70 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['pair']:<32} {r['feature']:<11} {r['cosine_min']:>9.5f} {r['mae']:>9.5f} "
                      f"{r['trimmed_rel']:>9.2%}  {'PASS' if r['pass'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ the parity check as one run
+SHARED_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "unsplash_coenm"
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """What `run_parity_check` compares: the model on a few real photos, every pair of `run_parity`."""
+
+    out: str = "bench_out"  # folder for parity.json (and generated photos when no real ones are here)
+    photos: str | None = None  # JPEG folder; default: ../shared/data/unsplash_coenm, else generated ones
+    model: str = DEFAULT_MODEL
+    weights: str = "random"
+    model_kwargs: tuple[tuple[str, object], ...] = ()
+    resolution: int = 224
+    images: int = 16  # real photos compared
+    compile: bool = False  # also torch.compile vs eager (~1 min)
+
+    def __post_init__(self) -> None:
+        if self.images < 1:
+            raise ConfigError(f"images must be >= 1, got {self.images}")
+
+
+def parity_photos(cfg: ParityConfig, work: Path) -> tuple[list[Path], str]:
+    """(up to `cfg.images` JPEGs, where they come from): `cfg.photos`, the shared photos, or generated ones."""
+    folder = Path(cfg.photos) if cfg.photos else SHARED_PHOTOS
+    if cfg.photos or folder.is_dir():
+        files = sorted(folder.glob("*.jpg"))[: cfg.images]
+        if not files:
+            raise MissingInputError(f"no .jpg photos in {folder}")
+        return files, str(folder)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(cfg.images):
+        f = work / f"parity_{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (9, 12, 3), dtype=np.uint8)).resize((400, 300)).save(f)
+        files.append(f)
+    return files, "generated"
+
+
+def run_parity_check(cfg: ParityConfig) -> dict:
+    """Every pair on real photos (CPU vs the accelerator when one is here); writes and returns `parity.json`."""
+    ecfg = ExtractConfig(out="unused", images="unused", model=cfg.model, weights=cfg.weights,
+                         model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, device="cpu")
+    work = Path(cfg.out)
+    work.mkdir(parents=True, exist_ok=True)
+    files, source = parity_photos(cfg, work)
+    images = real_batch(create_backbone(ecfg, torch.device("cpu")), files)
+    device = resolve_device("auto")
+    accelerator = device if device.type != "cpu" else None
+    rows = run_parity(ecfg, images, include_compile=cfg.compile, accelerator=accelerator)
+    record = {"rows": rows, "photos": source, "images": len(files), "model": cfg.model, "weights": cfg.weights,
+              "resolution": cfg.resolution, "accelerator": str(accelerator) if accelerator else None,
+              "pass": all(r["pass"] for r in rows)}
+    (work / "parity.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def format_parity(record: dict) -> str:
+    """The PASS/FAIL table with what was compared."""
+    lines = [f"parity of {record['model']} ({record['weights']} weights) at {record['resolution']} px on "
+             f"{record['images']} photos from {record['photos']}", format_table(record["rows"])]
+    if record["accelerator"] is None:
+        lines.append("(no accelerator here: the CPU-vs-device pair runs where one is present)")
     return "\n".join(lines)

@@ -6,19 +6,19 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.errors import ConfigError, InputError, MixedProvenanceError, WeightsError
 from pipeline.extract.config import ExtractConfig
-from pipeline.errors import InputError, MixedProvenanceError, WeightsError
 from pipeline.extract.runner import run_extract
+from pipeline.index.build import LoadedIndex, load_index, search
+from pipeline.io.features import open_features, read_matrix, read_meta
 from pipeline.layout import OutputRoot
 from pipeline.provenance import require_same
-from pipeline.io.features import open_features, read_matrix, read_meta
-from pipeline.index.build import LoadedIndex, load_index, search
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +95,40 @@ def run_search(index_dir: str, query: str, k: int = 10) -> pa.Table:
             rows["index"].append(index_col[i])
             rows["similarity"].append(float(s))
     return pa.table(rows, schema=RESULT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A search as the command line runs it: `run_search(index, query, k)`, then where the results go."""
+
+    index: str  # index folder, or the extract output holding index/
+    query: str  # an image, an image folder, shard specs, or an extract output
+    k: int = 10  # neighbours per query
+    out: str | None = None  # also write the results (.csv or .parquet)
+    html: str | None = None  # also write the neighbours as a web page (thumbnails in thumbs/ beside it)
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+
+
+def format_results(table: pa.Table) -> str:
+    """The results as text: per query, its neighbours with rank, similarity, key and shard."""
+    rows = table.to_pylist()
+    width = max([len(r["key"]) for r in rows] + [3])
+    lines: list[str] = []
+    current = None
+    for r in rows:
+        if r["query"] != current:
+            current = r["query"]
+            lines += ["", f"query: {current}", f"  {'rank':>4}  {'similarity':>10}  {'key':<{width}}  shard"]
+        lines.append(f"  {r['rank']:>4}  {r['similarity']:>10.4f}  {r['key']:<{width}}  {r['shard']}")
+    return "\n".join(lines)
+
+
+def write_results(table: pa.Table, path: str | os.PathLike) -> None:
+    """The results as Parquet (`.parquet`) or CSV (anything else)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    (pq.write_table if str(path).endswith(".parquet") else pacsv.write_csv)(table, str(path))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from pipeline.errors import InputError, MissingInputError
+from pipeline.errors import ConfigError, InputError, MissingInputError
 from pipeline.io.samples import IMAGE_EXTS
 from pipeline.io.shards import list_image_files
 
@@ -63,3 +64,23 @@ def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shar
     os.replace(listing + ".tmp", listing)
     log.info("packed %d images into %d shards in %s", len(items), len(paths), out)
     return paths
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """`pack_folder` as the command line runs it: an image folder → webdataset shards + shards.txt."""
+
+    images: str  # image folder, read recursively
+    out: str  # folder for <prefix>-NNNNNN.tar and shards.txt
+    shard_size: int = 1000  # images per shard
+    prefix: str = "shard"  # shard file name prefix
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+
+
+def run_pack(cfg: PackConfig) -> list[str]:
+    """Pack `cfg.images` into shards; returns the shard paths."""
+    return pack_folder(cfg.images, cfg.out, cfg.shard_size, cfg.prefix, progress=cfg.progress)

@@ -1,4 +1,4 @@
-"""The index → search → dedup path as a user runs it from the command line."""
+"""The index → search → dedup path as a user runs it from the command line (real processes, tiny model)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import ImageOps
 
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, make_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXTRACT_ARGS = ["--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES),
                 "--model-kwargs", ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--workers", "0", "--no-progress"]
 
@@ -43,7 +43,18 @@ def test_dedup_images_one_command_writes_duplicates_csv_and_touches_no_file(tmp_
                                                                                  ("a_mirror.png", "a.png")]
     assert {r["reason"] for r in rows} == {"exact", "phash"}
     assert {p: p.stat().st_mtime_ns for p in photos.rglob("*")} == before  # nothing moved, deleted or touched
-    run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)  # rerun: extraction cached
+    assert "shards: 1 written, 0 already done" in proc.stdout
+
+    extracted = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parts[-2] in ("features", "failures", "_done")}
+    assert len(extracted) >= 2
+    csv_before = (out / "duplicates.csv").read_bytes()
+    groups_before = pd.read_parquet(out / "dedup" / "groups.parquet")
+    again = run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
+    assert "shards: 0 written, 1 already done" in again.stdout  # the extraction is reused, not redone
+    assert {p: p.stat().st_mtime_ns for p in extracted} == extracted  # its files untouched
+    assert (out / "duplicates.csv").read_bytes() == csv_before
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "dedup" / "groups.parquet"), groups_before)
+    assert again.stdout.splitlines()[1:] == proc.stdout.splitlines()[1:]  # all but the extract line
 
 
 def test_index_then_search_with_an_image_query(tmp_path):
@@ -54,7 +65,7 @@ def test_index_then_search_with_an_image_query(tmp_path):
     out = tmp_path / "out"
     run("jobs.extract", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
     run("jobs.index", "--features", str(out), "--no-progress")
-    proc = run("jobs.search", "--index", str(out / "index"), "--query", str(photos / "p05.png"), "--k", "3",
+    proc = run("jobs.cli", "search", "--index", str(out / "index"), "--query", str(photos / "p05.png"), "--k", "3",
                "--out", str(tmp_path / "nn.csv"), "--html", str(tmp_path / "nn.html"))
     page = (tmp_path / "nn.html").read_text()
     assert "p05.png" in page and page.count("<img") >= 3

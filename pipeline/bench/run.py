@@ -1,0 +1,184 @@
+"""The bench as one run: the machine's limit, the backbone sweep, end-to-end extract, the naive loop, fast paths.
+
+Everything is measured in one process, so that ratios hold on a noisy machine; `run_bench` writes
+`bench.json` and `bench.png` into `cfg.out` and returns the record, `format_bench` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.bench.throughput import (
+    backbone_throughput,
+    dynamic_resolution,
+    end_to_end_throughput,
+    fast_paths,
+    flops_per_image,
+    matmul_gflops,
+    naive_loop,
+    plot,
+    sweep,
+)
+from pipeline.errors import ConfigError
+from pipeline.extract.backbone import create_backbone
+from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.device import configure_threads, resolve_device
+from pipeline.io.pack import pack_folder
+from pipeline.io.shards import list_image_files
+
+log = logging.getLogger(__name__)
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+COPYDAYS = SHARED_DATA / "pimmi_copydays_like"
+FAST_PATH_PHOTOS = 32  # real photos for the fast paths' fidelity
+DYNAMIC_PHOTOS = 16  # real photos for dynamic resolution's cosine against fixed mode
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `run_bench` measures; the defaults fit in ~6 minutes on a 2-core CPU."""
+
+    out: str = "bench_out"  # folder for the packed shards, bench.json and bench.png
+    photos: str | None = None  # JPEG folder; default: ../shared/data/pimmi_copydays_like, else generated ones
+    model: str = DEFAULT_MODEL
+    weights: str = "random"  # throughput does not depend on the weights' values
+    model_kwargs: tuple[tuple[str, object], ...] = ()
+    device: str = "auto"
+    resolution: int = 224
+    batch_size: int = 16  # batch of the end-to-end comparison
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # backbone sweep
+    images: int = 400  # real JPEGs for the end-to-end run
+    naive_images: int = 64
+    warmup: int | None = None  # per batch size of the sweep (default: 2)
+    repeats: int | None = None  # per batch size of the sweep (default: ~64 images' worth)
+    workers: int | None = None
+    threads: int | None = None
+    fast_paths: bool = True  # int8 and torch.compile against fp32
+    compile: bool = True  # torch.compile among the fast paths (~1 min)
+    matmul_size: int = 2048  # side of the fp32 matrix product that measures the machine's limit
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.naive_images < 1:
+            raise ConfigError("images and naive_images must be >= 1")
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or self.batch_size < 1:
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} and {list(self.batch_sizes)}")
+
+
+def photo_folder(work: Path, count: int, photos: str | None = None) -> Path:
+    """`photos` when given; else pimmi_copydays_like when present, else generated photo-sized JPEGs (512×341)."""
+    if photos:
+        return Path(photos)
+    if COPYDAYS.is_dir():
+        return COPYDAYS
+    source = work / "generated"
+    source.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        path = source / f"gen_{i:05d}.jpg"
+        base = rng.integers(0, 255, (12, 16, 3)).astype(np.uint8)  # drawn always: file i is the same every run
+        if not path.exists():
+            Image.fromarray(base).resize((512, 341), Image.Resampling.BICUBIC).save(path, quality=90)
+    return source
+
+
+def prepare_shards(work: Path, limit: int, photos: str | None = None) -> tuple[str, list[Path]]:
+    """`limit` real JPEGs packed as shards of 100 (packed once, reused); returns (shard list, files)."""
+    source = photo_folder(work, limit, photos)
+    files = [source / f for f in list_image_files(source)[0][:limit]]
+    if not files:
+        raise ConfigError(f"no images in {source} to measure with")
+    shards = work / f"shards-{limit}"
+    if not (shards / "shards.txt").exists():
+        subset = work / f"subset-{limit}"
+        subset.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            link = subset / f"{f.parent.name}_{f.name}"
+            if not link.exists():
+                link.symlink_to(f.resolve())
+        pack_folder(str(subset), str(shards), shard_size=100, prefix="bench", progress=False)
+    return str(shards / "shards.txt"), files
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Measure, write `bench.json` and `bench.png` into `cfg.out`, and return the record."""
+    work = Path(cfg.out)
+    work.mkdir(parents=True, exist_ok=True)
+    shards, files = prepare_shards(work, cfg.images, cfg.photos)
+    ecfg = ExtractConfig(out=str(work / "unused"), shards=(shards,), model=cfg.model, weights=cfg.weights,
+                         model_kwargs=cfg.model_kwargs, device=cfg.device, resolution=cfg.resolution,
+                         batch_size=cfg.batch_size, workers=cfg.workers, threads=cfg.threads, progress=False)
+    device = resolve_device(ecfg.device)
+    threads = configure_threads(device, ecfg.threads)
+    backbone = create_backbone(ecfg, device)
+    flops = flops_per_image(backbone)
+    limit = matmul_gflops(cfg.matmul_size)
+    swept = sweep(backbone, list(cfg.batch_sizes), warmup=cfg.warmup, repeats=cfg.repeats)
+    at_batch = max(3, 64 // cfg.batch_size)
+    before = backbone_throughput(backbone, cfg.batch_size, warmup=2, repeats=at_batch)
+    e2e = end_to_end_throughput(ecfg)
+    after = backbone_throughput(backbone, cfg.batch_size, warmup=1, repeats=at_batch)
+    naive = naive_loop(cfg.model, files[: cfg.naive_images], cfg.resolution, ecfg)
+    ref = (before["images_per_second"] + after["images_per_second"]) / 2
+    result = {
+        "model": cfg.model, "resolution": cfg.resolution, "batch_size": cfg.batch_size,
+        "device": str(device), "threads": threads, "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "shards": shards, "matmul_gflops": limit, "matmul_size": cfg.matmul_size,
+        "flops_per_image": flops,
+        "backbone_sweep": swept,
+        "backbone_at_batch": {**before, "images_per_second": ref, "before": before["images_per_second"],
+                              "after": after["images_per_second"]},
+        "end_to_end": e2e, "naive_loop": naive,
+        "ratio_end_to_end_vs_backbone": e2e["images_per_second"] / ref,
+        "ratio_naive_vs_backbone": naive["images_per_second"] / ref,
+        "backbone_fraction_of_limit": ref * flops / 1e9 / limit,
+    }
+    if cfg.fast_paths:
+        result["fast_paths"] = fast_paths(ecfg, backbone, files[:FAST_PATH_PHOTOS], cfg.batch_size, cfg.compile)
+        result["fast_path_photos"] = len(files[:FAST_PATH_PHOTOS])
+        result["dynamic_resolution"] = dynamic_resolution(ecfg, files[:DYNAMIC_PHOTOS])
+    (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, work / "bench.png")
+    return result
+
+
+def format_bench(result: dict) -> str:
+    """The record as the report prints it: the limit, the sweep table, then each path against the backbone."""
+    limit, flops = result["matmul_gflops"], result["flops_per_image"]
+    at, e2e, naive = result["backbone_at_batch"], result["end_to_end"], result["naive_loop"]
+    ref = at["images_per_second"]
+    lines = [f"machine limit: {limit:.0f} GFLOP/s (fp32 {result['matmul_size']}² matmul, {result['threads']} threads); "
+             f"model "
+             f"{flops / 1e9:.1f} GFLOP/image → ceiling {limit * 1e9 / flops:.1f} images/s",
+             f"{'batch':>6} {'images/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'GFLOP/s':>8}"]
+    for r in result["backbone_sweep"]:
+        lines.append(f"{r['batch_size']:>6} {r['images_per_second']:>9.2f} {r['p50_ms']:>8.0f} {r['p90_ms']:>8.0f} "
+                     f"{r['gflops_achieved']:>8.0f}")
+    lines += [f"at batch {result['batch_size']}: backbone {ref:.2f} images/s (before {at['before']:.2f}, "
+              f"after {at['after']:.2f}) = {result['backbone_fraction_of_limit']:.0%} of the limit",
+              f"end-to-end extract: {e2e['images_per_second']:.2f} images/s over {e2e['images']} real JPEGs "
+              f"= {result['ratio_end_to_end_vs_backbone']:.3f} × backbone",
+              f"naive timm loop:    {naive['images_per_second']:.2f} images/s = "
+              f"{result['ratio_naive_vs_backbone']:.3f} × backbone"]
+    for name, fp in result.get("fast_paths", {}).items():
+        if "error" in fp:
+            lines.append(f"{name:<8}: failed here ({fp['error']})")
+        else:
+            lines.append(f"{name:<8}: {fp['images_per_second']:.2f} images/s ({fp['images_per_second'] / ref:.2f}×), "
+                         f"CLS cosine vs fp32 min {fp['cls_cosine_min']:.5f} on {result['fast_path_photos']} "
+                         f"real photos")
+    if "dynamic_resolution" in result:
+        dr = result["dynamic_resolution"]
+        lines.append(f"dynamic : {dr['images_per_second']:.2f} images/s end-to-end "
+                     f"({dr['images_per_second'] / e2e['images_per_second']:.2f}× fixed), "
+                     f"{dr['tokens_per_image_dynamic']:.0f} vs {dr['tokens_per_image_fixed']} patch tokens; CLS "
+                     f"cosine vs fixed mode mean {dr['cls_cosine_vs_fixed_mean']:.4f} (different crops: not a "
+                     f"fidelity loss)")
+    return "\n".join(lines)

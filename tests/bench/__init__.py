@@ -1,0 +1,1 @@
+"""Tests of pipeline/bench, one file per module."""

@@ -1,0 +1,154 @@
+"""pipeline/bench/throughput.py and run.py on a tiny model: the numbers' shape and sense, and one whole bench run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.bench.run import BenchConfig, format_bench, prepare_shards, run_bench
+from pipeline.bench.throughput import (
+    backbone_throughput,
+    dynamic_resolution,
+    end_to_end_throughput,
+    fast_paths,
+    flops_per_image,
+    matmul_gflops,
+    naive_loop,
+    plot,
+    real_batch,
+    sweep,
+)
+from pipeline.errors import ConfigError
+from pipeline.extract.backbone import create_backbone
+from pipeline.extract.runner import run_extract
+from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, make_image, tiny_config, write_shards
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    files = []
+    for i in range(6):
+        f = folder / f"p{i}.jpg"
+        make_image(i, (90, 70)).save(f)
+        files.append(f)
+    return files
+
+
+def test_backbone_and_end_to_end_throughput(tmp_path):
+    shards, keys = write_shards(tmp_path / "shards", 2, 3)
+    cfg = tiny_config(tmp_path / "unused", shards=tuple(shards))
+    alone = backbone_throughput(create_backbone(cfg, torch.device("cpu")), batch_size=2, warmup=1, repeats=2)
+    assert set(alone) == {"batch_size", "images_per_second", "p50_ms", "p90_ms", "repeats", "warmup"}
+    assert alone["images_per_second"] > 0 and alone["p90_ms"] >= alone["p50_ms"] > 0
+    assert matmul_gflops(n=256, repeats=2) > 0
+    e2e = end_to_end_throughput(cfg)
+    assert e2e["images"] == len(keys) and e2e["failures"] == 0 and e2e["images_per_second"] > 0
+    assert not (tmp_path / "unused").exists()  # the bench never writes into a user's OUT
+
+
+def test_bench_pieces_on_a_tiny_model(tmp_path, photos):
+    cfg = tiny_config(tmp_path / "unused", images=str(tmp_path))
+    backbone = create_backbone(cfg, torch.device("cpu"))
+    flops = flops_per_image(backbone)
+    assert 1e6 < flops < 1e9  # 2 blocks, 64 wide, 21 tokens
+    rows = sweep(backbone, [1, 2], images_per_size=4)
+    assert [r["batch_size"] for r in rows] == [1, 2] and all(r["gflops_achieved"] > 0 for r in rows)
+    naive = naive_loop(cfg.model, photos[:3], 56, cfg)
+    assert naive["images"] == 3 and naive["images_per_second"] > 0
+    fp = fast_paths(cfg, backbone, photos, batch_size=2, include_compile=False)
+    assert set(fp) == {"int8"} and fp["int8"]["cls_cosine_min"] > 0.9
+    result = {"model": cfg.model, "resolution": 56, "device": "cpu", "batch_size": 2, "matmul_gflops": 50.0,
+              "flops_per_image": flops, "backbone_sweep": rows, "backbone_at_batch": rows[-1],
+              "end_to_end": {"images_per_second": 1.0}, "naive_loop": naive, "fast_paths": fp}
+    plot(result, tmp_path / "bench.png")
+    assert Image.open(tmp_path / "bench.png").size[0] > 500
+
+
+def test_fast_path_fidelity_is_the_cosine_of_the_two_forwards(tmp_path, photos):
+    cfg = tiny_config(tmp_path / "unused", images=str(tmp_path))
+    base = create_backbone(cfg, torch.device("cpu"))
+    fp = fast_paths(cfg, base, photos, batch_size=2, include_compile=False)["int8"]
+    images = real_batch(base, photos)
+    a = base(images)["cls"].float().numpy().astype(np.float64)
+    b = create_backbone(replace(cfg, quantize="int8"), torch.device("cpu"))(images)["cls"].float().numpy()
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert fp["cls_cosine_min"] == pytest.approx(cos.min(), abs=1e-5)
+    assert fp["cls_cosine_mean"] == pytest.approx(cos.mean(), abs=1e-5)
+
+
+def test_quantize_int8_is_recorded_and_checked(tmp_path):
+    cfg = tiny_config(tmp_path, images=str(tmp_path), quantize="int8")
+    backbone = create_backbone(cfg, torch.device("cpu"))
+    assert backbone.provenance()["quantize"] == "int8"
+    plain = create_backbone(tiny_config(tmp_path, images=str(tmp_path)), torch.device("cpu"))
+    assert backbone.provenance()["fingerprint"] != plain.provenance()["fingerprint"]
+    with pytest.raises(ConfigError, match="quantize"):
+        tiny_config(tmp_path, images=str(tmp_path), quantize="int4")
+
+
+def test_dynamic_resolution_against_the_extracted_features(tmp_path, photos):
+    """Tokens and the fixed-vs-dynamic CLS cosine, checked against what `run_extract` stores for the same
+    photos in each mode (float32), with the cosine computed in NumPy."""
+    shards, _ = write_shards(tmp_path / "shards", 1, 3)
+    cfg = tiny_config(tmp_path / "unused", shards=tuple(shards))
+    r = dynamic_resolution(cfg, photos[:2])
+    assert r["images"] == 3 and r["tokens_per_image_fixed"] == 16
+    assert r["tokens_per_image_dynamic"] == 12  # 90×70 photos → 56×42 → 4×3 patches
+
+    two = tmp_path / "two"
+    two.mkdir()
+    for f in photos[:2]:
+        shutil.copy(f, two / f.name)
+    cls = {}
+    for mode in ("fixed", "dynamic"):
+        run_extract(tiny_config(tmp_path / mode, images=str(two), resize_mode=mode, dtype="float32"))
+        df = pd.read_parquet(tmp_path / mode / "features").set_index("key").sort_index()
+        cls[mode] = np.stack(df.cls.to_numpy()).astype(np.float64)
+    a, b = cls["fixed"], cls["dynamic"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() < 0.9999  # different crops: the check below is not 1 == 1
+    assert r["cls_cosine_vs_fixed_min"] == pytest.approx(cos.min(), abs=1e-4)
+    assert r["cls_cosine_vs_fixed_mean"] == pytest.approx(cos.mean(), abs=1e-4)
+
+
+def test_prepare_shards_packs_once_and_reuses(tmp_path, photos):
+    shards, files = prepare_shards(tmp_path / "work", 4, str(photos[0].parent))
+    assert [f.name for f in files] == [f"p{i}.jpg" for i in range(4)]
+    listing = tmp_path / "work" / "shards-4" / "shards.txt"
+    assert shards == str(listing) and listing.read_text().split() == ["bench-000000.tar"]
+    mtime = listing.stat().st_mtime_ns
+    assert prepare_shards(tmp_path / "work", 4, str(photos[0].parent))[0] == shards
+    assert listing.stat().st_mtime_ns == mtime
+
+
+def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos):
+    cfg = BenchConfig(out=str(tmp_path / "out"), photos=str(photos[0].parent), model=TINY_MODEL,
+                      model_kwargs=TINY_KWARGS, device="cpu", resolution=TINY_RES, batch_size=2, batch_sizes=(1, 2),
+                      images=4, naive_images=2, warmup=0, repeats=1, workers=0, compile=False, matmul_size=128)
+    result = run_bench(cfg)
+    assert json.loads((tmp_path / "out" / "bench.json").read_text()) == json.loads(json.dumps(result))
+    assert Image.open(tmp_path / "out" / "bench.png").size[0] > 500
+    assert [r["batch_size"] for r in result["backbone_sweep"]] == [1, 2]
+    assert result["end_to_end"]["images"] == 4 and result["naive_loop"]["images"] == 2
+    assert set(result["fast_paths"]) == {"int8"} and result["dynamic_resolution"]["images"] == 4
+    ref = result["backbone_at_batch"]["images_per_second"]
+    assert result["ratio_end_to_end_vs_backbone"] == pytest.approx(result["end_to_end"]["images_per_second"] / ref)
+    text = format_bench(result)
+    assert text.startswith("machine limit: ") and "128² matmul" in text and "int8    : " in text
+    assert len(text.splitlines()) == 2 + 2 + 3 + 1 + 1  # header, 2 sweep rows, 3 comparisons, int8, dynamic
+
+
+def test_bench_config_mistakes_are_user_errors():
+    with pytest.raises(ConfigError):
+        BenchConfig(batch_sizes=())
+    with pytest.raises(ConfigError):
+        BenchConfig(images=0)
