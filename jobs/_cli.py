@@ -24,6 +24,9 @@ def setup_logging(level: str = "INFO") -> None:
     """Log lines through tqdm (bars stay intact), with time, level and module."""
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Faiss's loader says at INFO which SIMD build it tried ("ModuleNotFoundError ... swigfaiss_avx512"):
+    # it looks like an error and is none. `make bench` reports the build Faiss runs with.
+    logging.getLogger("faiss").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def run_job(main: Callable[[], int], log_level: str = "INFO") -> None:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.errors import ConfigError, InputError, MixedProvenanceError, WeightsError
+from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError, WeightsError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import run_extract
 from pipeline.index.build import LoadedIndex, load_index, search
 from pipeline.io.features import open_features, read_matrix, read_meta
+from pipeline.io.files import atomic_write, write_parquet_atomic
+from pipeline.io.shards import is_url
 from pipeline.layout import OutputRoot
 from pipeline.provenance import require_same
 
@@ -56,6 +59,9 @@ def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[st
         fs = open_features(path)
         require_same(prov, fs.provenance, "the index's features", query, MixedProvenanceError)
         return read_meta(fs, ("key",)).column("key").to_pylist(), read_matrix(fs, feature)
+    if not path.exists() and not _looks_like_shards(query):
+        raise MissingInputError(f"query {query!r} does not exist (an image, an image folder, shards or an "
+                                f"extract output)")
     if path.is_file() and not path.name.endswith((".tar", ".txt", ".list")):
         folder = work / "query_image"
         folder.mkdir(parents=True)
@@ -67,10 +73,33 @@ def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[st
         inputs = {"shards": (query,)}
     cfg = config_from_provenance(prov, str(work / "extract"), **inputs)
     run_extract(replace(cfg, workers=0))
-    fs = open_features(work / "extract")
+    failures = _failures(OutputRoot(work / "extract"))
+    for f in failures:
+        log.warning("query %s skipped: %s (%s)", f["key"] or f["shard"], f["reason"], f["detail"])
+    try:
+        fs = open_features(work / "extract")
+    except MissingInputError:
+        fs = None
+    if fs is None or fs.count == 0:
+        why = "; ".join(f"{f['key'] or f['shard']}: {f['reason']}" for f in failures[:10]) or "no image found"
+        raise InputError(f"no usable query image in {query} ({why})")
     require_same(prov, fs.provenance, "the index's features", "the query features", MixedProvenanceError)
     keys = read_meta(fs, ("key",)).column("key").to_pylist()
     return keys, read_matrix(fs, feature)
+
+
+def _looks_like_shards(query: str) -> bool:
+    """A shard spec that need not exist as one path: a URL, a pipe, a brace pattern or a glob."""
+    return is_url(query) or any(ch in query for ch in "{*?[")
+
+
+def _failures(root: OutputRoot) -> list[dict]:
+    """Every failure row of a (temporary) query extraction, and every shard that could not be read."""
+    rows = [r for f in root.failure_files() for r in pq.read_table(f).to_pylist()]
+    stats = root.read_stats() or {}
+    rows += [{"key": "", "shard": s, "reason": "unreadable shard", "detail": "see the log above"}
+             for s in stats.get("last_run", {}).get("failed", [])]
+    return rows
 
 
 def run_search(index_dir: str, query: str, k: int = 10) -> pa.Table:
@@ -78,8 +107,6 @@ def run_search(index_dir: str, query: str, k: int = 10) -> pa.Table:
     loaded = load_index(index_dir)
     with tempfile.TemporaryDirectory(prefix="search-") as work:
         keys, vectors = query_features(loaded, query, Path(work))
-    if not keys:
-        raise InputError(f"no usable query image in {query} (see its failures)")
     sims, ids = search(loaded.index, vectors, k)
     meta = loaded.ids
     rows = {name: [] for name in RESULT_SCHEMA.names}
@@ -127,8 +154,10 @@ def format_results(table: pa.Table) -> str:
 
 
 def write_results(table: pa.Table, path: str | os.PathLike) -> None:
-    """The results as Parquet (`.parquet`) or CSV (anything else)."""
+    """The results as Parquet (`.parquet`) or CSV (anything else), written atomically."""
     import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    (pq.write_table if str(path).endswith(".parquet") else pacsv.write_csv)(table, str(path))
+    if str(path).endswith(".parquet"):
+        write_parquet_atomic(table, path)
+    else:
+        atomic_write(path, lambda tmp: pacsv.write_csv(table, tmp))
