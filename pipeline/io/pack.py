@@ -10,9 +10,10 @@ from pathlib import Path
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from pipeline.errors import ConfigError, InputError, MissingInputError
+from pipeline.errors import ConfigError, MissingInputError
 from pipeline.io.samples import IMAGE_EXTS
 from pipeline.io.shards import list_image_files
+from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,29 @@ def sample_key(rel: str) -> str:
     stem, _ = os.path.splitext(rel)
     head, _, name = stem.rpartition("/")
     return (head + "/" if head else "") + name.replace(".", "_")
+
+
+def assign_keys(files: list[str]) -> dict[str, str]:
+    """Key → relative path, for sorted relative paths. A key is the path without its extension, other dots
+    made `_`; when two files would share one (`photo.jpeg` and `photo.bmp`: RAW+JPEG exports, conversions),
+    the later ones keep their extension in the key (`photo_bmp`), then a counter if needed. `path.txt` in
+    each sample maps it back to the file."""
+    keys: dict[str, str] = {}
+    clashes = 0
+    for rel in files:
+        key = sample_key(rel)
+        if key in keys:
+            clashes += 1
+            key = f"{key}_{Path(rel).suffix.lower().lstrip('.') or 'noext'}"
+            base, n = key, 1
+            while key in keys:
+                n += 1
+                key = f"{base}_{n}"
+        keys[key] = rel
+    if clashes:
+        log.info("pack: %d files share a name with another file but for the extension: their keys keep the "
+                 "extension (e.g. photo_bmp)", clashes)
+    return keys
 
 
 def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shard",
@@ -37,13 +61,9 @@ def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shar
         log.info("not packing %d non-image files (e.g. %s)", len(skipped), skipped[0])
     if not files:
         raise MissingInputError(f"no image files in {root!r}")
-    keys: dict[str, str] = {}
-    for rel in files:
-        key = sample_key(rel)
-        if key in keys:
-            raise InputError(f"{rel!r} and {keys[key]!r} would get the same sample key {key!r}")
-        keys[key] = rel
-    Path(out).mkdir(parents=True, exist_ok=True)
+    keys = assign_keys(files)
+    OutputRoot(out).prepare()
+    unreadable: list[str] = []
     paths = []
     items = list(keys.items())
     with tqdm(total=len(items), unit="img", disable=not progress, desc="pack") as bar:
@@ -52,17 +72,25 @@ def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shar
             tmp = path + ".tmp"
             with TarWriter(tmp, encoder=False) as sink:
                 for key, rel in items[start:start + shard_size]:
+                    bar.update(1)
                     ext = Path(rel).suffix.lower().lstrip(".")
                     ext = ext if ext in IMAGE_EXTS else "img"
-                    sink.write({"__key__": key, ext: Path(root, rel).read_bytes(), "path.txt": rel.encode()})
-                    bar.update(1)
+                    try:
+                        data = Path(root, rel).read_bytes()
+                    except OSError as exc:  # gone since the listing, or unreadable: said, not packed
+                        unreadable.append(f"{rel} ({type(exc).__name__})")
+                        continue
+                    sink.write({"__key__": key, ext: data, "path.txt": rel.encode()})
             os.replace(tmp, path)
             paths.append(path)
     listing = os.path.join(out, "shards.txt")
     with open(listing + ".tmp", "w") as f:
         f.write("".join(os.path.basename(p) + "\n" for p in paths))
     os.replace(listing + ".tmp", listing)
-    log.info("packed %d images into %d shards in %s", len(items), len(paths), out)
+    if unreadable:
+        log.warning("pack: %d files could not be read and are not packed: %s", len(unreadable),
+                    ", ".join(unreadable[:10]))
+    log.info("packed %d images into %d shards in %s", len(items) - len(unreadable), len(paths), out)
     return paths
 
 

@@ -1,4 +1,4 @@
-"""An image folder packed as webdataset tar shards (pipeline/pack.py)."""
+"""An image folder packed as webdataset tar shards (pipeline/io/pack.py), read back by pipeline/io/samples.py."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import webdataset as wds
 import webdataset
 from PIL import Image
 
-from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_tar, pick_image
 from pipeline.io.pack import pack_folder, sample_key
+from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_tar, pick_image
 from pipeline.io.shards import Shard, create_tar_shards, expand_shards
 from tests.conftest import jpeg_bytes, make_image
 
@@ -133,17 +134,28 @@ def test_tar_members_are_named_key_dot_ext(folder, tmp_path):
     assert all(ext in IMAGE_EXTS for _, ext in contents.values())
 
 
-@pytest.mark.parametrize("names", [("x.jpg", "x.png"), ("a.b.jpg", "a_b.jpg"), ("s/p.q.png", "s/p_q.jpeg")])
-def test_two_files_with_one_key_are_refused(tmp_path, names):
+@pytest.mark.parametrize("names, keys", [
+    (("x.jpg", "x.png"), ["x", "x_png"]),
+    (("a.b.jpg", "a_b.jpg"), ["a_b", "a_b_jpg"]),
+    (("s/p.q.png", "s/p_q.jpeg"), ["s/p_q", "s/p_q_jpeg"]),
+    (("photo.bmp", "photo.jpeg", "photo_bmp.png"), ["photo", "photo_jpeg", "photo_bmp"]),
+])
+def test_files_that_would_share_a_key_are_all_packed_under_unique_keys(tmp_path, names, keys):
+    """RAW+JPEG exports and format conversions (issue 12, item 18): every file packed, keys unique, path.txt
+    maps each key back to its file."""
     root = tmp_path / "images"
     for i, rel in enumerate(names):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(jpeg_bytes(make_image(i)))
     out = tmp_path / "out"
-    with pytest.raises(ValueError) as info:
-        pack_folder(str(root), str(out), shard_size=10, progress=False)
-    assert all(repr(n) in str(info.value) for n in names)
-    assert not out.exists()  # refused before writing anything
+    pack_folder(str(root), str(out), shard_size=10, progress=False)
+    samples = list(wds.WebDataset(str(out / "shard-000000.tar"), shardshuffle=False))
+    got = {s["__key__"]: s["path.txt"].decode() for s in samples}
+    assert sorted(got) == sorted(keys) and sorted(got.values()) == sorted(names)
+    for key, rel in got.items():  # each key's image bytes are its file's
+        sample = next(s for s in samples if s["__key__"] == key)
+        image = next(v for k, v in sample.items() if k not in ("__key__", "__url__", "__local_path__", "path.txt"))
+        assert image == (root / rel).read_bytes()
 
 
 def test_folder_without_images(tmp_path):
