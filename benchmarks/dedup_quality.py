@@ -9,11 +9,13 @@ For each folder of ../shared/data (or --data) with a `groups.csv` (jenssegers_im
 pdq_threatexchange):
 1. extracts it with run_extract (the tiny 2-block random ViT of tests/conftest.py at 56 px, or the model of
    --model with --weights PATH|hub), into --work/<folder>, from scratch each run;
-2. runs run_dedup three times on those features, each into its own output folder:
-     exact        sha1 edges only (phash_distance=-1, embedding off)
-     exact+phash  + pHash within --phash-distance (default: DedupConfig's), mirror-aware (embedding off)
-     all          + the embedding stage (cosine > --threshold); with random weights the pipeline switches it
-                  off, so this row equals exact+phash and says so;
+2. scores three stages on those features:
+     exact        sha1 edges only: the stored sha1 column through the pipeline's exact_edges and components
+     exact+phash  run_dedup with pHash within --phash-distance (default: DedupConfig's), all 8 turns/flips
+                  (embedding off)
+     all          run_dedup with the embedding stage too (cosine > --threshold); with random weights the
+                  pipeline switches it off, so this row equals exact+phash and says so;
+   each run_dedup into its own output folder;
 3. scores each against groups.csv: every pair of images in one component is a predicted pair; a true pair is
    two decoded images with the same group id. Files groups.csv does not list are each their own group (its
    README: "files not listed in any group are distinct from each other"); rows of group CORRUPT must come
@@ -28,9 +30,10 @@ pdq_threatexchange):
 4. with --proposed, one more row computed here from the stored columns with the pipeline's own
    exact_edges / phash_edges / components: exact + pHash + mirror + the 8x8 transpose of `phash` and of
    `phash_mirror` as extra queries. Transposing the DCT block is a bit permutation of the stored hash (the
-   median does not change), so it is (up to resampling) the hash of the transposed image and, of the mirrored one, of the
-   image turned by 90 degrees; with the pairs' other direction this covers 5 of the 8 rotations/flips.
-   It is NOT what the pipeline does: a proposal, measured.
+   median does not change), so it is (up to resampling) the hash of the transposed image and, of the
+   mirrored one, of the image turned by 90 degrees; with the pairs' other direction this covers 5 of the 8
+   rotations/flips. This was the proposal measured before the pipeline matched all 8 (the flip and 180°
+   hashes are stored now); it is kept as a subset of the exact+phash row, for comparison.
 
 Prints a table and writes --out (default bench_out/dedup_quality.json). Nothing under ../shared/data is
 written or copied.
@@ -142,14 +145,24 @@ def dedup_stage(features: Path, stage: str, args: argparse.Namespace, phash_dist
 
     cfg = dict(features=str(features), out=str(features / f"dedup_{stage}"), progress=False,
                threshold=args.threshold, phash_distance=phash_distance)
-    if stage == "exact":
-        cfg.update(phash_distance=-1, embedding=False)
-    elif stage.startswith("exact+phash"):
+    if stage.startswith("exact+phash"):
         cfg.update(embedding=False)
     summary = run_dedup(DedupConfig(**cfg))
-    if stage == "exact":
-        assert summary["stages"]["phash"]["edges"] == 0
     return pd.read_parquet(Path(cfg["out"]) / "groups.parquet"), summary
+
+
+def exact_components(features: Path) -> tuple[dict[str, int], dict]:
+    """The exact stage alone (run_dedup always runs pHash too): sha1 edges → components."""
+    import pandas as pd
+
+    from pipeline.dedup.edges import exact_edges
+    from pipeline.dedup.groups import components
+
+    df = pd.read_parquet(features / "features", columns=["key", "shard", "index", "sha1"])
+    df = df.sort_values(["shard", "index"]).reset_index(drop=True)
+    i, j = exact_edges([bytes(x) for x in df.sha1])
+    component, _ = components(len(df), i, j)
+    return dict(zip(df.key, component.tolist())), {"exact": int(len(i))}
 
 
 def evaluate_folder(data: Path, name: str, args: argparse.Namespace, distance: int, sweep: list[int]) -> dict:
@@ -197,6 +210,9 @@ def evaluate_folder(data: Path, name: str, args: argparse.Namespace, distance: i
         if stage == PROPOSED:
             comp, edges = proposed_components(out, d)
             entry = {"edges": edges, "embedding": "off (proposal: exact + pHash stages only)"}
+        elif stage == "exact":
+            comp, edges = exact_components(out)
+            entry = {"edges": edges, "embedding": "off (exact stage only)"}
         else:
             df, summary = dedup_stage(out, stage, args, d)
             comp = dict(zip(df.key, df.component))
@@ -238,8 +254,8 @@ def proposed_components(features: Path, distance: int) -> tuple[dict[str, int], 
     import numpy as np
     import pandas as pd
 
-    from pipeline.dedup.groups import components
     from pipeline.dedup.edges import exact_edges, phash_edges
+    from pipeline.dedup.groups import components
 
     df = pd.read_parquet(features / "features", columns=["key", "shard", "index", "sha1", "phash", "phash_mirror"])
     df = df.sort_values(["shard", "index"]).reset_index(drop=True)
@@ -295,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    from pipeline.extract.config import DEFAULT_MODEL
     from pipeline.dedup.config import DedupConfig
+    from pipeline.extract.config import DEFAULT_MODEL
 
     defaults = DedupConfig(features="")
     args.model = args.model or DEFAULT_MODEL

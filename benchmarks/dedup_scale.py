@@ -7,7 +7,9 @@
    count): unit vectors around `--clusters` random centres (in-cluster cosine ≈ 1/(1+spread²) ≈ 0.31, nearest
    unrelated neighbour well under the 0.6 threshold), with `--dup-fraction` of the rows planted as noisy copies
    of an earlier row (cosine uniform in 0.85–0.95; 1–3 copies per source). sha1s are unique and pHashes
-   random, so the exact stage finds nothing and the pHash stage only chance collisions.
+   random, so the exact stage finds nothing and the pHash stage only chance collisions. Every metadata column
+   of pipeline.io.schema is written; the orientation hashes (mirror, flip, 180°) are the pHash with the bits of
+   the DCT coefficients those turns negate inverted, as for an image whose coefficients sit far from the median.
 2. Times, in this process, as the pipeline runs them:
      index  build_index(IndexConfig(...)) → OUT/dedup/index (auto factory at the 4 GiB budget)
      graph  load_index + build_graph(k=64) → OUT/dedup/knn
@@ -33,6 +35,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -56,7 +59,7 @@ GOAL_BYTES = 8 * GIB
 
 def gen_params(args: argparse.Namespace) -> dict:
     return {"n": args.n, "dim": args.dim, "seed": args.seed, "shards": args.shards, "clusters": args.clusters,
-            "spread": args.spread, "dup_fraction": args.dup_fraction, "dup_cos": [0.85, 0.95], "version": 1}
+            "spread": args.spread, "dup_fraction": args.dup_fraction, "dup_cos": [0.85, 0.95], "version": 2}
 
 
 def layout(n: int, seed: int, dup_fraction: float) -> dict:
@@ -88,21 +91,29 @@ def layout(n: int, seed: int, dup_fraction: float) -> dict:
 
 
 def provenance(params: dict) -> dict:
-    prov = {"model": "synthetic-dedup-scale", "input_size": [3, 224, 224], "resize_mode": "fixed",
-            "weights": {"source": "file", "path": None,
-                        "sha256": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()},
-            "synthetic": params}
-    # pipeline.backbone.fingerprint's recipe, without importing torch into this process
-    stable = {k: v for k, v in prov.items()}
-    stable["weights"] = [prov["weights"]["sha256"], None]
-    prov["fingerprint"] = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return prov
+    """A provenance record for the synthetic vectors, stamped by the pipeline's own fingerprint."""
+    from pipeline.provenance import stamp
+
+    return stamp({"model": "synthetic-dedup-scale", "input_size": [3, 224, 224], "resize_mode": "fixed",
+                  "weights": {"source": "file", "path": None,
+                              "sha256": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()},
+                  "synthetic": params})
+
+
+def _sign_mask(negated) -> np.uint64:
+    """The bits (row-major 8×8 DCT block, bit 63 = DC) of the coefficients a turn or flip negates."""
+    return np.uint64(sum(1 << (63 - (8 * r + c)) for r in range(8) for c in range(8) if negated(r, c)))
+
+
+# Mirroring negates odd DCT columns, flipping odd rows, a 180° turn the coefficients with r + c odd.
+ORIENTATION_MASKS = {"phash_mirror": _sign_mask(lambda r, c: c % 2), "phash_flip": _sign_mask(lambda r, c: r % 2),
+                     "phash_rot180": _sign_mask(lambda r, c: (r + c) % 2)}
 
 
 def generate(root: Path, params: dict) -> None:
     """Write root/features/part-NNNN.parquet chunk by chunk; holds one chunk and the planted sources."""
-    from pipeline.io.schema import feature_schema, feature_table
     from pipeline.io.files import write_parquet_atomic
+    from pipeline.io.schema import META_FIELDS, feature_schema, feature_table
 
     n, d, seed = params["n"], params["dim"], params["seed"]
     plan = layout(n, seed, params["dup_fraction"])
@@ -136,7 +147,9 @@ def generate(root: Path, params: dict) -> None:
         meta = {"key": keys, "shard": [f"part-{s:04d}"] * m, "index": np.arange(m, dtype=np.int32),
                 "width": rng.integers(200, 1200, m).astype(np.int32), "height": np.full(m, 600, np.int32),
                 "sha1": [hashlib.sha1(k.encode()).digest() for k in keys], "phash": phash,
-                "phash_mirror": ~phash}
+                **{name: phash ^ mask for name, mask in ORIENTATION_MASKS.items()}}
+        missing = set(META_FIELDS) - set(meta)
+        assert not missing, f"the generator does not fill the metadata columns {sorted(missing)}"
         table = feature_table(schema, meta, {"cls": x.astype(np.float16)})
         write_parquet_atomic(table, root / "features" / f"part-{s:04d}.parquet")
         if s % 10 == 0 or stop == n:
@@ -222,7 +235,10 @@ class Stage:
 
 
 class SubTimer:
-    """Wrap module-level functions of pipeline.dedup.run: total seconds, calls and RSS after, per function."""
+    """Wrap module-level functions of pipeline.dedup's modules: total seconds, calls and RSS after, per function.
+
+    A function is wrapped under its name in every module that holds it, all feeding one record: a call through
+    any of them counts once (each wrapper calls the original)."""
 
     def __init__(self) -> None:
         self.records: dict[str, dict] = {}
@@ -300,8 +316,12 @@ def evaluate(args: argparse.Namespace, root: Path, dedup_dir: Path) -> dict:
         kinds[kind] = kinds.get(kind, 0) + 1
         false_sizes.append(len(rs))
     wrongly_grouped = int(((group < 0) & (csize > 1)).sum())
-    n_pairs = n * (n - 1) / 2
-    p_hamming = sum(__import__("math").comb(64, i) for i in range(args.phash_distance + 1)) / 2**64
+    # chance pHash pairs: each compared pair, under each orientation query (both directions but the identity's)
+    from pipeline.layout import read_summary
+
+    phash_stage = read_summary(dedup_dir)["stages"]["phash"]
+    compared = n * (n - 1) / 2 if phash_stage["compared"] == "all pairs" else n * args.k
+    p_hamming = sum(math.comb(64, i) for i in range(args.phash_distance + 1)) / 2**64
     out = {
         "planted_groups": int(plan["groups"]), "planted_copies": int(len(pairs)),
         "planted_pair_recall": round(pair_recall, 5),
@@ -312,7 +332,7 @@ def evaluate(args: argparse.Namespace, root: Path, dedup_dir: Path) -> dict:
         "false_component_largest": int(max(false_sizes, default=0)),
         "unplanted_rows_grouped": wrongly_grouped,
         "largest_component": int(csize.max()) if n else 0,
-        "expected_chance_phash_pairs": round(3 * n_pairs * p_hamming, 1),
+        "expected_chance_phash_pairs": round((2 * phash_stage["orientations"] - 1) * compared * p_hamming, 1),
     }
     out.update(graph_checks(args, root, dedup_dir / "knn", plan))
     return out
@@ -422,7 +442,8 @@ def main() -> None:
     ap.add_argument("--eval-sample", type=int, default=1000, help="rows for graph recall@k vs brute force")
     ap.add_argument("--regen", action="store_true", help="regenerate the feature root even if it matches")
     ap.add_argument("--resume", action="store_true",
-                    help="keep OUT/dedup: reuse its index (with --nprobe: set it, drop the graph), skip done graph parts")
+                    help="keep OUT/dedup: reuse its index (with --nprobe: set it, drop the graph), "
+                         "skip done graph parts")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--_generate", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -435,12 +456,15 @@ def main() -> None:
 
     import faiss
 
-    from pipeline.dedup import run as dedup_mod
+    from pipeline.dedup import edges as dedup_edges
+    from pipeline.dedup import groups as dedup_groups
+    from pipeline.dedup import run as dedup_run
     from pipeline.dedup.config import DedupConfig
     from pipeline.dedup.run import run_dedup
-    from pipeline.io.features import open_features
     from pipeline.index.build import IndexConfig, build_index, load_index
     from pipeline.index.knn import build_graph
+    from pipeline.io.features import open_features
+    from pipeline.layout import read_index_record, write_index_record
 
     params = gen_params(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -466,14 +490,14 @@ def main() -> None:
     def save() -> None:
         json_path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
 
-    index_json = dedup_dir / "index" / "index.json"
-    record = json.loads(index_json.read_text()) if args.resume and index_json.exists() else None
+    index_dir = dedup_dir / "index"
+    record = read_index_record(index_dir) if args.resume else None
     if record and (record["provenance"]["fingerprint"] != provenance(params)["fingerprint"]
                    or (args.factory and record["factory"] != args.factory)):
         record = None
     if record is None:
         with Stage("index", stages):
-            record = build_index(IndexConfig(features=str(root), out=str(dedup_dir / "index"),
+            record = build_index(IndexConfig(features=str(root), out=str(index_dir),
                                              factory=args.factory, nprobe=args.nprobe,
                                              memory_budget_gb=args.memory_budget_gb, progress=progress))
     else:
@@ -486,9 +510,9 @@ def main() -> None:
             # what IndexConfig(nprobe=...) would have recorded; load_index applies it. Graph parts made with
             # the old nprobe are dropped.
             result["nprobe_changed"] = {"from": record["nprobe"], "to": args.nprobe}
-            built_at = index_json.stat().st_mtime
+            built_at = max(p.stat().st_mtime for p in index_dir.iterdir())  # when the index was written
             record["nprobe"] = args.nprobe
-            index_json.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+            write_index_record(index_dir, record)
             done = sorted((dedup_dir / "knn" / "_done").glob("*.json")) if (dedup_dir / "knn").exists() else []
             if done:
                 # the dropped parts still time the old nprobe: graph stage start ≈ index.json written
@@ -497,7 +521,7 @@ def main() -> None:
                 result["graph_probe"] = {"nprobe": result["nprobe_changed"]["from"], "parts_done": len(done),
                                          "rows_done": rows, "wall_s": round(secs, 1),
                                          "extrapolated_graph_wall_s": round(secs * args.n / rows, 1),
-                                         "note": "wall time from index.json to the last part marker, "
+                                         "note": "wall time from the index files to the last part marker, "
                                                  "on the shared machine"}
             if (dedup_dir / "knn").exists():
                 shutil.rmtree(dedup_dir / "knn")
@@ -508,7 +532,7 @@ def main() -> None:
 
     with Stage("graph", stages):
         t = time.perf_counter()
-        loaded = load_index(dedup_dir / "index")
+        loaded = load_index(index_dir)
         load_s = time.perf_counter() - t
         build_graph(open_features(root), loaded.index, "cls", dedup_dir / "knn", k=args.k, progress=progress)
         del loaded
@@ -519,9 +543,10 @@ def main() -> None:
     for name in ("read_meta", "read_matrix", "exact_edges", "orientation_variants", "phash_edges",
                  "phash_candidate_edges", "embedding_edges", "knn_graph", "load_index", "build_index",
                  "build_graph", "read_edges", "rescored_edges", "exact_cosine", "components", "choose_keepers",
-                 "nearest_and_reason", "write_parquet_atomic", "summarize"):
-        if hasattr(dedup_mod, name):  # whichever of these the pipeline's dedup module has
-            timer.wrap(dedup_mod, name)
+                 "nearest_and_reason", "contaminated_ids", "write_parquet_atomic", "summarize"):
+        for module in (dedup_run, dedup_edges, dedup_groups):  # whichever of these the dedup modules have
+            if callable(getattr(module, name, None)):
+                timer.wrap(module, name)
     try:
         with Stage("dedup", stages):
             summary = run_dedup(DedupConfig(features=str(root), out=str(dedup_dir), k=args.k,

@@ -84,9 +84,9 @@ def write_feature_root(root: Path, vectors: np.ndarray, keys: list[str] | None =
     """An extract output root made directly from arrays (as `run_extract` would write it); returns keys."""
     import hashlib
 
-    from pipeline.provenance import fingerprint
-    from pipeline.io.schema import feature_schema, feature_table
     from pipeline.io.files import write_parquet_atomic
+    from pipeline.io.schema import feature_schema, feature_table
+    from pipeline.provenance import fingerprint
 
     n, d = vectors.shape
     keys = keys or [f"img{i:06d}" for i in range(n)]
@@ -117,3 +117,54 @@ def clustered_vectors(n: int, d: int, clusters: int, spread: float = 0.3, seed: 
     centres = rng.normal(size=(clusters, d))
     x = centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# A provenance record as extract writes it: a nested field, a field outside the fingerprint, non-ASCII text.
+PROVENANCE = {"fingerprint": "fp-1", "model": "vit_small_patch14_reg4_dinov2.lvd142m", "resolution": 224,
+              "preprocess": {"mean": [0.485, 0.456, 0.406], "resize": "fixed"}, "torch": "2.9.1",
+              "note": "unicode ✓ é"}
+PHASHES = [0, 1, 2**63 - 1, 2**63, 2**63 + 12345, 2**64 - 1]  # the uint64 edges: 0, 2**63, 2**64 - 1
+
+
+def meta_fields() -> list:
+    """The metadata columns every feature file has (a schema without features holds exactly those)."""
+    from pipeline.io.schema import feature_schema
+
+    return list(feature_schema({}, {}, "float32"))
+
+
+def meta_rows(n: int = 6) -> dict[str, list]:
+    """Metadata columns of n feature rows (any column added to the schema later is filled by its type)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    out = {
+        "key": [f"k{i:03d}" for i in range(n)],
+        "shard": ["train-000001"] * n,
+        "index": list(range(n)),
+        "width": [64 + i for i in range(n)],
+        "height": [48 - i for i in range(n)],
+        "sha1": [hashlib.sha1(str(i).encode()).digest() for i in range(n)],
+        "phash": PHASHES[:n],
+    }
+    for field in meta_fields():
+        if field.name not in out:
+            if field.type == pa.uint64():
+                out[field.name] = PHASHES[::-1][:n]
+            elif pa.types.is_integer(field.type):
+                out[field.name] = [3 * i for i in range(n)]
+            else:
+                out[field.name] = [f"{field.name}-{i}" for i in range(n)]
+    return out
+
+
+def feature_arrays(n: int = 6, widths=(("cls", 8), ("patch_mean", 3))) -> dict[str, np.ndarray]:
+    """Seeded float32 feature arrays, one (n, d) array per (name, d)."""
+    rng = np.random.default_rng(11)
+    return {name: rng.normal(0, 3, (n, d)).astype(np.float32) for name, d in widths}
+
+
+def listing(path) -> list[str]:
+    """The sorted names in a folder (atomic writes must leave nothing else behind)."""
+    return sorted(os.listdir(path))

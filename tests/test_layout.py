@@ -1,203 +1,70 @@
-"""The output root (pipeline/store.py): schemas, atomic writes, config claim, done markers, stats."""
+"""The output root's layout (pipeline/layout.py): paths, config claim, done markers, stats, later stages' records."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-import stat
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io.schema import FAILURE_SCHEMA, PROVENANCE_KEY, feature_schema, feature_table, read_provenance
-from pipeline.errors import ConfigMismatchError
-from pipeline.layout import OutputRoot
-from pipeline.provenance import diff_records
-from pipeline.io.files import write_json_atomic, write_parquet_atomic
-
-PROVENANCE = {"fingerprint": "fp-1", "model": "vit_small_patch14_reg4_dinov2.lvd142m", "resolution": 224,
-              "preprocess": {"mean": [0.485, 0.456, 0.406], "resize": "fixed"}, "torch": "2.9.1",
-              "note": "unicode ✓ é"}
-PHASHES = [0, 1, 2**63 - 1, 2**63, 2**63 + 12345, 2**64 - 1]
-
-
-def meta_fields() -> list[pa.Field]:
-    """The metadata columns every feature file has (a schema without features holds exactly those)."""
-    return list(feature_schema({}, {}, "float32"))
-
-
-def rows(n: int = 6) -> dict[str, list]:
-    out = {
-        "key": [f"k{i:03d}" for i in range(n)],
-        "shard": ["train-000001"] * n,
-        "index": list(range(n)),
-        "width": [64 + i for i in range(n)],
-        "height": [48 - i for i in range(n)],
-        "sha1": [hashlib.sha1(str(i).encode()).digest() for i in range(n)],
-        "phash": PHASHES[:n],
-    }
-    for field in meta_fields():  # any further metadata column, filled by type
-        if field.name not in out:
-            if field.type == pa.uint64():
-                out[field.name] = PHASHES[::-1][:n]
-            elif pa.types.is_integer(field.type):
-                out[field.name] = [3 * i for i in range(n)]
-            else:
-                out[field.name] = [f"{field.name}-{i}" for i in range(n)]
-    return out
+from pipeline.errors import ConfigMismatchError, MissingInputError
+from pipeline.io.files import write_json_atomic
+from pipeline.io.schema import FAILURE_SCHEMA, feature_schema, feature_table
+from pipeline.layout import (
+    OutputRoot,
+    features_root_of_index,
+    graph_parts_done,
+    read_graph_record,
+    read_index_record,
+    read_summary,
+    resolve_index_dir,
+    write_graph_record,
+    write_index_record,
+    write_summary,
+)
+from tests.conftest import PROVENANCE, feature_arrays, listing, meta_rows, write_shards
 
 
-def features(n: int = 6, widths=(("cls", 8), ("patch_mean", 3))) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(11)
-    return {name: rng.normal(0, 3, (n, d)).astype(np.float32) for name, d in widths}
+def small_tables() -> tuple[pa.Table, pa.Table]:
+    schema = feature_schema(PROVENANCE, {"cls": 2}, "float16")
+    feats = feature_table(schema, meta_rows(2), feature_arrays(2, (("cls", 2),)))
+    fails = pa.Table.from_pylist([{"key": "k9", "shard": "s", "index": 9, "stage": "decode",
+                                   "reason": "EmptyImage", "detail": "zero-byte"}], schema=FAILURE_SCHEMA)
+    return feats, fails
 
 
-def only(path) -> list[str]:
-    return sorted(os.listdir(path))
+def marker(shard: str, fp: str = "fp-1", digest: str | None = "d1", **extra) -> dict:
+    return {"shard": shard, "fingerprint": fp, "digest": digest, "samples": 3, "rows": 2, "failures": 1,
+            "failures_by_reason": {"EmptyImage": 1}, **extra}
 
 
-# --------------------------------------------------------------------------- schema and table round trip
+# --------------------------------------------------------------------------- paths
 
 
-@pytest.mark.parametrize("dtype, arrow, np_dtype", [("float16", pa.float16(), np.float16),
-                                                     ("float32", pa.float32(), np.float32)])
-def test_feature_table_round_trip(tmp_path, dtype, arrow, np_dtype):
-    widths = {"cls": 8, "patch_mean": 3}
-    schema = feature_schema(PROVENANCE, widths, dtype)
-    meta = [f.name for f in meta_fields()]
-    assert meta[:7] == ["key", "shard", "index", "width", "height", "sha1", "phash"]
-    assert schema.names == meta + ["cls", "patch_mean"]  # metadata first, then features in the given order
-    assert schema.field("cls").type == pa.list_(arrow, 8)
-    assert schema.field("patch_mean").type == pa.list_(arrow, 3)
-    assert schema.field("sha1").type == pa.binary(20) and schema.field("phash").type == pa.uint64()
-    values, feats = rows(), features()
-    path = tmp_path / "f.parquet"
-    write_parquet_atomic(feature_table(schema, values, feats), path)
-
-    back = pq.read_table(path)
-    assert back.schema.equals(schema) and back.schema.metadata == schema.metadata
-    assert back.num_rows == 6
-    for name in meta:
-        assert back.column(name).to_pylist() == values[name], name
-    assert back.column("phash").to_pylist() == PHASHES
-    for name, width in widths.items():
-        values = back.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        assert values.dtype == np_dtype
-        assert np.array_equal(values.reshape(6, width), feats[name].astype(np_dtype))
-    assert read_provenance(path) == PROVENANCE
+def test_paths_of_every_stage():
+    store = OutputRoot("/o")
+    assert repr(store) == "OutputRoot('/o')"
+    assert str(store.feature_path("a")) == "/o/features/a.parquet"
+    assert str(store.failure_path("a")) == "/o/failures/a.parquet"
+    assert str(store.marker_path("a")) == "/o/_done/a.json"
+    assert (str(store.config_path), str(store.stats_path)) == ("/o/config.json", "/o/stats.json")
+    folders = [store.features, store.failures, store.done, store.index_dir, store.knn_dir, store.dedup_dir,
+               store.curate_dir, store.eval_dir, store.report_dir]
+    assert [str(f) for f in folders] == ["/o/features", "/o/failures", "/o/_done", "/o/index", "/o/knn",
+                                         "/o/dedup", "/o/curate", "/o/eval", "/o/report"]
 
 
-def test_feature_table_casts_float64_input(tmp_path):
-    schema = feature_schema(PROVENANCE, {"cls": 4}, "float16")
-    x = np.random.default_rng(3).normal(0, 1, (6, 4))
-    table = feature_table(schema, rows(), {"cls": x})
-    got = table.column("cls").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(6, 4)
-    assert np.array_equal(got, x.astype(np.float16))
-
-
-def test_feature_table_with_no_rows(tmp_path):
-    schema = feature_schema(PROVENANCE, {"cls": 4}, "float32")
-    empty = {k: [] for k in rows()}
-    path = tmp_path / "empty.parquet"
-    write_parquet_atomic(feature_table(schema, empty, {"cls": np.zeros((0, 4))}), path)
-    back = pq.read_table(path)
-    assert back.num_rows == 0 and back.schema.equals(schema) and back.schema.metadata == schema.metadata
-    assert read_provenance(path) == PROVENANCE
-
-
-@pytest.mark.parametrize("shape", [(6, 7), (6, 16), (5, 8)])
-def test_feature_table_refuses_a_wrong_feature_shape(shape):
-    schema = feature_schema(PROVENANCE, {"cls": 8}, "float32")
-    with pytest.raises((pa.ArrowInvalid, ValueError)):
-        feature_table(schema, rows(), {"cls": np.zeros(shape)})
-
-
-def test_sha1_must_be_20_bytes():
-    schema = feature_schema(PROVENANCE, {"cls": 2}, "float32")
-    bad = rows()
-    bad["sha1"][2] = b"short"
-    with pytest.raises((pa.ArrowInvalid, ValueError)):
-        feature_table(schema, bad, features(widths=(("cls", 2),)))
-
-
-def test_provenance_is_stored_as_sorted_json():
-    schema = feature_schema({"b": 1, "a": {"d": 2, "c": 3}}, {"cls": 2}, "float32")
-    assert schema.metadata[PROVENANCE_KEY] == b'{"a": {"c": 3, "d": 2}, "b": 1}'
-
-
-def test_read_provenance_refuses_a_foreign_parquet(tmp_path):
-    path = tmp_path / "plain.parquet"
-    pq.write_table(pa.table({"a": [1, 2]}), path)
-    with pytest.raises(ValueError, match="provenance"):
-        read_provenance(path)
-    pq.write_table(pa.table({"a": [1]}).replace_schema_metadata({b"other": b"x"}), path)
-    with pytest.raises(ValueError, match="provenance"):
-        read_provenance(path)
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def test_write_parquet_atomic_leaves_only_the_file(tmp_path):
-    path = tmp_path / "deep" / "er" / "f.parquet"  # parents are created
-    write_parquet_atomic(pa.table({"a": [1, 2, 3]}), path)
-    assert only(path.parent) == ["f.parquet"]
-    assert pq.read_table(path).column("a").to_pylist() == [1, 2, 3]
-    write_parquet_atomic(pa.table({"a": [4]}), path)  # replaces
-    assert only(path.parent) == ["f.parquet"]
-    assert pq.read_table(path).column("a").to_pylist() == [4]
-
-
-@pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
-def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, exc):
-    path = tmp_path / "f.parquet"
-    write_parquet_atomic(pa.table({"a": [1, 2, 3]}), path)
-    before = path.read_bytes()
-    calls = []
-
-    def half_write(table, where, **kwargs):
-        calls.append(str(where))
-        with open(where, "wb") as f:  # a partial file, then the failure
-            f.write(b"PAR1 partial")
-        raise exc
-
-    monkeypatch.setattr(pq, "write_table", half_write)
-    with pytest.raises(type(exc)):
-        write_parquet_atomic(pa.table({"a": [9]}), path)
-    assert len(calls) == 1 and os.path.dirname(calls[0]) == str(tmp_path) and calls[0] != str(path)
-    assert path.read_bytes() == before
-    assert only(tmp_path) == ["f.parquet"]
-
-
-def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
-    def fail(table, where, **kwargs):
-        raise OSError("no space left on device")
-
-    monkeypatch.setattr(pq, "write_table", fail)
-    with pytest.raises(OSError, match="no space"):
-        write_parquet_atomic(pa.table({"a": [1]}), tmp_path / "f.parquet")
-    assert only(tmp_path) == []
-
-
-def test_write_json_atomic(tmp_path):
-    path = tmp_path / "x.json"
-    write_json_atomic({"b": 1, "a": [1, 2]}, path)
-    assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
-    assert only(tmp_path) == ["x.json"]
-
-
-def test_atomic_files_get_the_usual_permissions(tmp_path):
-    old = os.umask(0o022)
-    try:
-        write_parquet_atomic(pa.table({"a": [1]}), tmp_path / "f.parquet")
-        write_json_atomic({"a": 1}, tmp_path / "m.json")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(os.stat(tmp_path / "f.parquet").st_mode) == 0o644
-    assert stat.S_IMODE(os.stat(tmp_path / "m.json").st_mode) == 0o644
+def test_feature_files_are_sorted_by_shard_id_and_nothing_is_created(tmp_path):
+    store = OutputRoot(tmp_path / "new")
+    assert store.feature_files() == [] and store.failure_files() == [] and not store.has_features()
+    assert not (tmp_path / "new").exists()  # asking does not make folders
+    for shard in ("b-2", "a-10", "a-9"):
+        store.write_shard(shard, *small_tables(), marker(shard))
+    (store.features / "notes.txt").write_text("not a feature file")
+    assert [p.name for p in store.feature_files()] == ["a-10.parquet", "a-9.parquet", "b-2.parquet"]
+    assert [p.stem for p in store.failure_files()] == ["a-10", "a-9", "b-2"] and store.has_features()
 
 
 # --------------------------------------------------------------------------- config claim
@@ -213,12 +80,19 @@ def test_claim_writes_config_once(tmp_path):
     store.claim(dict(PROVENANCE, torch="9.9"), {"batch_size": 8})
     OutputRoot(tmp_path / "out").claim(PROVENANCE, {"batch_size": 32})
     assert path.read_bytes() == first
-    assert only(tmp_path / "out") == ["config.json"]
+    assert listing(tmp_path / "out") == ["config.json"]
+
+
+def claimed_with_a_shard(root) -> OutputRoot:
+    """A root claimed with PROVENANCE that holds one finished shard: its settings are bound."""
+    store = OutputRoot(root)
+    store.claim(PROVENANCE, {})
+    store.write_shard("s", *small_tables(), marker("s"))
+    return store
 
 
 def test_claim_refuses_another_fingerprint_naming_the_field(tmp_path):
-    store = OutputRoot(tmp_path)
-    store.claim(PROVENANCE, {})
+    store = claimed_with_a_shard(tmp_path)
     other = dict(PROVENANCE, fingerprint="fp-2", model="vit_base_patch14_dinov2", torch="2.10.0")
     with pytest.raises(ConfigMismatchError) as info:
         store.claim(other, {})
@@ -229,44 +103,19 @@ def test_claim_refuses_another_fingerprint_naming_the_field(tmp_path):
 
 
 def test_claim_names_nested_fields(tmp_path):
-    store = OutputRoot(tmp_path)
-    store.claim(PROVENANCE, {})
+    store = claimed_with_a_shard(tmp_path)
     other = dict(PROVENANCE, fingerprint="fp-3", preprocess={"mean": [0.5, 0.5, 0.5], "resize": "fixed"})
     with pytest.raises(ConfigMismatchError, match=r"preprocess\.mean"):
         store.claim(other, {})
 
 
 def test_claim_with_only_the_fingerprint_different(tmp_path):
-    store = OutputRoot(tmp_path)
-    store.claim(PROVENANCE, {})
+    store = claimed_with_a_shard(tmp_path)
     with pytest.raises(ConfigMismatchError, match="fingerprint only"):
         store.claim(dict(PROVENANCE, fingerprint="fp-9", timm="1.0.0"), {})
 
 
-def test_diff_records():
-    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": 5}
-    new = {"a": 1, "b": {"c": 2, "d": 4}, "f": 6}
-    assert diff_records(old, new) == [
-        "b.d: 3 in the existing output, 4 now",
-        "e: 5 in the existing output, None now",
-        "f: None in the existing output, 6 now",
-    ]
-
-
 # --------------------------------------------------------------------------- done markers
-
-
-def small_tables() -> tuple[pa.Table, pa.Table]:
-    schema = feature_schema(PROVENANCE, {"cls": 2}, "float16")
-    feats = feature_table(schema, rows(2), features(2, (("cls", 2),)))
-    fails = pa.Table.from_pylist([{"key": "k9", "shard": "s", "index": 9, "stage": "decode",
-                                   "reason": "EmptyImage", "detail": "zero-byte"}], schema=FAILURE_SCHEMA)
-    return feats, fails
-
-
-def marker(shard: str, fp: str = "fp-1", digest: str | None = "d1", **extra) -> dict:
-    return {"shard": shard, "fingerprint": fp, "digest": digest, "samples": 3, "rows": 2, "failures": 1,
-            "failures_by_reason": {"EmptyImage": 1}, **extra}
 
 
 def test_is_done(tmp_path):
@@ -274,8 +123,8 @@ def test_is_done(tmp_path):
     assert store.is_done("s", "fp-1", "d1") is False  # nothing at all
     feats, fails = small_tables()
     store.write_shard("s", feats, fails, marker("s"))
-    assert only(tmp_path) == ["_done", "failures", "features"]
-    assert only(tmp_path / "features") == ["s.parquet"] and only(tmp_path / "failures") == ["s.parquet"]
+    assert listing(tmp_path) == ["_done", "failures", "features"]
+    assert listing(tmp_path / "features") == ["s.parquet"] and listing(tmp_path / "failures") == ["s.parquet"]
     assert store.read_marker("s") == marker("s")
     assert store.is_done("s", "fp-1", "d1") is True
     assert store.is_done("s", "fp-1", "d2") is False  # the chunk's file list changed
@@ -313,13 +162,6 @@ def test_unreadable_marker_is_not_done(tmp_path):
     assert store.is_done("s", "fp-1", "d1") is False
 
 
-def test_paths():
-    store = OutputRoot("/o")
-    assert str(store.feature_path("a")) == "/o/features/a.parquet"
-    assert str(store.failure_path("a")) == "/o/failures/a.parquet"
-    assert str(store.marker_path("a")) == "/o/_done/a.json"
-
-
 # --------------------------------------------------------------------------- stats
 
 
@@ -350,3 +192,74 @@ def test_write_stats_of_an_empty_root(tmp_path):
     assert (stats["shards_done"], stats["samples"], stats["rows"], stats["failures"]) == (0, 0, 0, 0)
     assert stats["failures_by_reason"] == {} and stats["damaged_shards"] == {}
     assert (tmp_path / "new" / "stats.json").exists()
+
+
+# --------------------------------------------------------------------------- config.json as an input
+
+
+def test_input_config_of_a_root_without_config_says_run_extract(tmp_path):
+    store = OutputRoot(tmp_path)
+    assert store.read_config() is None
+    with pytest.raises(MissingInputError, match="config.json.*run extract first"):
+        store.input_config()
+
+
+def test_source_shards_are_re_listed_from_the_config(tmp_path):
+    shards, _ = write_shards(tmp_path / "shards", 2, 1)
+    store = OutputRoot(tmp_path / "out")
+    store.claim(PROVENANCE, {"shards": shards, "images": None})
+    assert store.input_config()["shards"] == shards
+    got = store.source_shards()
+    assert sorted(got) == ["train-000000", "train-000001"]
+    assert [got[k].url for k in sorted(got)] == shards
+
+
+def test_unreadable_config_is_treated_as_absent_with_a_warning(tmp_path, caplog):
+    (tmp_path / "config.json").write_text('{"provenance": {"fing')  # never written by us: writes are atomic
+    with caplog.at_level(logging.WARNING, logger="pipeline.layout"):
+        assert OutputRoot(tmp_path).read_config() is None
+    assert "config.json" in caplog.text
+
+
+# --------------------------------------------------------------------------- records of later stages
+
+
+def test_resolve_index_dir_takes_the_index_folder_or_the_root_holding_it(tmp_path):
+    assert resolve_index_dir(tmp_path) == tmp_path  # nothing there: taken as given
+    (tmp_path / "index").mkdir()
+    assert resolve_index_dir(tmp_path) == tmp_path / "index"
+    assert resolve_index_dir(str(tmp_path / "index")) == tmp_path / "index"
+    (tmp_path / "index.faiss").write_bytes(b"")  # a folder that is itself an index, with a sub-folder index/
+    assert resolve_index_dir(tmp_path) == tmp_path
+
+
+def test_index_record_round_trip_from_the_folder_or_its_root(tmp_path):
+    assert read_index_record(tmp_path) is None and features_root_of_index(tmp_path) is None
+    record = {"factory": "Flat", "count": 3, "features": str(tmp_path)}
+    write_index_record(OutputRoot(tmp_path).index_dir, record)
+    assert listing(tmp_path / "index") == ["index.json"]
+    assert read_index_record(tmp_path / "index") == record == read_index_record(tmp_path)
+    assert features_root_of_index(tmp_path) == str(tmp_path)
+    (tmp_path / "index" / "index.json").write_text("{")  # unreadable: as if absent
+    assert read_index_record(tmp_path) is None
+
+
+def test_graph_record_and_parts_done(tmp_path):
+    knn = OutputRoot(tmp_path).knn_dir
+    assert read_graph_record(knn) is None and graph_parts_done(knn) == 0
+    write_graph_record(knn, {"k": 8, "parts": 3})
+    assert read_graph_record(knn) == {"k": 8, "parts": 3} and listing(knn) == ["graph.json"]
+    for i in range(2):
+        write_json_atomic({"rows": 10}, knn / "_done" / f"part-{i:05d}.json")
+    write_json_atomic({}, knn / "_done" / "other.json")  # not a part marker
+    assert graph_parts_done(knn) == 2
+
+
+def test_read_summary_is_none_when_absent(tmp_path):
+    store = OutputRoot(tmp_path)
+    assert read_summary(store.dedup_dir) is None and read_summary(store.curate_dir) is None
+    assert not store.dedup_dir.exists()
+    write_summary(store.dedup_dir, {"groups": 2, "reasons": {"exact": 1}})
+    assert read_summary(store.dedup_dir) == {"groups": 2, "reasons": {"exact": 1}}
+    assert json.loads((tmp_path / "dedup" / "summary.json").read_text())["groups"] == 2
+    assert read_summary(store.curate_dir) is None

@@ -1,5 +1,8 @@
-"""Duplicate evidence as edges between rows: exact (sha1), perceptual (orientation-aware pHash), embedding
-(k-NN candidates re-scored with the exact cosine), and rows near a reference set (decontamination)."""
+"""Duplicate evidence as edges between rows: exact, perceptual, embedding, and copies of a reference set.
+
+Exact is the sha1 of the bytes; perceptual the orientation-aware pHash; embedding the k-NN candidates
+re-scored with the exact cosine; reference copies drive decontamination.
+"""
 
 from __future__ import annotations
 

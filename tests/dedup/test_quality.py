@@ -3,7 +3,7 @@
 The tiny random-weight ViT turns the embedding stage off, so these measure the exact (sha1) and pHash
 stages. Run with `-s` to see the numbers:
 
-    .venv/bin/python -m pytest tests/test_dedup_quality.py -s
+    .venv/bin/python -m pytest tests/dedup/test_quality.py -s
 """
 
 from __future__ import annotations

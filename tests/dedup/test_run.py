@@ -1,4 +1,4 @@
-"""Dedup: planted groups (with a chain), keepers, exact and perceptual edges, decontamination, summary."""
+"""run_dedup (pipeline/dedup/run.py): planted groups and a chain, keepers, copies, decontamination, summary."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.groups import components
-from pipeline.dedup.edges import phash_edges
 from pipeline.dedup.run import run_dedup
 from pipeline.extract.runner import run_extract
-from pipeline.io.phash import hamming64
-from tests.conftest import make_image, tiny_config, write_feature_root
+from tests.conftest import tiny_config, write_feature_root
 
 
 def planted(seed: int = 0, n: int = 400, d: int = 128):
@@ -94,39 +91,6 @@ def test_approximate_candidates_are_rechecked_before_grouping(tmp_path):
     assert found_components(df) == expected_components(len(x), groups)
 
 
-def test_components_brute_force_union_find():
-    rng = np.random.default_rng(3)
-    n = 200
-    src, dst = rng.integers(0, n, 150), rng.integers(0, n, 150)
-    component, sizes = components(n, src, dst)
-    parent = list(range(n))
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in zip(src, dst):
-        parent[find(a)] = find(b)
-    for a in range(n):
-        for b in range(n):
-            assert (component[a] == component[b]) == (find(a) == find(b))
-    assert sizes.sum() == n and component[0] == 0  # numbered by smallest member
-
-
-def test_phash_edges_against_brute_force():
-    rng = np.random.default_rng(5)
-    base = rng.integers(0, 2**63, 30, dtype=np.uint64)
-    flips = [np.uint64(1) << np.uint64(int(b)) for b in rng.integers(0, 64, 60)]
-    hashes = np.concatenate([base, base[:20] ^ np.array(flips[:20]) ^ np.array(flips[20:40])])
-    i, j = phash_edges(hashes, 6)
-    got = set(zip(i.tolist(), j.tolist()))
-    want = {(a, b) for a in range(len(hashes)) for b in range(a + 1, len(hashes))
-            if hamming64(int(hashes[a]), int(hashes[b])) <= 6}
-    assert got == want and len(want) >= 20
-
-
 def _jpeg(img: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
@@ -174,8 +138,10 @@ def test_decontamination_drops_every_touched_component_and_nothing_else(tmp_path
     assert ref[1] @ x[200] > 0.45 and (ref[2:] @ x.T).max() < 0.45
     sha_ref = [hashlib.sha1(f"ref{i}".encode()).digest() for i in range(len(ref))]
     sha_ref[-1] = hashlib.sha1(b"img000300").digest()  # byte-identical to pool item 300 (group D)
+    # the reference's pHashes must not repeat the pool's (write_feature_root draws both from one seed)
+    ref_phash = np.random.default_rng(77).integers(0, 2**63, len(ref), dtype=np.uint64) * 2
     write_feature_root(tmp_path / "ref", ref.astype(np.float32), keys=[f"ref{i}" for i in range(len(ref))],
-                       sha1=sha_ref)
+                       sha1=sha_ref, phash=ref_phash)
     summary = run_dedup(DedupConfig(features=str(tmp_path / "pool"), reference=str(tmp_path / "ref"),
                                     progress=False))
     df = pd.read_parquet(tmp_path / "pool" / "dedup" / "groups.parquet").set_index("id")
@@ -228,14 +194,6 @@ def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):
     assert found_components(df_full) == found_components(df_knn)
     # every planted group member sits 3 bits from its group's first member: the same edges both ways
     assert full["stages"]["phash"]["edges"] == knn["stages"]["phash"]["edges"] > 0
-
-
-def test_dedup_index_choice():
-    from pipeline.dedup.edges import dedup_factory
-
-    assert dedup_factory(50_000, 384) == "Flat"
-    assert dedup_factory(1_000_000, 384) == "IVF4000,PQ48x4fs"
-    assert dedup_factory(1_000_000, 768) == "IVF4000,PQ96x4fs"
 
 
 def test_dedup_reuses_a_graph_built_in_parallel_by_make_knn(tmp_path):

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY_KWARGS, TINY_MODEL, write_shards
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = """
 import resource, runpy, sys
 sys.argv = ["jobs.extract"] + sys.argv[1:]
@@ -30,6 +32,7 @@ def peak_rss_kb(shards: list[str], out: Path) -> int:
     return int(proc.stdout.split("MAXRSS_KB")[1].split()[0])
 
 
+@pytest.mark.slow  # two 320-image extractions at 224 px in subprocesses: ~12 s
 def test_peak_rss_over_2_and_8_shards_differs_little(tmp_path):
     shards, keys = write_shards(tmp_path / "shards", 8, 40)  # 320 images, ~1.6 MB of JPEG bytes in all
     two = peak_rss_kb(shards[:2], tmp_path / "out2")

@@ -36,6 +36,7 @@ def test_ray_outputs_equal_the_local_executor(tmp_path):
     np.testing.assert_array_equal(np.stack(a.patch_mean.to_numpy()), np.stack(b.patch_mean.to_numpy()))
 
 
+@pytest.mark.slow  # ~9 s of Ray actors; the default run keeps the parity test above
 def test_a_dead_actor_is_replaced_and_every_key_comes_out_once(tmp_path):
     from pipeline.extract.ray import run_extract_ray
 
@@ -48,6 +49,7 @@ def test_a_dead_actor_is_replaced_and_every_key_comes_out_once(tmp_path):
     assert len(list((tmp_path / "out" / "_done").glob("*.json"))) == 4
 
 
+@pytest.mark.slow  # ~20 s of Ray actors; the default run keeps the parity test above
 def test_local_partial_run_finished_by_ray_and_the_reverse(tmp_path):
     from pipeline.extract.ray import run_extract_ray
 

@@ -1,10 +1,9 @@
-"""Acceptance tests of the extract stage: parity with timm, splitting, bad data, damage, resume, provenance."""
+"""run_extract (pipeline/extract/runner.py): timm parity, splitting, bad data, damage, resume, provenance."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import timm
 import torch
@@ -21,12 +19,12 @@ from safetensors.torch import save_file
 from timm.data import create_transform, resolve_model_data_config
 from webdataset import TarWriter
 
-from pipeline.extract.runner import run_extract
 from pipeline.errors import ConfigMismatchError
+from pipeline.extract.runner import run_extract
 from pipeline.io.schema import read_provenance
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, jpeg_bytes, make_image, tiny_config, write_shards
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def read_features(out: Path) -> pd.DataFrame:
@@ -170,10 +168,14 @@ def test_tar_cut_in_the_middle_keeps_samples_before_the_cut(tmp_path):
         "train-000000": marker["damage"]}
 
 
-def test_missing_local_shard_is_refused_up_front(tmp_path):
-    shards, _ = write_shards(tmp_path / "shards", 1, 2)
+def test_missing_local_shard_is_left_undone_and_alone_is_refused_up_front(tmp_path):
+    shards, keys = write_shards(tmp_path / "shards", 1, 2)
+    gone = str(tmp_path / "gone-000000.tar")
+    stats = run_extract(tiny_config(tmp_path / "out", shards=(*shards, gone)))
+    assert stats.failed == ["gone-000000"] and stats.written == 1
+    assert sorted(read_features(tmp_path / "out").key) == keys
     with pytest.raises(FileNotFoundError, match="gone-000000.tar"):
-        run_extract(tiny_config(tmp_path / "out", shards=(*shards, str(tmp_path / "gone-000000.tar"))))
+        run_extract(tiny_config(tmp_path / "out2", shards=(gone,)))
 
 
 def test_unreadable_shard_is_left_undone_and_others_go_on(tmp_path):

@@ -1,4 +1,4 @@
-"""Weights (file, original DINOv2 layout, hub cache, random), device choice and feature heads."""
+"""Weights (pipeline/extract/weights.py): a file, the original DINOv2 layout, the hub cache, or random."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pipeline.errors import DeviceError
 from pipeline.errors import WeightsError
 from pipeline.extract.backbone import create_backbone
 from pipeline.extract.weights import resolve_weights
-from pipeline.extract.device import autocast, resolve_device
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, tiny_config
 
 
@@ -134,45 +132,3 @@ def test_random_weights_are_seeded_and_recorded(tmp_path):
     np.testing.assert_array_equal(a["cls"], b["cls"])
     assert resolve_weights(TINY_MODEL, "random").record() == {"source": "random", "path": None,
                                                                 "sha256": "random", "seed": 0}
-
-
-def test_extras_shapes_and_definitions(tmp_path):
-    cfg = tiny_config(tmp_path, images=str(tmp_path), extras=("registers", "gem", "layers"), last_layers=2)
-    backbone = create_backbone(cfg, torch.device("cpu"))
-    x = torch.randint(0, 256, (2, 3, TINY_RES, TINY_RES), dtype=torch.uint8)
-    out = backbone(x)
-    assert sorted(out) == ["cls", "layers", "patch_gem", "patch_mean", "registers"]
-    d = 64
-    assert out["registers"].shape == (2, 4 * d) and out["layers"].shape == (2, 2 * d)
-    xn = (x.float() - backbone.mean) / backbone.std
-    with torch.no_grad():
-        tokens = backbone.model.forward_features(xn)
-    patches = tokens[:, 5:]
-    torch.testing.assert_close(out["cls"], tokens[:, 0])
-    torch.testing.assert_close(out["patch_mean"], patches.mean(1))
-    torch.testing.assert_close(out["registers"], tokens[:, 1:5].flatten(1))
-    torch.testing.assert_close(out["patch_gem"], patches.clamp(min=1e-6).pow(3).mean(1).pow(1 / 3))
-    torch.testing.assert_close(out["layers"][:, d:], tokens[:, 0], atol=1e-5, rtol=1e-5)  # last block = final
-
-
-def test_device_resolution_on_a_cpu_machine():
-    assert resolve_device("auto").type in ("cpu", "cuda", "npu", "mps")
-    assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(DeviceError, match="no CUDA device"):
-            resolve_device("cuda")
-    with pytest.raises(DeviceError, match="torch_npu"):
-        resolve_device("npu")
-    with pytest.raises(ValueError, match="fp16"):
-        autocast(torch.device("cpu"), "fp16")
-
-
-def test_bf16_autocast_on_cpu_stays_close_to_fp32(tmp_path):
-    x = torch.randint(0, 256, (2, 3, TINY_RES, TINY_RES), generator=torch.Generator().manual_seed(1),
-                      dtype=torch.uint8)
-    fp32 = create_backbone(tiny_config(tmp_path, images=str(tmp_path)), torch.device("cpu"))(x)["cls"]
-    bf16 = create_backbone(tiny_config(tmp_path, images=str(tmp_path), precision="bf16"),
-                           torch.device("cpu"))(x)["cls"]
-    assert bf16.dtype == torch.float32
-    cos = torch.nn.functional.cosine_similarity(fp32, bf16)
-    assert cos.min() > 0.99

@@ -1,4 +1,4 @@
-"""Image bytes → RGB (pipeline/decode.py): EXIF orientation, modes, JPEG draft, errors, pixel limit."""
+"""Image bytes → RGB (pipeline/io/decode.py): EXIF orientation, modes, JPEG draft, errors, pixel limit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""64-bit DCT pHash (pipeline/phash.py) against imagehash, and its Hamming distance."""
+"""64-bit DCT pHash (pipeline/io/phash.py) against imagehash, and its Hamming distance."""
 
 from __future__ import annotations
 

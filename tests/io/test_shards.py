@@ -1,8 +1,9 @@
-"""Units of work (pipeline/shards.py): shard specs, shard ids, rank splitting, image folders as chunks."""
+"""Units of work (pipeline/io/shards.py): shard specs, shard ids, rank splitting, image folders as chunks."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -11,8 +12,16 @@ from PIL import Image
 
 from pipeline.errors import MissingInputError
 from pipeline.io import shards as shards_mod
-from pipeline.io.shards import (Shard, create_folder_shards, create_tar_shards, expand_shards, is_url,
-                             list_image_files, shard_id, split_by_rank)
+from pipeline.io.shards import (
+    Shard,
+    create_folder_shards,
+    create_tar_shards,
+    expand_shards,
+    is_url,
+    list_image_files,
+    shard_id,
+    split_by_rank,
+)
 from tests.conftest import jpeg_bytes, make_image
 
 
@@ -44,9 +53,17 @@ def test_brace_pattern_expands_in_order_over_real_files(tmp_path):
     assert got == made[:3]
 
 
-def test_brace_pattern_with_a_missing_member_names_it(tmp_path):
-    touch(tmp_path / "train-000000.tar", tmp_path / "train-000002.tar")
-    with pytest.raises(FileNotFoundError, match="train-000001.tar"):
+def test_brace_pattern_with_a_missing_member_keeps_it_and_names_it(tmp_path, caplog):
+    """A missing shard among others is left undone when read (the job exits 1, a rerun retries it)."""
+    present = touch(tmp_path / "train-000000.tar", tmp_path / "train-000002.tar")
+    with caplog.at_level(logging.WARNING, logger="pipeline.io.shards"):
+        got = expand_shards([str(tmp_path / "train-{000000..000002}.tar")])
+    assert got == [present[0], str(tmp_path / "train-000001.tar"), present[1]]
+    assert "1 of 3 shards do not exist" in caplog.text and "train-000001.tar" in caplog.text
+
+
+def test_brace_pattern_with_no_member_present_is_an_error(tmp_path):
+    with pytest.raises(MissingInputError, match="none of the 3 shards exists"):
         expand_shards([str(tmp_path / "train-{000000..000002}.tar")])
 
 
@@ -142,11 +159,16 @@ def test_list_file_lines_are_not_split_at_spaces(tmp_path):
     assert expand_shards([str(listing)]) == [path]
 
 
-def test_list_file_with_a_missing_entry_names_it(tmp_path):
+def test_list_file_with_a_missing_entry_keeps_it_and_names_it(tmp_path, caplog):
     touch(tmp_path / "a.tar")
     listing = tmp_path / "shards.txt"
     listing.write_text("a.tar\nmissing-7.tar\n")
-    with pytest.raises(FileNotFoundError, match="missing-7.tar"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.io.shards"):
+        got = expand_shards([str(listing)])
+    assert got == [str(tmp_path / "a.tar"), str(tmp_path / "missing-7.tar")]
+    assert "missing-7.tar" in caplog.text
+    listing.write_text("missing-7.tar\n")
+    with pytest.raises(MissingInputError, match="missing-7.tar"):
         expand_shards([str(listing)])
 
 

@@ -1,0 +1,108 @@
+"""Every script in benchmarks/ runs at a tiny size and reports sane figures, so the benchmarks cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.io.schema import META_FIELDS, read_provenance
+from pipeline.provenance import fingerprint
+from tests.conftest import SHARED_DATA, shared_data
+
+REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "benchmarks"
+SMOKED = ("curate_scale.py", "dedup_quality.py", "dedup_scale.py")  # the scripts this file runs
+TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_every_benchmark_script_has_a_smoke_test():
+    assert sorted(p.name for p in BENCHMARKS.glob("*.py")) == sorted(SMOKED)
+
+
+@pytest.fixture(scope="module")
+def dedup_scale(tmp_path_factory) -> tuple[Path, dict, str]:
+    """dedup_scale.py at 2,000 vectors: (its output folder, dedup_scale.json, stdout)."""
+    out = tmp_path_factory.mktemp("dedup_scale")
+    proc = run("dedup_scale.py", *TINY_DEDUP_SCALE, "--out", str(out))
+    return out, json.loads((out / "dedup_scale.json").read_text()), proc.stdout
+
+
+def test_dedup_scale_finds_every_planted_copy_and_nothing_else(dedup_scale):
+    out, result, stdout = dedup_scale
+    assert result["params"]["n"] == 2000 and result["generate"]["reused"] is False
+    quality = result["quality"]
+    assert quality["planted_copies"] == 20 and quality["planted_groups"] > 0
+    assert quality["planted_pair_recall"] == 1.0 and quality["planted_groups_exact_fraction"] == 1.0
+    assert quality["false_components"] == 0 and quality["unplanted_rows_grouped"] == 0
+    assert quality["graph_candidate_recall_planted"] == 1.0
+    assert quality["graph_recall_at_k_sample"] >= 0.99 and quality["sample_rows"] == 200  # a Flat index: exact
+    assert 0 <= quality["expected_chance_phash_pairs"] < 1
+    summary = result["dedup_summary"]
+    assert summary["images"] == 2000 and summary["removed"] == 20
+    assert summary["stages"]["phash"]["orientations"] == 8 and summary["stages"]["exact"]["edges"] == 0
+    assert result["index"]["factory"] == "Flat"
+    for stage in ("index", "graph", "dedup"):
+        assert result["stages"][stage]["ok"] and result["stages"][stage]["wall_s"] >= 0
+    assert {"phash_edges", "components", "embedding_edges"} <= set(result["stages"]["dedup"]["breakdown"])
+    assert "warning" not in result  # the dedup stage reused the timed index and graph
+    assert "planted_pair_recall" in stdout and "dedup_scale: n=2000" in stdout
+
+
+def test_dedup_scale_writes_every_metadata_column_and_the_pipelines_fingerprint(dedup_scale):
+    out, _, _ = dedup_scale
+    files = sorted((out / "features").glob("*.parquet"))
+    assert len(files) == 4
+    assert set(META_FIELDS) <= set(pq.read_schema(files[0]).names)
+    prov = read_provenance(files[0])
+    assert prov["fingerprint"] == fingerprint(prov)
+
+
+def test_dedup_scale_resume_reuses_the_features_and_the_index(dedup_scale):
+    out, first, _ = dedup_scale
+    run("dedup_scale.py", *TINY_DEDUP_SCALE, "--out", str(out), "--resume")
+    again = json.loads((out / "dedup_scale.json").read_text())
+    assert again["generate"] == {"reused": True}
+    assert again["stages"]["index"]["reused_from_previous_run"] is True
+    assert again["quality"]["planted_pair_recall"] == 1.0
+    assert again["previous_run"]["started"] == first["started"]
+
+
+def test_curate_scale_sample_mode_selects_every_seeds_source(dedup_scale, tmp_path):
+    pool, _, _ = dedup_scale
+    proc = run("curate_scale.py", "--pool", str(pool), "--queries", "50", "--clusters", "8",
+               "--out", str(tmp_path))
+    result = json.loads((tmp_path / "curate_scale.json").read_text())
+    sample, cluster = result["sample"], result["cluster"]
+    assert sample["seed_sources_selected"] == 1.0  # seeds are their source at cosine ≈ 0.9: its nearest
+    assert 50 <= sample["selected"] <= 50 * 4 and sample["source"]["queries"] == 50
+    assert 0 < cluster["selected"] <= 2000 and 0 <= cluster["seed_sources_selected"] <= 1
+    assert cluster["source"]["clusters_used"] >= 1
+    assert "100.0% of the seeds' source images" in proc.stdout
+
+
+@pytest.mark.real_data
+def test_dedup_quality_on_the_smallest_labelled_folder(tmp_path):
+    shared_data("jenssegers_imagehash", "groups.csv")
+    proc = run("dedup_quality.py", "--data", str(SHARED_DATA), "--folders", "jenssegers_imagehash",
+               "--work", str(tmp_path / "work"), "--out", str(tmp_path / "quality.json"), "--proposed")
+    result = json.loads((tmp_path / "quality.json").read_text())
+    total = result["total"]
+    assert set(total) == {"exact", "exact+phash", "all", "proposed:+transpose"}
+    assert total["exact+phash"]["precision"] == 1.0 and total["exact+phash"]["recall"] >= 0.95
+    assert total["exact"]["precision"] == 1.0 and total["exact"]["recall"] < total["exact+phash"]["recall"]
+    assert total["all"] == total["exact+phash"]  # random weights: the embedding stage is off
+    (folder,) = result["folders"]
+    assert folder["decoded"] == 27 and folder["failed_keys"] == []
+    assert "wrote" in proc.stdout and "TOTAL (pairs summed)" in proc.stdout

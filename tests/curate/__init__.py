@@ -1,0 +1,1 @@
+"""Tests of pipeline/curate, one file per module."""

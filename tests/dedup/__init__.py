@@ -1,0 +1,1 @@
+"""Tests of pipeline/dedup, one file per module."""

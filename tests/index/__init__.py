@@ -1,0 +1,1 @@
+"""Tests of pipeline/index, one file per module."""

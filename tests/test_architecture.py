@@ -1,0 +1,243 @@
+"""Static checks over pipeline/ and jobs/ (ast, nothing imported) that keep the one-house layout from decaying."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = REPO / "pipeline"
+JOBS = REPO / "jobs"
+
+# Data flows left to right: a stage may import itself and the stages before it, never one after it.
+STAGES = ("io", "extract", "index", "dedup", "curate")
+LEAVES = ("evaluate", "report", "bench")  # after curate; nothing imports them, they do not import each other
+CORE = ("errors", "provenance", "layout", "tasks")  # the contract: imported by all, importing only pipeline.io
+FACADES = ("api",)  # one call per stage for notebooks: imports any stage, imported by no pipeline module
+RECORD_NAMES = ("config.json", "index.json", "graph.json", "summary.json", "stats.json")
+MAX_LINES = 400
+
+
+@cache
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def modules(*roots: Path) -> list[Path]:
+    return sorted(p for root in roots for p in root.rglob("*.py"))
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
+def dotted(path: Path) -> str:
+    """pipeline/dedup/run.py → pipeline.dedup.run; pipeline/dedup/__init__.py → pipeline.dedup."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_of(path: Path) -> str:
+    """The package a module lives in (a package's __init__ lives in itself)."""
+    name = dotted(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """Every import of a module, at any depth (lazy imports inside functions count too):
+    (line, absolute module imported from, names imported from it; [] for `import x`)."""
+    out = []
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                base = package_of(path).split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([module] if module else []))
+            out.append((node.lineno, module, [alias.name for alias in node.names]))
+    return out
+
+
+def docstring_nodes(tree: ast.Module) -> set[int]:
+    """ids of the Constant nodes that are module, class or function docstrings."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                out.add(id(body[0].value))
+    return out
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def stage_of(module: str) -> str | None:
+    """pipeline.<stage>... → the stage; the package itself and the contract modules → "top"; a facade →
+    "facade"; another top-level module → "unknown pipeline.<name>" (to be placed here first); outside → None."""
+    parts = module.split(".")
+    if parts[0] != "pipeline":
+        return None
+    if len(parts) == 1 or parts[1] in CORE or parts[1].startswith("__"):
+        return "top"
+    if parts[1] in FACADES:
+        return "facade"
+    if (PIPELINE / parts[1]).is_dir():
+        return parts[1]
+    return f"unknown pipeline.{parts[1]}"
+
+
+def may_import(importer: str, imported: str) -> bool:
+    """The import rule between two stages (or "top")."""
+    if importer == imported or imported == "top":
+        return True
+    if importer == "top":
+        return imported == "io"  # the contract modules sit on io (files, schema, shards) and nothing else
+    if importer == "facade":
+        return imported in STAGES + LEAVES
+    if imported in LEAVES or imported == "facade":
+        return False  # leaves and facades are imported by no other stage
+    if importer in LEAVES:
+        return imported in STAGES
+    if importer in STAGES and imported in STAGES:
+        return STAGES.index(imported) < STAGES.index(importer)
+    return False  # a stage folder or top-level module this test does not know yet: place it above first
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def test_the_stage_folders_and_top_level_modules_are_the_ones_this_test_knows():
+    folders = sorted(p.name for p in PIPELINE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert folders == sorted(STAGES + LEAVES)
+    top = sorted(p.stem for p in PIPELINE.glob("*.py") if p.name != "__init__.py")
+    assert set(top) <= set(CORE + FACADES), f"place {sorted(set(top) - set(CORE + FACADES))} in CORE or FACADES"
+
+
+def test_exactly_one_fingerprint_function():
+    defs = [f"{rel(p)}:{node.lineno}" for p in modules(PIPELINE) for node in ast.walk(parse(p))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "fingerprint"]
+    assert len(defs) == 1 and defs[0].startswith("pipeline/provenance.py:"), \
+        f"`def fingerprint` must exist once, in pipeline/provenance.py; found {defs}"
+
+
+def test_only_layout_names_the_record_files():
+    hits = []
+    for path in modules(PIPELINE):
+        if path == PIPELINE / "layout.py":
+            continue
+        tree = parse(path)
+        docs = docstring_nodes(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                hits += [f"{rel(path)}:{node.lineno} {name!r}" for name in RECORD_NAMES if name in node.value]
+    assert not hits, "only pipeline/layout.py may name these files (ask it for the path or the record):\n" + \
+        "\n".join(hits)
+
+
+def is_submodule(module: str, name: str) -> bool:
+    """`from module import name` imports a module (a .py file or a package folder), not a name in one."""
+    base = REPO.joinpath(*module.split("."), name)
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def private_imports(path: Path) -> list[str]:
+    """Imports of a private name (`from pipeline.x import _helper`: a module's insides), anywhere, and of a
+    private module (`_name.py`) from outside the package it belongs to."""
+    hits = []
+    here = package_of(path)
+
+    def inside(owner: str) -> bool:
+        return here == owner or here.startswith(owner + ".")
+
+    for line, module, names in imports(path):
+        parts = module.split(".")
+        if parts[0] not in ("pipeline", "jobs"):
+            continue
+        for i, part in enumerate(parts):
+            if is_private(part) and not inside(".".join(parts[:i])):
+                hits.append(f"{rel(path)}:{line} imports the private module {module}")
+        for name in filter(is_private, names):
+            if not (is_submodule(module, name) and inside(module)):
+                hits.append(f"{rel(path)}:{line} from {module} import {name}")
+    return hits
+
+
+def test_no_private_name_is_imported():
+    hits = [hit for path in modules(PIPELINE, JOBS) for hit in private_imports(path)]
+    assert not hits, "private names used outside their module (make them public, or move the code):\n" + \
+        "\n".join(hits)
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {rel(p): n for p in modules(PIPELINE) if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by role): {long}"
+
+
+def test_no_stage_imports_a_later_stage():
+    hits = []
+    for path in modules(PIPELINE):
+        importer = stage_of(dotted(path))
+        for line, module, names in imports(path):
+            targets = [module] if module != "pipeline" else [f"pipeline.{n}" for n in names] or [module]
+            for target in targets:
+                imported = stage_of(target)
+                if imported is not None and not may_import(importer, imported):
+                    hits.append(f"{rel(path)}:{line} ({importer}) imports {target} ({imported})")
+    assert not hits, ("imports against the data flow (io < extract < index < dedup < curate < evaluate, report, "
+                      "bench; top-level modules import only pipeline.io):\n" + "\n".join(hits))
+
+
+@pytest.mark.parametrize("path", modules(PIPELINE, JOBS), ids=rel)
+def test_every_module_opens_with_a_one_line_summary(path):
+    doc = ast.get_docstring(parse(path), clean=False)
+    assert doc and doc.strip(), f"{rel(path)} has no module docstring"
+    lines = doc.splitlines()
+    assert lines[0].strip(), f"{rel(path)}: the docstring's first line is empty; put the summary there"
+    assert len(lines) == 1 or not lines[1].strip(), \
+        f"{rel(path)}: the summary runs over two lines; make it one line, then a blank line, then details"
+
+
+# --------------------------------------------------------------------------- the checkers themselves
+
+
+def test_checkers_on_made_up_code(tmp_path, monkeypatch):
+    assert may_import("dedup", "index") and may_import("report", "curate") and may_import("curate", "top")
+    assert not may_import("index", "dedup") and not may_import("curate", "report")
+    assert not may_import("report", "evaluate") and not may_import("bench", "report")
+    assert may_import("top", "io") and not may_import("top", "extract")
+    assert stage_of("pipeline.errors") == "top" and stage_of("pipeline") == "top"
+    assert stage_of("pipeline.__version__") == "top" and stage_of("pipeline.api") == "facade"
+    assert stage_of("pipeline.helpers") == "unknown pipeline.helpers"
+    assert not may_import("unknown pipeline.helpers", "io") and not may_import("io", "unknown pipeline.helpers")
+    assert may_import("facade", "report") and not may_import("report", "facade") and not may_import("top", "facade")
+    assert stage_of("pipeline.dedup.run") == "dedup" and stage_of("numpy") is None
+    assert is_private("_x") and not is_private("__version__") and not is_private("x")
+    tree = ast.parse('"""Doc."""\nX = "a/config.json"\ndef f():\n    """summary.json here is a docstring."""\n')
+    docs = docstring_nodes(tree)
+    found = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs]
+    assert found == ["a/config.json"]
+
+    files = {"pipeline/__init__.py": "", "pipeline/a/__init__.py": "", "pipeline/a/_helper.py": "",
+             "pipeline/a/b.py": "from pipeline.a import _helper\nfrom . import _helper\nfrom ._helper import g\n"
+                                "from pipeline.a.c import _f\n",
+             "pipeline/a/c.py": "", "pipeline/z/__init__.py": "",
+             "pipeline/z/y.py": "from pipeline.a._helper import g\nfrom pipeline.a import _helper\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert imports(tmp_path / "pipeline/a/b.py")[1:3] == [(2, "pipeline.a", ["_helper"]),
+                                                           (3, "pipeline.a._helper", ["g"])]
+    assert private_imports(tmp_path / "pipeline/a/b.py") == ["pipeline/a/b.py:4 from pipeline.a.c import _f"]
+    assert private_imports(tmp_path / "pipeline/z/y.py") == [
+        "pipeline/z/y.py:1 imports the private module pipeline.a._helper",
+        "pipeline/z/y.py:2 from pipeline.a import _helper"]
