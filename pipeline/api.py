@@ -35,8 +35,8 @@ __all__ = [
     "ExtractConfig", "IndexConfig", "KnnConfig", "DedupConfig", "CurateConfig", "ExportConfig", "EvalConfig",
     "ReportConfig", "ExtractStats", "IndexResult", "KnnResult", "DedupResult", "FolderDedupResult",
     "CurateResult", "ExportResult", "EvalResult", "ReportResult", "UserError",
-    "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export", "evaluate",
-    "report",
+    "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
+    "evaluate", "report",
 ]
 
 

@@ -7,8 +7,9 @@ Index parts, k-NN graph parts and extract's Ray actors all start Ray through her
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pipeline.errors import ConfigError
 

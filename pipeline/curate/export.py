@@ -14,10 +14,10 @@ from webdataset import TarWriter
 
 from pipeline.errors import InputError, SelectionError
 from pipeline.io.features import open_features, read_meta
-from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_samples
-from pipeline.io.pack import sample_key
-from pipeline.io.shards import Shard
 from pipeline.io.files import write_json_atomic
+from pipeline.io.pack import sample_key
+from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_samples
+from pipeline.io.shards import Shard
 from pipeline.layout import OutputRoot, read_summary
 
 log = logging.getLogger(__name__)

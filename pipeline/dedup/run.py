@@ -11,13 +11,23 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.edges import (EMBEDDING, EXACT, PHASH, Edges, contaminated_ids, embedding_edges, exact_edges,
-                                  knn_graph, orientation_variants, phash_candidate_edges, phash_edges)
+from pipeline.dedup.edges import (
+    EMBEDDING,
+    EXACT,
+    PHASH,
+    Edges,
+    contaminated_ids,
+    embedding_edges,
+    exact_edges,
+    knn_graph,
+    orientation_variants,
+    phash_candidate_edges,
+    phash_edges,
+)
 from pipeline.dedup.groups import GROUP_SCHEMA, choose_keepers, components, nearest_and_reason, write_duplicates_csv
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats, run_extract
-from pipeline.errors import InputError
 from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary

@@ -10,9 +10,9 @@ import torch
 from timm.data import resolve_model_data_config
 
 from pipeline import __version__
+from pipeline.errors import ConfigError, WeightsError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.device import autocast
-from pipeline.errors import ConfigError, WeightsError
 from pipeline.extract.preprocess import Preprocess
 from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, explain_load_error, resolve_weights
 from pipeline.provenance import stamp
@@ -77,7 +77,7 @@ class Backbone:
         self.std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255.0
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))
         self.num_registers = max(0, self.num_prefix - 1)
-        self.embed_dim = int(getattr(model, "num_features", 0) or getattr(model, "embed_dim"))
+        self.embed_dim = int(getattr(model, "num_features", 0) or model.embed_dim)
         if cfg.quantize == "int8":
             if device.type != "cpu":
                 raise ConfigError("--quantize int8 is a CPU fast path (dynamic int8 Linear layers); on "

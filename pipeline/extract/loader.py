@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
-from pipeline.io.samples import ShardEnd, failure_row, iter_samples, pick_image
-from pipeline.io.phash import phash64_orientations
 from pipeline.extract.preprocess import Preprocess
+from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
+from pipeline.io.phash import phash64_orientations
+from pipeline.io.samples import ShardEnd, failure_row, iter_samples, pick_image
 from pipeline.io.shards import Shard, split_by_rank
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Batch:
     metas: list[SampleMeta]
     ended: list[ShardEnd]
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         if self.images is not None:
             self.images = self.images.pin_memory()
         return self

@@ -17,10 +17,10 @@ from tqdm import tqdm
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig, rank_from_env
 from pipeline.extract.device import configure_threads, default_workers, is_accelerator, resolve_device
-from pipeline.extract.loader import Batch, ExtractDataset, SampleMeta, create_loader
+from pipeline.extract.loader import ExtractDataset, SampleMeta, create_loader
 from pipeline.io.samples import ShardEnd
-from pipeline.io.shards import Shard, create_folder_shards, create_tar_shards, is_url, split_by_rank
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
+from pipeline.io.shards import Shard, create_folder_shards, create_tar_shards, is_url, split_by_rank
 from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.io.features import FEATURE_CHOICES, FeatureSet, feature_columns, iter_batches, open_features, read_meta, to_matrix
 from pipeline.errors import ConfigError, MissingInputError
-from pipeline.tasks import EXECUTORS
+from pipeline.io.features import (
+    FEATURE_CHOICES,
+    FeatureSet,
+    feature_columns,
+    iter_batches,
+    open_features,
+    read_meta,
+    to_matrix,
+)
+from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.layout import OutputRoot, read_index_record, resolve_index_dir, write_index_record
-from pipeline.io.files import atomic_write, write_json_atomic, write_parquet_atomic
+from pipeline.tasks import EXECUTORS
 
 log = logging.getLogger(__name__)
 

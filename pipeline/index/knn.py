@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import faiss
 import numpy as np
@@ -16,10 +16,10 @@ from tqdm import tqdm
 from pipeline.errors import ConfigError, MismatchError, MixedProvenanceError
 from pipeline.index.build import load_index, search, set_search_params
 from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
+from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, write_graph_record
 from pipeline.provenance import require_same
 from pipeline.tasks import EXECUTORS, run_tasks
-from pipeline.io.files import write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 

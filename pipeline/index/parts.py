@@ -12,8 +12,16 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
-from pipeline.index.build import (IndexConfig, choose_factory, default_nprobe, ivf_of, sample_for_training,
-                                  seed_clustering, set_search_params, write_index)
+from pipeline.index.build import (
+    IndexConfig,
+    choose_factory,
+    default_nprobe,
+    ivf_of,
+    sample_for_training,
+    seed_clustering,
+    set_search_params,
+    write_index,
+)
 from pipeline.io.features import feature_columns, open_features, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.layout import OutputRoot
@@ -76,7 +84,8 @@ def build_index_parts(cfg: IndexConfig, parts: int = 4, executor: str = "local")
     merged.ntotal = ivf.ntotal
     nprobe = cfg.nprobe or default_nprobe(merged)
     set_search_params(merged, nprobe, cfg.ef_search, cfg.k_factor)
-    record = {"factory": factory, "index_type": type(faiss.downcast_index(merged)).__name__, "count": int(merged.ntotal),
+    record = {"factory": factory, "index_type": type(faiss.downcast_index(merged)).__name__,
+              "count": int(merged.ntotal),
               "dim": fs.dim(cfg.feature), "feature": cfg.feature, "nprobe": nprobe, "ef_search": cfg.ef_search,
               "k_factor": cfg.k_factor, "parts": len(jobs), "part_counts": counts, "executor": executor,
               "build_seconds": round(time.perf_counter() - t0, 3), "features": str(Path(cfg.features).resolve()),

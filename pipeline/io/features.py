@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError
+from pipeline.io.schema import read_provenance
 from pipeline.layout import OutputRoot
 from pipeline.provenance import describe, require_same
-from pipeline.io.schema import read_provenance
 
 log = logging.getLogger(__name__)
 

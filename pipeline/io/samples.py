@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from webdataset.tariterators import group_by_keys, tar_file_expander
 

@@ -55,7 +55,8 @@ def is_url(spec: str) -> bool:
 def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     """Expand shard specs into an ordered list of shard locations.
 
-    Each spec (several may share one string, split at white space, except a `pipe:` command) is a brace pattern (`train-{000000..000099}.tar`), a glob, a text file with one spec per
+    Each spec (several may share one string, split at white space, except a `pipe:` command) is a brace
+    pattern (`train-{000000..000099}.tar`), a glob, a text file with one spec per
     line, a local path, or a URL (`s3://`, `gs://`, `https://`, `pipe:cmd`). Brace patterns are expanded
     for URLs too; globs only for local paths. A listed local shard that does not exist stays in the list: it
     fails when read, is left undone, the others go on and the job exits 1 (a rerun retries it). When none
