@@ -101,11 +101,14 @@ MODEL_HELP = {
                "output (default: %(default)s)",
     "model_kwargs": "extra timm.create_model arguments, e.g. 'depth=2,embed_dim=64,num_heads=2'",
     "device": "auto (cuda → npu → mps → cpu), cpu, cuda, cuda:1, npu, mps (default: %(default)s)",
-    "precision": "autocast precision of the forward pass (default: %(default)s)",
+    "precision": "autocast precision of the forward pass: auto = bf16 where the hardware computes it natively "
+                 "(AMX or AVX512-BF16 CPUs, bf16 GPUs), else fp32; recorded in every output (default: %(default)s)",
     "quantize": "CPU fast path: dynamic int8 Linear layers (~1.3x here, CLS cosine ~0.999 vs fp32)",
     "compile": "torch.compile the forward pass (slow first batch)",
     "threads": "intra-op CPU threads for the model (default: torch's)",
-    "resolution": "input size N instead of the model's (DINOv2: 518)",
+    "resolution": "input size N in pixels, or 'native' for the model's own (DINOv2: 518, recommended for patch "
+                  "features and make pca); at N the image is resized to N/crop_pct and centre-cropped, as DINOv2 "
+                  "evaluates (256 → 224) (default: %(default)s)",
     "batch_size": "images per forward pass (default: %(default)s)",
 }
 MODEL_OPTIONS = ("model", "weights", "model_kwargs", "device", "resolution", "batch_size")  # the rest: by name
@@ -115,14 +118,14 @@ def add_model_args(parser: Group, cls: type, title: str | None = "model", names:
                    **helps: str) -> Group:
     """The options among `names` (any keys of MODEL_HELP) that `cls` has as fields, in that order;
     `helps` replaces a help text where the job means something more specific."""
-    from pipeline.extract.config import PRECISIONS, parse_model_kwargs
+    from pipeline.extract.config import PRECISIONS, parse_model_kwargs, parse_resolution
 
     group = parser.add_argument_group(title) if title else parser
     extra: dict[str, dict] = {
         "model_kwargs": {"metavar": "K=V,...", "type": parsed(parse_model_kwargs)},
         "precision": {"choices": PRECISIONS},
         "quantize": {"choices": ["int8"]},
-        "resolution": {"metavar": "N"},
+        "resolution": {"metavar": "N|native", "type": parsed(parse_resolution)},
     }
     for name in names:
         if has_field(cls, name):

@@ -1,4 +1,4 @@
-"""`python -m jobs.bench`: images/s against the machine's limit, in one run (ratios hold on a noisy machine)."""
+"""`python -m jobs.bench`: images/s per precision against the machine's limits, in one process (ratios hold)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from jobs._args import add_model_args, add_running_args, comma_list, config_from
 from jobs._cli import run_command
 
 EPILOG = """examples:
-  python -m jobs.bench                              # defaults fit in ~6 minutes on a 2-core CPU
+  python -m jobs.bench                              # ~6 minutes on a 2-core CPU, more where bf16 is native
   python -m jobs.bench --warmup 10 --repeats 50     # the seed report's format
+  python -m jobs.bench --precisions fp32            # fp32 only, also where bf16 is native
+the report opens with the precision --precision auto picks here, why, and its end-to-end/backbone ratio;
+then the machine (CPU, cores, threads, kernel flags, torch's and Faiss's build) and its matmul limits.
 writes OUT/bench.json and OUT/bench.png; the JPEGs are packed into OUT/shards-N once and reused."""
 
 
@@ -34,7 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(m, BenchConfig, "workers", "DataLoader workers of the end-to-end run (default: as extract chooses)")
     option(m, BenchConfig, "fast_paths", "skip int8 / compile")
     option(m, BenchConfig, "compile", "skip torch.compile (~1 min)")
-    option(m, BenchConfig, "matmul_size", "side of the fp32 matrix product that measures the limit "
+    option(m, BenchConfig, "precisions", "precisions of the backbone and end-to-end runs, e.g. fp32,bf16; fp32 is "
+                                         "always measured (the reference) (default: every precision the hardware "
+                                         "computes natively: fp32, and bf16 on AMX / AVX512-BF16 CPUs and bf16 GPUs)",
+           type=comma_list(str), metavar="P,...")
+    option(m, BenchConfig, "matmul_size", "side of the matrix products that measure each precision's limit "
                                           "(default: %(default)s)")
     add_running_args(p, log_level="WARNING")
 

@@ -12,7 +12,9 @@ EPILOG = """examples:
   # shards by brace pattern, the default DINOv2 ViT-S/14-reg4 from the Hugging Face cache
   python -m jobs.extract --shards 'data/train-{000000..000099}.tar' --out out/train
   # a folder of photos, at 224 px, keeping float32
-  python -m jobs.extract --images ~/Pictures --out out/photos --resolution 224 --dtype float32
+  python -m jobs.extract --images ~/Pictures --out out/photos --dtype float32
+  # patch features at the model's native size (DINOv2: 518 px)
+  python -m jobs.extract --images ~/Pictures --out out/dense --resolution native
   # a local checkpoint (timm or original facebookresearch layout) on a GPU in bf16
   python -m jobs.extract --shards shards.txt --out out/x --weights dinov2_vits14_reg4_pretrain.pth --precision bf16
   # one node, 4 GPUs: each rank takes every 4th shard
@@ -38,10 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="OUT", help="output root (created; resumable)")
     add_model_args(p, ExtractConfig, names=("model", "weights", "model_kwargs", "device", "precision", "quantize",
                                             "compile", "threads"))
-    pre = p.add_argument_group("preprocessing (default: the model's own timm data config)")
-    add_model_args(pre, ExtractConfig, title=None, names=("resolution",),
-                   resolution="input size N instead of the model's (DINOv2: 518); fixed mode resizes and "
-                              "centre-crops")
+    pre = p.add_argument_group("preprocessing (the model's own timm eval transform at the size asked for)")
+    add_model_args(pre, ExtractConfig, title=None, names=("resolution",))
+    option(pre, ExtractConfig, "crop_pct", "fraction of the resized image kept by the centre crop (default: "
+                                           "0.875 at a given --resolution, DINOv2's 224/256; the model's own at "
+                                           "native size)", type=float)
     option(pre, ExtractConfig, "resize_mode", "dynamic keeps the aspect ratio: longest side N, sides rounded to "
                                               "the patch size, same-shape images batched together "
                                               "(default: %(default)s)", choices=RESIZE_MODES)

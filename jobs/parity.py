@@ -8,7 +8,9 @@ from jobs._args import add_model_args, add_running_args, config_from, option
 from jobs._cli import run_command
 
 EPILOG = """criteria: cosine > 0.999, mean absolute error < 0.01, trimmed (top 5 % removed) mean relative
-error < 1 %, per feature (cls, patch_mean). Exits 1 when a pair fails.
+error < 1 %, per feature (cls, patch_mean). Exits 1 when a pair fails. The first pair is what
+--precision auto resolves to on this CPU (bf16 where AMX-BF16 or AVX512-BF16 is present) against fp32; the
+report names the choice and why (where auto is fp32, that pair is trivially PASS).
 example:
   python -m jobs.parity --compile          # also torch.compile vs eager"""
 

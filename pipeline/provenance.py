@@ -12,8 +12,12 @@ import json
 
 from pipeline.errors import MismatchError
 
-# Recorded, but they do not change the numbers: left out of the fingerprint and of reported differences.
-NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile")
+# Recorded, but they do not change the numbers beyond the parity criteria (cosine > 0.999 to fp32, checked by
+# `make parity`): left out of the fingerprint and of reported differences. Precision is among them because
+# `--precision auto` picks per machine (bf16 on AMX CPUs and bf16 GPUs, fp32 elsewhere): a root resumed on
+# another machine, or written by Ray actors on mixed nodes, stays one root. Each file still records it.
+NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile", "precision",
+                     "precision_why")
 
 
 def fingerprint(record: dict) -> str:

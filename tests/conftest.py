@@ -65,8 +65,9 @@ def write_shards(root: Path, n_shards: int, per_shard: int, prefix: str = "train
 
 def tiny_config(out: Path, **overrides) -> ExtractConfig:
     """ExtractConfig for the tiny random-weight ViT; override anything."""
+    # fp32: tests compare against direct fp32 forwards; `auto` (bf16 on AMX CPUs) has tests of its own
     base = dict(out=str(out), model=TINY_MODEL, weights="random", model_kwargs=TINY_KWARGS,
-                resolution=TINY_RES, batch_size=4, workers=0, progress=False, device="cpu")
+                resolution=TINY_RES, batch_size=4, workers=0, progress=False, device="cpu", precision="fp32")
     base.update(overrides)
     return ExtractConfig(**base)
 

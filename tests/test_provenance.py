@@ -48,7 +48,9 @@ OTHER_VALUES = {
 
 
 def test_not_fingerprinted_is_exactly_the_run_environment():
-    assert set(NOT_FINGERPRINTED) == {"device", "torch", "timm", "pipeline", "fingerprint", "compile"}
+    # precision: `auto` resolves per machine and bf16 agrees with fp32 within parity (docs/FORMAT.md §6)
+    assert set(NOT_FINGERPRINTED) == {"device", "torch", "timm", "pipeline", "fingerprint", "compile",
+                                      "precision", "precision_why"}
     assert set(OTHER_VALUES) == set(record()) - {"weights"}  # the table above covers every field
 
 

@@ -49,7 +49,8 @@ def test_exif_orientations_are_honoured(tmp_path):
     from pipeline.extract.backbone import create_backbone
 
     root = shared_data("pdq_threatexchange", "reg-test-input", "exif-rotn")
-    cfg = tiny_config(tmp_path / "out", images=str(root), dtype="float32", jpeg_draft=False)
+    # the whole image (crop 1.0): an ignored rotation then changes the features enough to see
+    cfg = tiny_config(tmp_path / "out", images=str(root), dtype="float32", jpeg_draft=False, crop_pct=1.0)
     run_extract(cfg)
     rows = pd.read_parquet(tmp_path / "out" / "features").set_index("key").sort_index()
     names = [f"exif-rotn-{o}.jpg" for o in (1, 3, 6, 8)]

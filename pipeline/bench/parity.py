@@ -15,7 +15,7 @@ from pipeline.bench.throughput import real_batch
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
-from pipeline.extract.device import resolve_device
+from pipeline.extract.device import cpu_flags, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +54,40 @@ def unfused_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:
 
 
 def run_parity(cfg: ExtractConfig, images: torch.Tensor, include_compile: bool = False,
-               accelerator: torch.device | None = None) -> list[dict]:
-    """Every pair of the report: fused vs unfused attention, fp16 vs fp32 storage, fast paths vs fp32, and
-    CPU vs an accelerator when one is given. Returns one row per (pair, feature)."""
+               accelerator: torch.device | None = None, flags: set[str] | None = None) -> list[dict]:
+    """Every pair of the report, each against fp32 on the CPU: first `--precision auto` as it resolves on this
+    CPU (`flags`: its kernel flags, None: read /proc/cpuinfo; where auto is fp32 the pair compares fp32 with
+    itself), then fused vs unfused attention, fp16 vs fp32 storage, the fast paths, and CPU vs an accelerator
+    when one is given (fp32, and auto where it resolves to another precision there). One row per (pair, feature)."""
     cpu = torch.device("cpu")
-    base = create_backbone(replace(cfg, quantize=None, compile=False, precision="fp32"), cpu)
-    ref = _features(base, images)
+    fp32 = replace(cfg, quantize=None, compile=False, precision="fp32")
+    ref = _features(create_backbone(fp32, cpu), images)
+    auto = resolve_precision("auto", cpu, flags)[0]
     pairs: dict[str, dict[str, np.ndarray]] = {}
-    pairs["unfused attention vs fused"] = _features(unfused_backbone(cfg, cpu), images)
+    pairs[auto_pair(auto)] = ref if auto == "fp32" else _features(
+        create_backbone(replace(fp32, precision=auto), cpu), images)
+    pairs["unfused attention vs fused"] = _features(unfused_backbone(fp32, cpu), images)
     pairs["float16 storage vs float32"] = {k: v.astype(np.float16).astype(np.float32) for k, v in ref.items()}
-    pairs["int8 (CPU fast path) vs fp32"] = _features(create_backbone(replace(cfg, quantize="int8"), cpu), images)
-    pairs["bf16 autocast vs fp32"] = _features(create_backbone(replace(cfg, precision="bf16"), cpu), images)
+    pairs["int8 (CPU fast path) vs fp32"] = _features(create_backbone(replace(fp32, quantize="int8"), cpu), images)
+    pairs["bf16 autocast vs fp32"] = _features(create_backbone(replace(fp32, precision="bf16"), cpu), images)
     if include_compile:
-        pairs["torch.compile vs eager"] = _features(create_backbone(replace(cfg, compile=True), cpu), images)
+        pairs["torch.compile vs eager"] = _features(create_backbone(replace(fp32, compile=True), cpu), images)
     if accelerator is not None:
-        pairs[f"{accelerator.type} vs cpu"] = _features(create_backbone(cfg, accelerator), images)
+        pairs[f"{accelerator.type} vs cpu"] = _features(create_backbone(fp32, accelerator), images)
+        on_device = resolve_precision("auto", accelerator)[0]
+        if on_device != "fp32":
+            pairs[f"{accelerator.type} auto ({on_device}) vs cpu fp32"] = _features(
+                create_backbone(replace(fp32, precision=on_device), accelerator), images)
     rows = []
     for name, feats in pairs.items():
         for feature in ("cls", "patch_mean"):
             rows.append({"pair": name, "feature": feature, **compare(ref[feature], feats[feature])})
     return rows
+
+
+def auto_pair(precision: str) -> str:
+    """The name of the first pair: `auto (bf16) vs fp32`."""
+    return f"auto ({precision}) vs fp32"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -125,28 +139,37 @@ def parity_photos(cfg: ParityConfig, work: Path) -> tuple[list[Path], str]:
     return files, "generated"
 
 
-def run_parity_check(cfg: ParityConfig) -> dict:
-    """Every pair on real photos (CPU vs the accelerator when one is here); writes and returns `parity.json`."""
+def run_parity_check(cfg: ParityConfig, flags: set[str] | None = None) -> dict:
+    """Every pair on real photos (CPU vs the accelerator when one is here); writes and returns `parity.json`.
+    `flags`: the CPU's kernel flags, which decide what `--precision auto` is here (None: read /proc/cpuinfo)."""
     ecfg = ExtractConfig(out="unused", images="unused", model=cfg.model, weights=cfg.weights,
-                         model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, device="cpu")
+                         model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, device="cpu", precision="fp32")
     work = Path(cfg.out)
     work.mkdir(parents=True, exist_ok=True)
     files, source = parity_photos(cfg, work)
     images = real_batch(create_backbone(ecfg, torch.device("cpu")), files)
     device = resolve_device("auto")
     accelerator = device if device.type != "cpu" else None
-    rows = run_parity(ecfg, images, include_compile=cfg.compile, accelerator=accelerator)
+    flags = cpu_flags() if flags is None else flags
+    auto, why = resolve_precision("auto", torch.device("cpu"), flags)
+    rows = run_parity(ecfg, images, include_compile=cfg.compile, accelerator=accelerator, flags=flags)
     record = {"rows": rows, "photos": source, "images": len(files), "model": cfg.model, "weights": cfg.weights,
               "resolution": cfg.resolution, "accelerator": str(accelerator) if accelerator else None,
+              "auto": {"precision": auto, "why": why, "pair": auto_pair(auto), "trivial": auto == "fp32"},
               "pass": all(r["pass"] for r in rows)}
     (work / "parity.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
 def format_parity(record: dict) -> str:
-    """The PASS/FAIL table with what was compared."""
+    """The PASS/FAIL table with what was compared, and which precision `auto` picked here and why."""
+    auto = record["auto"]
+    verdict = ("so its pair compares fp32 with itself: trivially PASS" if auto["trivial"]
+               else f"its pair \"{auto['pair']}\" is the first row")
     lines = [f"parity of {record['model']} ({record['weights']} weights) at {record['resolution']} px on "
-             f"{record['images']} photos from {record['photos']}", format_table(record["rows"])]
+             f"{record['images']} photos from {record['photos']}",
+             f"--precision auto → {auto['precision']} on this CPU ({auto['why']}); {verdict}",
+             format_table(record["rows"])]
     if record["accelerator"] is None:
         lines.append("(no accelerator here: the CPU-vs-device pair runs where one is present)")
     return "\n".join(lines)

@@ -1,36 +1,51 @@
-"""The bench as one run: the machine's limit, the backbone sweep, end-to-end extract, the naive loop, fast paths.
+"""The bench as one run: the machine, its matmul limits, per precision the backbone and end-to-end, fast paths.
 
 Everything is measured in one process, so that ratios hold on a noisy machine; `run_bench` writes
 `bench.json` and `bench.png` into `cfg.out` and returns the record, `format_bench` prints it.
+
+bench.json: "capability" (CPU model, cores, threads, kernel flags, torch's and Faiss's view), "auto" (the
+precision `--precision auto` resolves to here, and why), "matmul_limits" ({"fp32": {"gflops"}, "bf16":
+{"gflops"}, "int8": {"gops"} or {"skipped": why}}), "precisions" ({"fp32": block, "bf16": block}: each block
+holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_batch, end_to_end,
+ratio_end_to_end_vs_backbone and backbone_fraction_of_limit), and "headline". The top-level keys of earlier
+versions (matmul_gflops, backbone_sweep, backbone_at_batch, end_to_end, ratio_end_to_end_vs_backbone,
+backbone_fraction_of_limit) stay, and are the fp32 block's; naive_loop, fast_paths and dynamic_resolution are
+fp32 as before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.bench.machine import (
+    BENCH_PRECISIONS,
+    bench_precisions,
+    capability,
+    format_capability,
+    format_limits,
+    matmul_limits,
+)
 from pipeline.bench.throughput import (
     backbone_throughput,
     dynamic_resolution,
     end_to_end_throughput,
     fast_paths,
     flops_per_image,
-    matmul_gflops,
     naive_loop,
     plot,
     sweep,
 )
 from pipeline.errors import ConfigError
-from pipeline.extract.backbone import create_backbone
+from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
-from pipeline.extract.device import configure_threads, resolve_device
+from pipeline.extract.device import configure_threads, cpu_flags, resolve_device, resolve_precision
 from pipeline.io.pack import pack_folder
 from pipeline.io.shards import list_image_files
 
@@ -44,7 +59,8 @@ DYNAMIC_PHOTOS = 16  # real photos for dynamic resolution's cosine against fixed
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What `run_bench` measures; the defaults fit in ~6 minutes on a 2-core CPU."""
+    """What `run_bench` measures; the defaults fit in ~6 minutes on a 2-core CPU (more where bf16 is native:
+    the backbone and end-to-end are measured once per precision)."""
 
     out: str = "bench_out"  # folder for the packed shards, bench.json and bench.png
     photos: str | None = None  # JPEG folder; default: ../shared/data/pimmi_copydays_like, else generated ones
@@ -63,9 +79,17 @@ class BenchConfig:
     threads: int | None = None
     fast_paths: bool = True  # int8 and torch.compile against fp32
     compile: bool = True  # torch.compile among the fast paths (~1 min)
-    matmul_size: int = 2048  # side of the fp32 matrix product that measures the machine's limit
+    matmul_size: int = 2048  # side of the matrix products that measure the machine's limits
+    # Precisions of the backbone and end-to-end runs, fp32 always among them (the reference); None: every
+    # precision the hardware computes natively (bf16 on AMX / AVX512-BF16 CPUs and bf16 GPUs).
+    precisions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.precisions is not None:
+            unknown = [p for p in self.precisions if p not in BENCH_PRECISIONS]
+            if unknown or not self.precisions:
+                raise ConfigError(f"precisions must be among {','.join(BENCH_PRECISIONS)}, got "
+                                  f"{','.join(unknown) or 'none'}")
         if self.images < 1 or self.naive_images < 1:
             raise ConfigError("images and naive_images must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1 or self.batch_size < 1:
@@ -107,41 +131,47 @@ def prepare_shards(work: Path, limit: int, photos: str | None = None) -> tuple[s
     return str(shards / "shards.txt"), files
 
 
-def run_bench(cfg: BenchConfig) -> dict:
-    """Measure, write `bench.json` and `bench.png` into `cfg.out`, and return the record."""
+def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
+    """Measure, write `bench.json` and `bench.png` into `cfg.out`, and return the record. `flags`: the CPU's
+    kernel flags (None: read /proc/cpuinfo); they decide the default precisions, the int8 limit and `auto`."""
     work = Path(cfg.out)
     work.mkdir(parents=True, exist_ok=True)
     shards, files = prepare_shards(work, cfg.images, cfg.photos)
     ecfg = ExtractConfig(out=str(work / "unused"), shards=(shards,), model=cfg.model, weights=cfg.weights,
                          model_kwargs=cfg.model_kwargs, device=cfg.device, resolution=cfg.resolution,
-                         batch_size=cfg.batch_size, workers=cfg.workers, threads=cfg.threads, progress=False)
+                         precision="fp32", batch_size=cfg.batch_size, workers=cfg.workers, threads=cfg.threads,
+                         progress=False)
     device = resolve_device(ecfg.device)
     threads = configure_threads(device, ecfg.threads)
-    backbone = create_backbone(ecfg, device)
-    flops = flops_per_image(backbone)
-    limit = matmul_gflops(cfg.matmul_size)
-    swept = sweep(backbone, list(cfg.batch_sizes), warmup=cfg.warmup, repeats=cfg.repeats)
-    at_batch = max(3, 64 // cfg.batch_size)
-    before = backbone_throughput(backbone, cfg.batch_size, warmup=2, repeats=at_batch)
-    e2e = end_to_end_throughput(ecfg)
-    after = backbone_throughput(backbone, cfg.batch_size, warmup=1, repeats=at_batch)
+    flags = cpu_flags() if flags is None else flags
+    auto, why = resolve_precision("auto", device, flags)
+    precisions = bench_precisions(cfg.precisions, device, flags)
+    cap = capability(device, flags)
+    limits = matmul_limits(precisions, cfg.matmul_size, device, flags)
+    base = create_backbone(ecfg, device)
+    flops = flops_per_image(base)
+    blocks = {}
+    for precision in precisions:
+        backbone = base if precision == "fp32" else create_backbone(replace(ecfg, precision=precision), device)
+        blocks[precision] = measure_precision(cfg, replace(ecfg, precision=precision), backbone, flops,
+                                              limits[precision]["gflops"])
+        del backbone
     naive = naive_loop(cfg.model, files[: cfg.naive_images], cfg.resolution, ecfg)
-    ref = (before["images_per_second"] + after["images_per_second"]) / 2
+    fp32 = blocks["fp32"]
     result = {
         "model": cfg.model, "resolution": cfg.resolution, "batch_size": cfg.batch_size,
-        "device": str(device), "threads": threads, "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "shards": shards, "matmul_gflops": limit, "matmul_size": cfg.matmul_size,
-        "flops_per_image": flops,
-        "backbone_sweep": swept,
-        "backbone_at_batch": {**before, "images_per_second": ref, "before": before["images_per_second"],
-                              "after": after["images_per_second"]},
-        "end_to_end": e2e, "naive_loop": naive,
-        "ratio_end_to_end_vs_backbone": e2e["images_per_second"] / ref,
-        "ratio_naive_vs_backbone": naive["images_per_second"] / ref,
-        "backbone_fraction_of_limit": ref * flops / 1e9 / limit,
+        "device": str(device), "threads": threads, "cpu": cap["cpu"], "torch": torch.__version__,
+        "shards": shards, "capability": cap, "auto": {"precision": auto, "why": why},
+        "matmul_size": cfg.matmul_size, "matmul_limits": limits, "flops_per_image": flops,
+        "precisions": blocks,
+        **{k: fp32[k] for k in ("matmul_gflops", "backbone_sweep", "backbone_at_batch", "end_to_end",
+                                "ratio_end_to_end_vs_backbone", "backbone_fraction_of_limit")},
+        "naive_loop": naive,
+        "ratio_naive_vs_backbone": naive["images_per_second"] / fp32["backbone_at_batch"]["images_per_second"],
     }
+    result["headline"] = headline(result)
     if cfg.fast_paths:
-        result["fast_paths"] = fast_paths(ecfg, backbone, files[:FAST_PATH_PHOTOS], cfg.batch_size, cfg.compile)
+        result["fast_paths"] = fast_paths(ecfg, base, files[:FAST_PATH_PHOTOS], cfg.batch_size, cfg.compile)
         result["fast_path_photos"] = len(files[:FAST_PATH_PHOTOS])
         result["dynamic_resolution"] = dynamic_resolution(ecfg, files[:DYNAMIC_PHOTOS])
     (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -149,35 +179,74 @@ def run_bench(cfg: BenchConfig) -> dict:
     return result
 
 
+def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone, flops: float,
+                      limit_gflops: float) -> dict:
+    """One precision's block: the backbone sweep, the backbone at the comparison batch before and after the
+    end-to-end `run_extract` (averaged: drift on a noisy machine cancels), their ratio, and the backbone's
+    fraction of that precision's matmul limit."""
+    swept = sweep(backbone, list(cfg.batch_sizes), warmup=cfg.warmup, repeats=cfg.repeats)
+    at_batch = max(3, 64 // cfg.batch_size)
+    before = backbone_throughput(backbone, cfg.batch_size, warmup=2, repeats=at_batch)
+    e2e = end_to_end_throughput(ecfg)
+    after = backbone_throughput(backbone, cfg.batch_size, warmup=1, repeats=at_batch)
+    ref = (before["images_per_second"] + after["images_per_second"]) / 2
+    return {
+        "precision": ecfg.precision, "matmul_gflops": limit_gflops,
+        "ceiling_images_per_second": limit_gflops * 1e9 / flops,
+        "backbone_sweep": swept,
+        "backbone_at_batch": {**before, "images_per_second": ref, "before": before["images_per_second"],
+                              "after": after["images_per_second"]},
+        "end_to_end": e2e,
+        "ratio_end_to_end_vs_backbone": e2e["images_per_second"] / ref,
+        "backbone_fraction_of_limit": ref * flops / 1e9 / limit_gflops,
+    }
+
+
+def headline(result: dict) -> str:
+    """`auto → bf16 (why): end-to-end X images/s = R × backbone`, for the precision `auto` picks here."""
+    auto = result["auto"]
+    head = f"auto → {auto['precision']} ({auto['why']})"
+    block = result["precisions"].get(auto["precision"])
+    if block is None:
+        return f"{head}: not measured (--precisions {','.join(result['precisions'])})"
+    return (f"{head}: end-to-end {block['end_to_end']['images_per_second']:.2f} images/s = "
+            f"{block['ratio_end_to_end_vs_backbone']:.3f} × backbone")
+
+
 def format_bench(result: dict) -> str:
-    """The record as the report prints it: the limit, the sweep table, then each path against the backbone."""
-    limit, flops = result["matmul_gflops"], result["flops_per_image"]
-    at, e2e, naive = result["backbone_at_batch"], result["end_to_end"], result["naive_loop"]
-    ref = at["images_per_second"]
-    lines = [f"machine limit: {limit:.0f} GFLOP/s (fp32 {result['matmul_size']}² matmul, {result['threads']} threads); "
-             f"model "
-             f"{flops / 1e9:.1f} GFLOP/image → ceiling {limit * 1e9 / flops:.1f} images/s",
-             f"{'batch':>6} {'images/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'GFLOP/s':>8}"]
-    for r in result["backbone_sweep"]:
-        lines.append(f"{r['batch_size']:>6} {r['images_per_second']:>9.2f} {r['p50_ms']:>8.0f} {r['p90_ms']:>8.0f} "
-                     f"{r['gflops_achieved']:>8.0f}")
-    lines += [f"at batch {result['batch_size']}: backbone {ref:.2f} images/s (before {at['before']:.2f}, "
-              f"after {at['after']:.2f}) = {result['backbone_fraction_of_limit']:.0%} of the limit",
-              f"end-to-end extract: {e2e['images_per_second']:.2f} images/s over {e2e['images']} real JPEGs "
-              f"= {result['ratio_end_to_end_vs_backbone']:.3f} × backbone",
-              f"naive timm loop:    {naive['images_per_second']:.2f} images/s = "
-              f"{result['ratio_naive_vs_backbone']:.3f} × backbone"]
+    """The record as the report prints it: the headline, the machine and its limits, per precision the sweep
+    table and end-to-end against the backbone, then the naive loop, the fast paths and dynamic resolution."""
+    flops = result["flops_per_image"]
+    lines = [result["headline"], format_capability(result["capability"]),
+             format_limits(result["matmul_limits"], result["matmul_size"], result["threads"])
+             + f"; model {flops / 1e9:.3g} GFLOP/image"]
+    for name, block in result["precisions"].items():
+        at, e2e = block["backbone_at_batch"], block["end_to_end"]
+        lines += [f"{name}: ceiling {block['ceiling_images_per_second']:.1f} images/s at the {name} limit",
+                  f"  {'batch':>6} {'images/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'GFLOP/s':>8}"]
+        for r in block["backbone_sweep"]:
+            lines.append(f"  {r['batch_size']:>6} {r['images_per_second']:>9.2f} {r['p50_ms']:>8.0f} "
+                         f"{r['p90_ms']:>8.0f} {r['gflops_achieved']:>8.0f}")
+        lines += [f"  at batch {result['batch_size']}: backbone {at['images_per_second']:.2f} images/s (before "
+                  f"{at['before']:.2f}, after {at['after']:.2f}) = {block['backbone_fraction_of_limit']:.0%} of "
+                  f"the {name} limit",
+                  f"  end-to-end extract: {e2e['images_per_second']:.2f} images/s over {e2e['images']} real JPEGs "
+                  f"= {block['ratio_end_to_end_vs_backbone']:.3f} × backbone"]
+    ref = result["backbone_at_batch"]["images_per_second"]
+    naive = result["naive_loop"]
+    lines.append(f"naive timm loop (fp32): {naive['images_per_second']:.2f} images/s = "
+                 f"{result['ratio_naive_vs_backbone']:.3f} × fp32 backbone")
     for name, fp in result.get("fast_paths", {}).items():
         if "error" in fp:
             lines.append(f"{name:<8}: failed here ({fp['error']})")
         else:
-            lines.append(f"{name:<8}: {fp['images_per_second']:.2f} images/s ({fp['images_per_second'] / ref:.2f}×), "
-                         f"CLS cosine vs fp32 min {fp['cls_cosine_min']:.5f} on {result['fast_path_photos']} "
+            lines.append(f"{name:<8}: {fp['images_per_second']:.2f} images/s ({fp['images_per_second'] / ref:.2f}× "
+                         f"fp32), CLS cosine vs fp32 min {fp['cls_cosine_min']:.5f} on {result['fast_path_photos']} "
                          f"real photos")
     if "dynamic_resolution" in result:
-        dr = result["dynamic_resolution"]
+        dr, e2e = result["dynamic_resolution"], result["end_to_end"]
         lines.append(f"dynamic : {dr['images_per_second']:.2f} images/s end-to-end "
-                     f"({dr['images_per_second'] / e2e['images_per_second']:.2f}× fixed), "
+                     f"({dr['images_per_second'] / e2e['images_per_second']:.2f}× fixed, fp32), "
                      f"{dr['tokens_per_image_dynamic']:.0f} vs {dr['tokens_per_image_fixed']} patch tokens; CLS "
                      f"cosine vs fixed mode mean {dr['cls_cosine_vs_fixed_mean']:.4f} (different crops: not a "
                      f"fidelity loss)")

@@ -1,4 +1,4 @@
-"""Throughput against the machine's limit: matmul peak, backbone sweep, end-to-end, naive loop, fast paths."""
+"""Throughput of the model: backbone sweep, end-to-end, naive loop, fast paths, dynamic resolution, the plot."""
 
 from __future__ import annotations
 
@@ -12,22 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.bench.machine import sync
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import run_extract
 
 log = logging.getLogger(__name__)
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """The machine's fp32 limit on these threads: GFLOP/s of an n×n matrix product (after a warm-up)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
 def flops_per_image(backbone: Backbone) -> float:
@@ -51,10 +41,10 @@ def backbone_throughput(backbone: Backbone, batch_size: int, warmup: int = 3, re
         backbone(x)
     times = []
     for _ in range(repeats):
-        _sync(backbone.device)
+        sync(backbone.device)
         t0 = time.perf_counter()
         backbone(x)
-        _sync(backbone.device)
+        sync(backbone.device)
         times.append(time.perf_counter() - t0)
     t = np.asarray(times)
     return {"batch_size": batch_size, "images_per_second": batch_size * len(t) / t.sum(),
@@ -173,39 +163,56 @@ def fast_paths(cfg: ExtractConfig, base: Backbone, files: list[Path], batch_size
 
 
 def plot(result: dict, path: Path) -> None:
-    """PNG: images/s per batch size, and end-to-end / naive / fast paths against the machine's ceiling."""
+    """PNG, the precisions side by side: images/s per batch size with each precision's matmul limit dashed
+    (log scale: the limits can be far above), and per precision the limit, the backbone and end-to-end, then
+    the naive loop and the fast paths (fp32). Reads bench.json's "precisions", else its fp32 top-level keys."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    sweep_ = result["backbone_sweep"]
-    ax1.plot([r["batch_size"] for r in sweep_], [r["images_per_second"] for r in sweep_], "o-", label="backbone")
-    ceiling = result["matmul_gflops"] * 1e9 / result["flops_per_image"]
-    ax1.axhline(ceiling, color="grey", ls="--", label=f"matmul limit ({ceiling:.1f}/s)")
+    flops = result["flops_per_image"]
+    blocks = result.get("precisions") or {"fp32": {
+        "matmul_gflops": result["matmul_gflops"], "backbone_sweep": result["backbone_sweep"],
+        "backbone_at_batch": result["backbone_at_batch"], "end_to_end": result["end_to_end"]}}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ticks, labels = [], []
+    for i, (name, block) in enumerate(blocks.items()):
+        colour = f"C{i}"
+        sweep_ = block["backbone_sweep"]
+        ceiling = block["matmul_gflops"] * 1e9 / flops
+        ax1.plot([r["batch_size"] for r in sweep_], [r["images_per_second"] for r in sweep_], "o-", color=colour,
+                 label=f"{name} backbone")
+        ax1.axhline(ceiling, color=colour, ls="--", label=f"{name} matmul limit ({ceiling:.1f}/s)")
+        ax1.plot([result["batch_size"]], [block["end_to_end"]["images_per_second"]], "*", ms=12, color=colour,
+                 label=f"{name} end-to-end")
+        values = [ceiling, block["backbone_at_batch"]["images_per_second"], block["end_to_end"]["images_per_second"]]
+        x0 = i * 4
+        bars = ax2.bar([x0, x0 + 1, x0 + 2], values, color=colour, edgecolor="black")
+        bars[0].set_alpha(0.35)  # the limit: a ceiling, not a measurement of the model
+        for x, v in zip((x0, x0 + 1, x0 + 2), values):
+            ax2.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+        ticks += [x0, x0 + 1, x0 + 2]
+        labels += [f"{name} limit", f"{name} backbone", f"{name} end-to-end"]
+    extra = {"naive loop": result.get("naive_loop", {}).get("images_per_second")}
+    extra.update({f"{k} backbone": fp.get("images_per_second") for k, fp in result.get("fast_paths", {}).items()})
+    x = len(blocks) * 4
+    for j, (name, value) in enumerate((k, v) for k, v in extra.items() if v):
+        ax2.bar([x], [value], color=f"C{len(blocks) + j}", edgecolor="black")
+        ax2.text(x, value, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+        ticks.append(x)
+        labels.append(f"{name} (fp32)" if name == "naive loop" else name)
+        x += 1
     ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
     ax1.set_xlabel("batch size")
     ax1.set_ylabel("images/s")
-    ax1.set_title(f"{result['model']} @ {result['resolution']} px, {result['device']}")
-    ax1.legend()
-    bars = {"limit": ceiling, "backbone": result["backbone_at_batch"]["images_per_second"],
-            "end-to-end": result["end_to_end"]["images_per_second"],
-            "naive loop": result["naive_loop"]["images_per_second"]}
-    for name, fp in result.get("fast_paths", {}).items():
-        if "images_per_second" in fp:
-            bars[f"{name} backbone"] = fp["images_per_second"]
-    ax2.bar(list(bars), list(bars.values()), color=["grey", "C0", "C1", "C3", "C2", "C4"][:len(bars)])
+    ax1.set_title(f"{result['model']} @ {result['resolution']} px, {result['device']}", fontsize=9)
+    ax1.legend(fontsize=7)
+    ax2.set_yscale("log")
+    ax2.set_xticks(ticks, labels, rotation=35, ha="right", fontsize=7)
     ax2.set_ylabel("images/s")
-    ax2.set_title(f"batch {result['batch_size']}")
-    ax2.tick_params(axis="x", rotation=20)
+    ax2.set_title(f"batch {result['batch_size']}: limit, backbone, end-to-end per precision", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "npu":
-        torch.npu.synchronize(device)

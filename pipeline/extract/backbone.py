@@ -11,8 +11,8 @@ from timm.data import resolve_model_data_config
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.extract.config import ExtractConfig
-from pipeline.extract.device import autocast
+from pipeline.extract.config import EVAL_CROP_PCT, ExtractConfig
+from pipeline.extract.device import autocast, resolve_precision
 from pipeline.extract.preprocess import Preprocess
 from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, explain_load_error, resolve_weights
 from pipeline.provenance import stamp
@@ -44,9 +44,15 @@ def resolve_preprocess(model: torch.nn.Module, cfg: ExtractConfig) -> Preprocess
     data = resolve_model_data_config(model)
     patch = _patch_size(model)
     size = cfg.resolution or _model_img_size(model) or max(data["input_size"][1:])
+    if cfg.crop_pct is not None:
+        crop = cfg.crop_pct
+    elif cfg.resolution is not None:
+        crop = EVAL_CROP_PCT  # global features as DINOv2 evaluates them: resize 256, centre crop 224
+    else:
+        crop = data.get("crop_pct", 1.0)
     return Preprocess(
         input_size=(3, size, size), interpolation=data["interpolation"], mean=tuple(data["mean"]),
-        std=tuple(data["std"]), crop_pct=data.get("crop_pct", 1.0), crop_mode=data.get("crop_mode", "center"),
+        std=tuple(data["std"]), crop_pct=crop, crop_mode=data.get("crop_mode", "center"),
         resize_mode=cfg.resize_mode, patch_size=patch,
     )
 
@@ -73,6 +79,11 @@ class Backbone:
                  device: torch.device) -> None:
         self.model = model.eval().requires_grad_(False).to(device)
         self.preprocess, self.weights, self.cfg, self.device = preprocess, weights, cfg, device
+        self.precision, self.precision_why = resolve_precision(cfg.precision, device)
+        if cfg.quantize == "int8" and cfg.precision == "auto":
+            self.precision, self.precision_why = "fp32", "--quantize int8 runs int8 Linear layers with fp32 between"
+        if cfg.precision == "auto":
+            log.info("precision auto → %s: %s", self.precision, self.precision_why)
         self.mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255.0
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))
@@ -92,7 +103,7 @@ class Backbone:
         """uint8 NCHW on the device → float32 features on the device: cls, patch_mean and the extras."""
         x = (images.float() - self.mean) / self.std
         extras = self.cfg.extras
-        with autocast(self.device, self.cfg.precision):
+        with autocast(self.device, self.precision):
             if "layers" in extras:
                 final, inter = self.model.forward_intermediates(
                     x, indices=self.cfg.last_layers, norm=True, output_fmt="NLC", return_prefix_tokens=True)
@@ -123,7 +134,8 @@ class Backbone:
             "model_kwargs": {k: v for k, v in self.cfg.model_kwargs},
             "weights": self.weights.record(),
             **self.preprocess.record(),
-            "precision": self.cfg.precision,
+            "precision": self.precision,
+            "precision_why": self.precision_why,
             "dtype": self.cfg.dtype,
             "features": ["cls", "patch_mean"] + feature_extras(self.cfg, self.num_registers),
             "last_layers": self.cfg.last_layers if "layers" in self.cfg.extras else None,

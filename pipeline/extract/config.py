@@ -9,9 +9,11 @@ from pipeline.errors import ConfigError
 
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 EXTRAS = ("registers", "gem", "layers")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("float16", "float32")
 RESIZE_MODES = ("fixed", "dynamic")
+# DINOv2's k-NN and linear evaluations: Resize(256) then CenterCrop(224), i.e. 224/256.
+EVAL_CROP_PCT = 0.875
 # Pillow's own default limit is 89.5 MP (warning) and twice that (error); we refuse above this.
 DEFAULT_MAX_PIXELS = 178_956_970
 
@@ -26,10 +28,13 @@ class ExtractConfig:
     model: str = DEFAULT_MODEL
     weights: str = "hub"
     model_kwargs: tuple[tuple[str, object], ...] = ()
-    resolution: int | None = None
+    # Global features at DINOv2's evaluation size: resize to resolution/crop_pct (256), centre crop 224. None: the
+    # model's native size and crop (DINOv2: 518 px, crop 1.0), for dense / patch work (make pca).
+    resolution: int | None = 224
+    crop_pct: float | None = None  # None: EVAL_CROP_PCT at a given resolution, the model's own at native size
     resize_mode: str = "fixed"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where the hardware computes it natively, else fp32 (device.resolve_precision)
     dtype: str = "float16"
     extras: tuple[str, ...] = ()
     last_layers: int = 4
@@ -70,6 +75,8 @@ class ExtractConfig:
             raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}")
         if self.resolution is not None and self.resolution < 1:
             raise ConfigError("resolution must be positive")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.folder_shard_size < 1:
             raise ConfigError("folder_shard_size must be >= 1")
         if self.last_layers < 1:
@@ -87,6 +94,16 @@ def rank_from_env() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
     return rank, world, local
+
+
+def parse_resolution(text: str) -> int | None:
+    """`--resolution 224` → 224; `native` (or `model`) → None, the model's own size."""
+    if text.strip().lower() in ("native", "model", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--resolution takes a number of pixels or 'native', got {text!r}") from None
 
 
 def parse_model_kwargs(text: str | None) -> tuple[tuple[str, object], ...]:

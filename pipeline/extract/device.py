@@ -45,6 +45,41 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as the kernel reports them (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def resolve_precision(requested: str, device: torch.device, flags: set[str] | None = None) -> tuple[str, str]:
+    """(precision, why): `auto` is bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that
+    support it; CPUs with AMX-BF16 or AVX512-BF16, read from the kernel's flags) and fp32 elsewhere. A precision
+    asked for by name is kept."""
+    if requested != "auto":
+        return requested, f"--precision {requested} given"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"{torch.cuda.get_device_name(device)} supports bf16"
+        return "fp32", f"{torch.cuda.get_device_name(device)} has no bf16"
+    if device.type == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        native = [f for f in NATIVE_BF16_FLAGS if f in flags]
+        if native and torch.backends.mkldnn.is_available():
+            return "bf16", f"the CPU computes bf16 natively ({', '.join(native)})"
+        return "fp32", ("the CPU has no native bf16 (no amx_bf16 or avx512_bf16 among its flags)" if not native
+                        else "torch was built without oneDNN, which runs bf16 on this CPU")
+    return "fp32", f"auto keeps fp32 on {device.type}"
+
+
 def is_accelerator(device: torch.device) -> bool:
     return device.type in ("cuda", "npu", "mps")
 

@@ -45,7 +45,8 @@ def config_from_provenance(prov: dict, out: str, **inputs) -> ExtractConfig:
     input_size = prov["input_size"]
     return ExtractConfig(
         out=out, model=prov["model"], weights=spec, model_kwargs=tuple(sorted(prov.get("model_kwargs", {}).items())),
-        resolution=int(max(input_size[1:])), resize_mode=prov.get("resize_mode", "fixed"),
+        resolution=int(max(input_size[1:])), crop_pct=prov.get("crop_pct"),
+        resize_mode=prov.get("resize_mode", "fixed"),
         precision=prov.get("precision", "fp32"), dtype=prov.get("dtype", "float16"),
         jpeg_draft=prov.get("jpeg_draft", True), progress=False, **inputs)
 

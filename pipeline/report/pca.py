@@ -32,6 +32,7 @@ class PcaConfig:
     weights: str = "hub"
     model_kwargs: tuple[tuple[str, object], ...] = ()
     resolution: int | None = None  # default: the model's own (DINOv2: 518 px, a 37×37 patch grid)
+    crop_pct: float = 1.0  # the whole image: the patch maps line up with the picture (extract's 0.875 crops)
     device: str = "auto"
     threshold: float = 0.0  # foreground: first component above this many standard deviations
     colours: str = "all"  # all: RGB = components 1-3 of the joint PCA; foreground: refit on foreground (paper)
@@ -133,7 +134,8 @@ def run_pca(cfg: PcaConfig) -> dict:
     if not files:
         raise MissingInputError(f"no image files found in {cfg.images!r}")
     ecfg = ExtractConfig(out=cfg.out, images=cfg.images, model=cfg.model, weights=cfg.weights,
-                         model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, device=cfg.device,
+                         model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, crop_pct=cfg.crop_pct,
+                         device=cfg.device,
                          progress=False)
     backbone = create_backbone(ecfg, resolve_device(cfg.device))
     pre = backbone.preprocess

@@ -43,27 +43,53 @@ def test_run_parity_rows_and_table(tmp_path, photos):
     cfg = tiny_config(tmp_path, images=str(tmp_path))
     images = real_batch(create_backbone(cfg, torch.device("cpu")), photos)
     assert images.dtype == torch.uint8 and images.shape == (6, 3, 56, 56)
-    rows = run_parity(cfg, images)
-    pairs = {r["pair"] for r in rows}
-    assert pairs == {"unfused attention vs fused", "float16 storage vs float32", "int8 (CPU fast path) vs fp32",
-                     "bf16 autocast vs fp32"}
-    assert len(rows) == 8 and {r["feature"] for r in rows} == {"cls", "patch_mean"}
+    rows = run_parity(cfg, images, flags={"avx2", "amx_bf16"})
+    pairs = list(dict.fromkeys(r["pair"] for r in rows))
+    auto = "bf16" if torch.backends.mkldnn.is_available() else "fp32"
+    assert pairs == [f"auto ({auto}) vs fp32", "unfused attention vs fused", "float16 storage vs float32",
+                     "int8 (CPU fast path) vs fp32", "bf16 autocast vs fp32"]
+    assert len(rows) == 10 and {r["feature"] for r in rows} == {"cls", "patch_mean"}
     fused = [r for r in rows if r["pair"] == "unfused attention vs fused"]
     assert all(r["pass"] and r["cosine_min"] > 0.99999 for r in fused)
+    if auto == "bf16":  # auto on an AMX CPU is bf16 autocast: the same numbers as the bf16 pair, not 1 == 1
+        for feature in ("cls", "patch_mean"):
+            a, b = (next(r for r in rows if r["pair"] == p and r["feature"] == feature)
+                    for p in ("auto (bf16) vs fp32", "bf16 autocast vs fp32"))
+            assert {**a, "pair": ""} == {**b, "pair": ""} and a["trimmed_rel"] > 0
     table = format_table(rows)
-    assert table.count("PASS") + table.count("FAIL") == 8
+    assert table.count("PASS") + table.count("FAIL") == 10
+    assert table.splitlines()[2].startswith(f"auto ({auto}) vs fp32 ")  # the first row under the criteria
+
+
+def test_auto_pair_is_trivial_where_auto_is_fp32(tmp_path, photos):
+    cfg = tiny_config(tmp_path, images=str(tmp_path))
+    images = real_batch(create_backbone(cfg, torch.device("cpu")), photos[:2])
+    rows = run_parity(cfg, images, flags={"avx2", "avx512f", "avx512_vnni"})
+    auto = [r for r in rows if r["pair"] == "auto (fp32) vs fp32"]
+    assert [r["feature"] for r in auto] == ["cls", "patch_mean"] and rows[:2] == auto
+    assert all(r["cosine_min"] == pytest.approx(1.0) and r["mae"] == 0 and r["trimmed_rel"] == 0 and r["pass"]
+               for r in auto)
 
 
 def test_run_parity_check_writes_the_record_it_returns(tmp_path, photos):
     cfg = ParityConfig(out=str(tmp_path / "out"), photos=str(photos[0].parent), model=TINY_MODEL,
                        model_kwargs=TINY_KWARGS, resolution=TINY_RES, images=4)
-    record = run_parity_check(cfg)
+    record = run_parity_check(cfg, flags={"sse2"})
     assert json.loads((tmp_path / "out" / "parity.json").read_text()) == record
-    assert record["images"] == 4 and record["photos"] == str(tmp_path) and len(record["rows"]) == 8
+    assert record["images"] == 4 and record["photos"] == str(tmp_path) and len(record["rows"]) == 10
     assert record["pass"] == all(r["pass"] for r in record["rows"])
+    why = "the CPU has no native bf16 (no amx_bf16 or avx512_bf16 among its flags)"
+    assert record["auto"] == {"precision": "fp32", "why": why, "pair": "auto (fp32) vs fp32", "trivial": True}
     text = format_parity(record)
-    assert text.startswith(f"parity of {TINY_MODEL} (random weights) at 56 px on 4 photos from {tmp_path}")
+    lines = text.splitlines()
+    assert lines[0] == f"parity of {TINY_MODEL} (random weights) at 56 px on 4 photos from {tmp_path}"
+    assert lines[1] == f"--precision auto → fp32 on this CPU ({why}); so its pair compares fp32 with itself: " \
+                       "trivially PASS"
     assert format_table(record["rows"]) in text
+    if torch.backends.mkldnn.is_available():
+        bf16 = dict(record, auto={"precision": "bf16", "why": "amx", "pair": "auto (bf16) vs fp32", "trivial": False})
+        assert format_parity(bf16).splitlines()[1] == ('--precision auto → bf16 on this CPU (amx); its pair '
+                                                        '"auto (bf16) vs fp32" is the first row')
 
 
 def test_parity_config_mistakes_are_user_errors(tmp_path):

@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.bench import run as bench_run
+from pipeline.bench.machine import matmul_gflops
 from pipeline.bench.run import BenchConfig, format_bench, prepare_shards, run_bench
 from pipeline.bench.throughput import (
     backbone_throughput,
@@ -19,7 +21,6 @@ from pipeline.bench.throughput import (
     end_to_end_throughput,
     fast_paths,
     flops_per_image,
-    matmul_gflops,
     naive_loop,
     plot,
     real_batch,
@@ -41,6 +42,15 @@ def photos(tmp_path):
         make_image(i, (90, 70)).save(f)
         files.append(f)
     return files
+
+
+@pytest.fixture()
+def restore_threads():
+    """run_bench with threads=1 sets torch's threads for the process (one thread: no OpenMP contention with
+    whatever else runs on a small machine); put them back for the tests after."""
+    threads = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(threads)
 
 
 def test_backbone_and_end_to_end_throughput(tmp_path):
@@ -130,21 +140,74 @@ def test_prepare_shards_packs_once_and_reuses(tmp_path, photos):
     assert listing.stat().st_mtime_ns == mtime
 
 
-def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos):
+def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos, restore_threads):
+    """fp32 only with the fast paths; auto would be bf16 (injected AMX flags) but is not measured: said so."""
     cfg = BenchConfig(out=str(tmp_path / "out"), photos=str(photos[0].parent), model=TINY_MODEL,
                       model_kwargs=TINY_KWARGS, device="cpu", resolution=TINY_RES, batch_size=2, batch_sizes=(1, 2),
-                      images=4, naive_images=2, warmup=0, repeats=1, workers=0, compile=False, matmul_size=128)
-    result = run_bench(cfg)
+                      images=4, naive_images=2, warmup=0, repeats=1, workers=0, compile=False, matmul_size=128,
+                      precisions=("fp32",), threads=restore_threads)
+    result = run_bench(cfg, flags={"amx_bf16", "amx_tile"})
     assert json.loads((tmp_path / "out" / "bench.json").read_text()) == json.loads(json.dumps(result))
     assert Image.open(tmp_path / "out" / "bench.png").size[0] > 500
+    assert list(result["precisions"]) == ["fp32"] and result["capability"]["flags"] == ["amx_tile", "amx_bf16"]
+    assert result["threads"] == result["capability"]["torch_threads"] == 1
     assert [r["batch_size"] for r in result["backbone_sweep"]] == [1, 2]
     assert result["end_to_end"]["images"] == 4 and result["naive_loop"]["images"] == 2
     assert set(result["fast_paths"]) == {"int8"} and result["dynamic_resolution"]["images"] == 4
     ref = result["backbone_at_batch"]["images_per_second"]
     assert result["ratio_end_to_end_vs_backbone"] == pytest.approx(result["end_to_end"]["images_per_second"] / ref)
     text = format_bench(result)
-    assert text.startswith("machine limit: ") and "128² matmul" in text and "int8    : " in text
-    assert len(text.splitlines()) == 2 + 2 + 3 + 1 + 1  # header, 2 sweep rows, 3 comparisons, int8, dynamic
+    lines = text.splitlines()
+    if torch.backends.mkldnn.is_available():
+        assert lines[0] == "auto → bf16 (the CPU computes bf16 natively (amx_bf16)): not measured (--precisions fp32)"
+    assert lines[1].startswith("machine: ") and lines[2].startswith("matmul limits (128² product, ")
+    assert "int8    : " in text
+    # headline, machine, limits; per precision: ceiling, header, 2 sweep rows, 2 comparisons; naive, int8, dynamic
+    assert len(lines) == 3 + (1 + 1 + 2 + 2) + 3
+
+
+def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, restore_threads):
+    """Issue 13: with native bf16 (injected flags) the default precisions are fp32 and bf16; each block's ratio
+    is its own end-to-end over its own backbone, its fraction is of its own limit; the headline is auto's."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch without oneDNN: auto stays fp32 whatever the flags")
+    monkeypatch.setattr(bench_run, "COPYDAYS", tmp_path / "absent")  # generated 512×341 JPEGs
+    cfg = BenchConfig(out=str(tmp_path / "out"), model=TINY_MODEL, model_kwargs=TINY_KWARGS, device="cpu",
+                      resolution=TINY_RES, batch_size=2, batch_sizes=(1, 2), images=8, naive_images=2, warmup=0,
+                      repeats=1, workers=0, fast_paths=False, matmul_size=128, threads=restore_threads)
+    result = run_bench(cfg, flags={"avx2", "avx512f", "amx_bf16", "amx_int8"})
+    assert len(list((tmp_path / "out" / "generated").glob("*.jpg"))) == 8
+    assert result["auto"] == {"precision": "bf16", "why": "the CPU computes bf16 natively (amx_bf16)"}
+    assert list(result["precisions"]) == ["fp32", "bf16"]
+    assert list(result["matmul_limits"]) == ["fp32", "bf16", "int8"]
+    flops = result["flops_per_image"]
+    for name, block in result["precisions"].items():
+        at, e2e = block["backbone_at_batch"], block["end_to_end"]
+        assert block["precision"] == name and e2e["images"] == 8 and e2e["failures"] == 0
+        assert [r["batch_size"] for r in block["backbone_sweep"]] == [1, 2]
+        assert at["images_per_second"] == pytest.approx((at["before"] + at["after"]) / 2)
+        assert block["ratio_end_to_end_vs_backbone"] == pytest.approx(e2e["images_per_second"]
+                                                                      / at["images_per_second"])
+        assert block["matmul_gflops"] == result["matmul_limits"][name]["gflops"]
+        assert block["backbone_fraction_of_limit"] == pytest.approx(at["images_per_second"] * flops / 1e9
+                                                                    / block["matmul_gflops"])
+        assert block["ceiling_images_per_second"] == pytest.approx(block["matmul_gflops"] * 1e9 / flops)
+    fp32 = result["precisions"]["fp32"]
+    for key in ("matmul_gflops", "backbone_sweep", "backbone_at_batch", "end_to_end", "ratio_end_to_end_vs_backbone",
+                "backbone_fraction_of_limit"):
+        assert result[key] == fp32[key]  # older readers see the fp32 run where they always did
+    assert "fast_paths" not in result and "dynamic_resolution" not in result
+    assert json.loads((tmp_path / "out" / "bench.json").read_text()) == json.loads(json.dumps(result))
+    assert Image.open(tmp_path / "out" / "bench.png").size[0] > 500
+    bf16 = result["precisions"]["bf16"]
+    lines = format_bench(result).splitlines()
+    assert lines[0] == (f"auto → bf16 (the CPU computes bf16 natively (amx_bf16)): end-to-end "
+                        f"{bf16['end_to_end']['images_per_second']:.2f} images/s = "
+                        f"{bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone") == result["headline"]
+    assert "flags avx2 avx512f amx_bf16 amx_int8;" in lines[1]
+    assert lines[3].startswith("fp32: ceiling ") and lines[9].startswith("bf16: ceiling ")
+    assert lines[14].endswith(f"= {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
+    assert len(lines) == 3 + 2 * 6 + 1
 
 
 def test_bench_config_mistakes_are_user_errors():

@@ -6,14 +6,13 @@ import json
 
 import pytest
 import webdataset as wds
+from webdataset import TarWriter
 
 from pipeline.curate.export import ExportConfig, run_export
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.run import run_dedup
 from pipeline.errors import InputError
 from pipeline.extract.runner import run_extract
-from webdataset import TarWriter
-
 from tests.conftest import jpeg_bytes, make_image, tiny_config, write_shards
 
 

@@ -3,14 +3,11 @@ and "beyond these")."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image

@@ -20,6 +20,7 @@ from timm.data import create_transform, resolve_model_data_config
 from webdataset import TarWriter
 
 from pipeline.errors import ConfigMismatchError
+from pipeline.extract.config import EVAL_CROP_PCT
 from pipeline.extract.runner import run_extract
 from pipeline.io.schema import read_provenance
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, jpeg_bytes, make_image, tiny_config, write_shards
@@ -60,9 +61,11 @@ def tiny_weights(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
 
 def reference_features(model: torch.nn.Module, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-    """The user's way: the model's own timm eval transform on a PIL image, then forward_features."""
+    """The user's way: the model's own timm eval transform at DINOv2's evaluation crop (resize to 64, centre
+    crop 56, as 256 → 224) on a PIL image, then forward_features."""
     data_cfg = resolve_model_data_config(model)
     data_cfg["input_size"] = (3, TINY_RES, TINY_RES)
+    data_cfg["crop_pct"] = EVAL_CROP_PCT
     transform = create_transform(**data_cfg, is_training=False)
     with torch.no_grad():
         tokens = model.forward_features(torch.stack([transform(im) for im in images]))

@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.run import run_dedup
+from pipeline.extract.runner import run_extract
 from pipeline.index.build import IndexConfig, build_index
 from pipeline.index.knn import KnnConfig, iter_parts, run_knn
-from pipeline.extract.runner import run_extract
 from tests.conftest import clustered_vectors, tiny_config, write_feature_root
 
 

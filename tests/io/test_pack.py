@@ -9,8 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import webdataset as wds
 import webdataset
+import webdataset as wds
 from PIL import Image
 
 from pipeline.io.pack import pack_folder, sample_key
