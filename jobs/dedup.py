@@ -52,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(d, DedupConfig, "memory_budget_gb", "memory the k-NN index may use (default: %(default)s)",
            flag="--memory-budget", metavar="GiB")
     e = add_model_args(p, ExtractConfig, title="extraction (with --images)",
-                       names=("model", "weights", "model_kwargs", "resolution", "batch_size", "device"))
+                       names=("model", "weights", "model_kwargs", "resolution", "batch_size", "device",
+                              "precision"))
     option(e, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: 1 on small "
                                         "CPUs, more on GPUs)")
     add_running_args(p, DedupConfig)
