@@ -9,7 +9,6 @@ The format, for readers with other tools, is docs/FORMAT.md.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -43,14 +42,14 @@ def _create_exclusive(path: Path, record: dict) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _read_record(path: Path) -> dict | None:
+def _read_record(path: Path, unreadable: str = "ignored") -> dict | None:
     """A JSON record, or None when absent or unreadable (half-written records never exist: writes are atomic)."""
     if not path.exists():
         return None
     try:
         return read_json(path)
     except (OSError, ValueError):
-        log.warning("unreadable record %s: ignored", path)
+        log.warning("unreadable record %s: %s", path, unreadable)
         return None
 
 
@@ -204,14 +203,7 @@ class OutputRoot:
 
     # ------------------------------------------------------------------ markers
     def read_marker(self, shard: str) -> dict | None:
-        path = self.marker_path(shard)
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            log.warning("unreadable marker %s: the shard will be redone", path)
-            return None
+        return _read_record(self.marker_path(shard), "the shard will be redone")
 
     def is_done(self, shard: str, fingerprint: str, digest: str | None) -> bool:
         marker = self.read_marker(shard)

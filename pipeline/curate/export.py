@@ -14,7 +14,7 @@ from webdataset import TarWriter
 
 from pipeline.errors import InputError, SelectionError
 from pipeline.io.features import open_features, read_meta
-from pipeline.io.files import write_json_atomic
+from pipeline.io.files import write_json_atomic, write_text_atomic
 from pipeline.io.pack import sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_samples
 from pipeline.io.shards import Shard
@@ -185,5 +185,5 @@ class _Writer:
 
     def close(self) -> dict:
         self._finish()
-        (self.out / "shards.txt").write_text("".join(s["name"] + "\n" for s in self.shards))
+        write_text_atomic("".join(s["name"] + "\n" for s in self.shards), self.out / "shards.txt")
         return {"shards": self.shards, "samples": sum(s["samples"] for s in self.shards)}

@@ -70,27 +70,31 @@ def phash_edges(hashes: np.ndarray, distance: int, extra: list[np.ndarray] | np.
     Each array of `extra` (the hashes of the mirrored, flipped, turned images) is also matched against
     `hashes`, so a mirrored or rotated copy links to its original. Cost: one N×N search per array.
     """
-    n = len(hashes)
-    if n < 2:
+    if len(hashes) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    codes = _codes(hashes)
-    index = faiss.IndexBinaryFlat(64)
-    index.add(codes)
-    src, dst = [], []
     if extra is not None and not isinstance(extra, list):
         extra = [extra]
-    queries = [codes] + [_codes(e) for e in (extra or [])]
-    for q in queries:
-        for s in range(0, n, batch):
-            lims, _, labels = index.range_search(q[s:s + batch], distance + 1)  # strict: < radius
-            rows = np.repeat(np.arange(s, min(s + batch, n)), np.diff(lims.astype(np.int64)))
-            mask = rows != labels
-            src.append(rows[mask])
-            dst.append(labels[mask].astype(np.int64))
-    i, j = np.concatenate(src), np.concatenate(dst)
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    i, j = hamming_matches(hashes, [hashes, *(extra or [])], distance, batch)
+    mask = i != j
+    lo, hi = np.minimum(i[mask], j[mask]), np.maximum(i[mask], j[mask])
     pairs = np.unique(np.stack([lo, hi], 1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
     return pairs[:, 0], pairs[:, 1]
+
+
+def hamming_matches(base: np.ndarray, queries: list[np.ndarray], distance: int, batch: int = 8192
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, base row) of every pair within `distance` bits, over each array of `queries` (faiss
+    binary range search on the 64-bit hashes, in batches)."""
+    index = faiss.IndexBinaryFlat(64)
+    index.add(_codes(base))
+    rows, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for q in queries:
+        codes = _codes(q)
+        for s in range(0, len(codes), batch):
+            lims, _, found = index.range_search(codes[s:s + batch], distance + 1)  # strict: < radius
+            rows.append(np.repeat(np.arange(s, min(s + batch, len(codes))), np.diff(lims.astype(np.int64))))
+            labels.append(found.astype(np.int64))
+    return np.concatenate(rows), np.concatenate(labels)
 
 
 def _codes(hashes: np.ndarray) -> np.ndarray:
@@ -214,12 +218,5 @@ def reference_phash_ids(pool_hashes: list[np.ndarray], ref_hashes: np.ndarray, d
     """Pool rows any of whose orientation hashes is within `distance` bits of a reference image's pHash."""
     if not len(ref_hashes) or not len(pool_hashes[0]):
         return np.zeros(0, np.int64)
-    index = faiss.IndexBinaryFlat(64)
-    index.add(_codes(ref_hashes))
-    hit = np.zeros(len(pool_hashes[0]), bool)
-    for hashes in pool_hashes:
-        codes = _codes(hashes)
-        for s in range(0, len(codes), 65536):
-            lims, _, _ = index.range_search(codes[s:s + 65536], distance + 1)  # strict: < radius
-            hit[s:s + 65536] |= np.diff(lims.astype(np.int64)) > 0
-    return np.flatnonzero(hit).astype(np.int64)
+    rows, _ = hamming_matches(ref_hashes, pool_hashes, distance, batch=65536)
+    return np.unique(rows)

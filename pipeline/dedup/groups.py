@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.dedup.edges import EMBEDDING, EXACT, PHASH
+from pipeline.io.files import write_text_atomic
 
 GROUP_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),
@@ -86,13 +88,12 @@ def write_duplicates_csv(groups: str | Path, folder: str | Path, out: str | Path
     rows = [r for r in table if not r["keep"] and r["component"] in keeper]
     rows.sort(key=lambda r: (keeper[r["component"]], r["key"]))
     folder = Path(folder)
-    tmp = Path(out).with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["duplicate", "kept", "reason", "nearest_similarity", "group_size"])
-        for r in rows:
-            w.writerow([str(folder / r["key"]), str(folder / keeper[r["component"]]), r["reason"],
-                        f"{r['nearest_similarity']:.4f}" if r["nearest_similarity"] is not None else "",
-                        r["component_size"]])
-    tmp.replace(out)
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["duplicate", "kept", "reason", "nearest_similarity", "group_size"])
+    for r in rows:
+        w.writerow([str(folder / r["key"]), str(folder / keeper[r["component"]]), r["reason"],
+                    f"{r['nearest_similarity']:.4f}" if r["nearest_similarity"] is not None else "",
+                    r["component_size"]])
+    write_text_atomic(text.getvalue(), out)
     return len(rows)

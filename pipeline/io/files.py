@@ -83,6 +83,15 @@ def write_json_atomic(obj: object, path: str | os.PathLike) -> None:
     atomic_write(path, write)
 
 
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """A UTF-8 text file (lists, CSV), written atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON file written by this pipeline."""
     return json.loads(Path(path).read_text())

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from webdataset import TarWriter
 
 from pipeline.errors import ConfigError, MissingInputError
+from pipeline.io.files import write_text_atomic
 from pipeline.io.samples import IMAGE_EXTS
 from pipeline.io.shards import list_image_files
 from pipeline.layout import OutputRoot
@@ -83,10 +84,7 @@ def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shar
                     sink.write({"__key__": key, ext: data, "path.txt": rel.encode()})
             os.replace(tmp, path)
             paths.append(path)
-    listing = os.path.join(out, "shards.txt")
-    with open(listing + ".tmp", "w") as f:
-        f.write("".join(os.path.basename(p) + "\n" for p in paths))
-    os.replace(listing + ".tmp", listing)
+    write_text_atomic("".join(os.path.basename(p) + "\n" for p in paths), os.path.join(out, "shards.txt"))
     if unreadable:
         log.warning("pack: %d files could not be read and are not packed: %s", len(unreadable),
                     ", ".join(unreadable[:10]))
