@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
-from pipeline.io.phash import phash64_orientations
+from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
 from pipeline.io.samples import ShardEnd, failure_row, iter_samples, pick_image
 from pipeline.io.shards import Shard, split_by_rank
 
@@ -134,17 +135,32 @@ class ExtractDataset(IterableDataset):
         sha1 = hashlib.sha1(data).digest()
         decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
         try:
-            hashes = phash64_orientations(decoded.image)
+            hashes = phash64_orientations(decoded.image, FAST_REDUCING_GAP)
             tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
         return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes)
 
 
-def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool) -> DataLoader:
+WORKER_NICENESS = 19
+
+
+def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool, yield_cpu: bool = False) -> DataLoader:
     """Batches come ready-made from the workers (batch_size=None); pinned for accelerators (torch pins for
-    the current accelerator, torch-npu's included)."""
+    the current accelerator, torch-npu's included). `yield_cpu` (the model runs on these same cores): the
+    workers run at the lowest priority, so that they fill the cores' idle moments instead of taking a core
+    from the model's threads in the middle of an operation, which stalls the other threads at its barrier."""
     kwargs = dict(batch_size=None, num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
         kwargs["prefetch_factor"] = 4
+        if yield_cpu:
+            kwargs["worker_init_fn"] = lower_priority
     return DataLoader(dataset, **kwargs)
+
+
+def lower_priority(_worker_id: int = 0) -> None:
+    """Lowest CPU priority for this process (a DataLoader worker); where the OS has no niceness, nothing."""
+    try:
+        os.nice(WORKER_NICENESS - os.nice(0))
+    except (AttributeError, OSError) as exc:
+        log.debug("could not lower the worker's priority: %s", exc)

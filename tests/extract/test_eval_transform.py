@@ -45,3 +45,44 @@ def test_crop_pct_can_be_set():
     assert pre.crop_pct == 1.0 and pre.needed_size(200, 100) in ((112, 56), (113, 57))  # ceil of 200·0.56
     assert config(resolution=56).crop_pct is None and create_backbone(
         config(resolution=56), torch.device("cpu")).preprocess.needed_size(200, 100) in ((128, 64), (129, 65))
+
+
+def test_the_tensor_resize_is_pils_within_two_levels_in_both_modes():
+    """The loader resizes uint8 tensors (torchvision v2, ~3× faster than PIL here); fixed mode keeps timm's own
+    sizes and crop offsets, dynamic mode the aspect-preserving patch multiple; pixels stay within 2 levels of
+    PIL's bicubic and almost all equal."""
+    from pipeline.extract.preprocess import Preprocess
+
+    photo = Image.fromarray((np.random.default_rng(3).random((6, 9, 3)) * 255).astype(np.uint8)).resize(
+        (513, 342), Image.Resampling.BICUBIC)
+    kw = dict(interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3, crop_mode="center")
+    fixed = Preprocess(input_size=(3, 224, 224), crop_pct=0.875, **kw)
+    assert fixed._tensor_steps is not None
+    got = fixed(photo)
+    pil = fixed._steps  # timm's PIL steps, the reference
+    ref = photo
+    for step in pil:
+        ref = step(ref)
+    ref = np.asarray(ref).transpose(2, 0, 1).astype(int)
+    diff = np.abs(got.numpy().astype(int) - ref)
+    assert got.shape == (3, 224, 224) and got.is_contiguous() and diff.max() <= 2 and diff.mean() < 0.05
+    dynamic = Preprocess(input_size=(3, 224, 224), crop_pct=1.0, resize_mode="dynamic", patch_size=14, **kw)
+    got = dynamic(photo)
+    w, h = dynamic.output_size(513, 342)
+    assert (w, h) == (224, 154) and got.shape == (3, h, w)
+    ref = np.asarray(photo.resize((w, h), Image.Resampling.BICUBIC)).transpose(2, 0, 1).astype(int)
+    diff = np.abs(got.numpy().astype(int) - ref)
+    assert diff.max() <= 2 and diff.mean() < 0.05
+
+
+def test_an_interpolation_without_a_tensor_twin_keeps_the_pil_path():
+    from pipeline.extract.preprocess import Preprocess
+
+    pre = Preprocess(input_size=(3, 56, 56), interpolation="lanczos", mean=(0.5,) * 3, std=(0.5,) * 3,
+                     crop_pct=0.875, crop_mode="center")
+    img = make_image(1, (90, 70))
+    assert pre._tensor_steps is None
+    ref = img
+    for step in pre._steps:
+        ref = step(ref)
+    assert np.array_equal(pre(img).numpy(), np.asarray(ref).transpose(2, 0, 1))

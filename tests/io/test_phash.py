@@ -162,3 +162,24 @@ def test_orientation_hashes_match_the_turned_and_flipped_images():
         assert all(min(hamming64(a, b) for b in t) <= 2 for a in turned)
     bits = np.array([1 << 62], dtype=np.uint64)  # row 0, column 1 → row 1, column 0 (bit 55)
     assert int(transpose64(bits)[0]) == 1 << 55
+
+
+def test_the_fast_path_extraction_uses_stays_within_a_few_bits_of_imagehash():
+    """Extraction box-reduces before Lanczos (FAST_REDUCING_GAP): photo-like images keep their hash within 4 bits
+    of imagehash's, mostly equal, far inside the duplicate threshold of 8; small images (no whole-factor
+    reduction) are bit-exact."""
+    photos = [smooth_image(i, (512, 341)) for i in range(24)] + [reencode(smooth_image(i, (640, 480)), 80)
+                                                                   for i in range(24, 36)]
+    dist = [hamming64(phash_mod.phash64_orientations(im, phash_mod.FAST_REDUCING_GAP)[0], reference(im))
+            for im in photos]
+    assert max(dist) <= 4 and np.mean(dist) <= 0.5, dist
+    for im in (smooth_image(40, (60, 50)), make_image(5, (63, 64))):  # below 2 × 32 px: nothing to reduce
+        assert phash_mod.phash64_orientations(im, phash_mod.FAST_REDUCING_GAP) == \
+            phash_mod.phash64_orientations(im)
+
+
+def test_the_four_orientations_are_the_hashes_of_the_turned_images():
+    img = smooth_image(7, (200, 150))
+    got = phash_mod.phash64_orientations(img)
+    turned = (img, ImageOps.mirror(img), ImageOps.flip(img), img.rotate(180))
+    assert got == tuple(reference(t) for t in turned)
