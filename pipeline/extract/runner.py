@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -17,7 +17,8 @@ from tqdm import tqdm
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig, rank_from_env
 from pipeline.extract.device import configure_threads, default_workers, is_accelerator, resolve_device
-from pipeline.extract.loader import ExtractDataset, SampleMeta, create_loader
+from pipeline.extract.loader import Batch, ExtractDataset, SampleMeta, create_loader
+from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
 from pipeline.io.samples import ShardEnd
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
 from pipeline.io.shards import Shard, create_folder_shards, create_tar_shards, is_url, split_by_rank
@@ -132,7 +133,8 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
                              cfg.image_key)
-    loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps")
+    loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
+                           yield_cpu=device.type == "cpu")
     sizes = {s.id: len(s.files) for s in todo if s.url is None}
     folder_total = sum(sizes.values()) if todo[0].url is None else None
     bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
@@ -142,17 +144,19 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     pending: list[Future] = []
     start = time.perf_counter()
     started_unix = time.time()  # recorded in each marker: the report's throughput starts here
+    # On an accelerator the host takes a batch's features one batch later, after the next forward is queued.
+    lag = 1 if has_streams(device) else 0
+    inflight: deque[tuple[Batch, HostFeatures | None]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
-        for batch in loader:
-            _check_writes(pending)
-            if batch.images is not None:
-                feats = backbone(batch.images.to(device, non_blocking=True))
-                host = {k: v.to(store_dtype).cpu().numpy() for k, v in feats.items()}
+
+        def finish(batch: Batch, host: HostFeatures | None) -> None:
+            if host is not None:
+                feats = host.numpy()
                 by_shard: dict[str, list[int]] = {}
                 for i, meta in enumerate(batch.metas):
                     by_shard.setdefault(meta.shard, []).append(i)
                 for shard, rows in by_shard.items():
-                    buffers.setdefault(shard, ShardBuffer()).add([batch.metas[i] for i in rows], host,
+                    buffers.setdefault(shard, ShardBuffer()).add([batch.metas[i] for i in rows], feats,
                                                                  np.asarray(rows))
                 stats.images += len(batch.metas)
                 if folder_total:
@@ -181,6 +185,15 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             elapsed = time.perf_counter() - start
             bar.set_postfix(img_s=f"{stats.images / elapsed:.1f}" if elapsed else "-", fail=stats.failures,
                             **({"damaged": len(stats.damaged)} if stats.damaged else {}))
+
+        for batch in to_device_ahead(loader, device):
+            _check_writes(pending)
+            host = HostFeatures(backbone(batch.images), store_dtype) if batch.images is not None else None
+            inflight.append((batch, host))
+            while len(inflight) > lag:
+                finish(*inflight.popleft())
+        while inflight:
+            finish(*inflight.popleft())
         _check_writes(pending, wait=True)
     bar.close()
     if buffers:  # every image belongs to a shard whose end was seen; anything left is a bug
