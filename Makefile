@@ -46,7 +46,7 @@ help:
 	@echo "make report OUT=out/x          HTML report: dedup groups + threshold histogram, curate, extract (SEARCH=results.parquet)"
 	@echo "make pca IMAGES=DIR [OUT=..]   the DINOv2 picture: patch PCA as RGB + foreground mask per image"
 	@echo "make bench                     images/s vs the machine's limit: backbone sweep, end-to-end, naive loop, fast paths"
-	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, int8, bf16 (, device)"
+	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, bf16 (, device)"
 
 venv: $(STAMP)
 

@@ -103,7 +103,6 @@ MODEL_HELP = {
     "device": "auto (cuda → npu → mps → cpu), cpu, cuda, cuda:1, npu, mps (default: %(default)s)",
     "precision": "autocast precision of the forward pass: auto = bf16 where the hardware computes it natively "
                  "(AMX or AVX512-BF16 CPUs, bf16 GPUs), else fp32; recorded in every output (default: %(default)s)",
-    "quantize": "CPU fast path: dynamic int8 Linear layers (~1.3x here, CLS cosine ~0.999 vs fp32)",
     "compile": "torch.compile the forward pass (slow first batch)",
     "threads": "intra-op CPU threads for the model (default: torch's)",
     "resolution": "input size N in pixels, or 'native' for the model's own (DINOv2: 518, recommended for patch "
@@ -124,7 +123,6 @@ def add_model_args(parser: Group, cls: type, title: str | None = "model", names:
     extra: dict[str, dict] = {
         "model_kwargs": {"metavar": "K=V,...", "type": parsed(parse_model_kwargs)},
         "precision": {"choices": PRECISIONS},
-        "quantize": {"choices": ["int8"]},
         "resolution": {"metavar": "N|native", "type": parsed(parse_resolution)},
     }
     for name in names:

@@ -8,7 +8,7 @@ from jobs._args import add_model_args, add_running_args, comma_list, config_from
 from jobs._cli import run_command
 
 EPILOG = """examples:
-  python -m jobs.bench                              # ~6 minutes on a 2-core CPU, more where bf16 is native
+  python -m jobs.bench                              # ~8 minutes on a 2-core CPU with bf16 (fp32 and bf16)
   python -m jobs.bench --warmup 10 --repeats 50     # the seed report's format
   python -m jobs.bench --precisions fp32            # fp32 only, also where bf16 is native
 the report opens with the precision --precision auto picks here, why, and its end-to-end/backbone ratio;
@@ -31,11 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(m, BenchConfig, "batch_sizes", f"backbone sweep (default: {shown(default(BenchConfig, 'batch_sizes'))})",
            type=comma_list(int))
     option(m, BenchConfig, "images", "real JPEGs for the end-to-end run (default: %(default)s)")
+    option(m, BenchConfig, "rounds", "end-to-end runs per precision, each between two backbone measurements; the "
+                                     "ratio is the median of the rounds' (default: %(default)s)")
+    option(m, BenchConfig, "loader_photos", "photos for the loader's per-stage costs (default: %(default)s)")
     option(m, BenchConfig, "naive_images", "JPEGs for the naive timm loop (default: %(default)s)")
     option(m, BenchConfig, "warmup", "per batch size (default: 2)")
     option(m, BenchConfig, "repeats", "per batch size (default: ~64 images' worth)")
     option(m, BenchConfig, "workers", "DataLoader workers of the end-to-end run (default: as extract chooses)")
-    option(m, BenchConfig, "fast_paths", "skip int8 / compile")
+    option(m, BenchConfig, "fast_paths", "skip torch.compile and dynamic resolution")
     option(m, BenchConfig, "compile", "skip torch.compile (~1 min)")
     option(m, BenchConfig, "precisions", "precisions of the backbone and end-to-end runs, e.g. fp32,bf16; fp32 is "
                                          "always measured (the reference) (default: every precision the hardware "

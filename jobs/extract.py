@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "format Pillow opens (also files whose name hides their format)",
            metavar="DIR")
     p.add_argument("--out", required=True, metavar="OUT", help="output root (created; resumable)")
-    add_model_args(p, ExtractConfig, names=("model", "weights", "model_kwargs", "device", "precision", "quantize",
-                                            "compile", "threads"))
+    add_model_args(p, ExtractConfig, names=("model", "weights", "model_kwargs", "device", "precision", "compile",
+                                            "threads"))
     pre = p.add_argument_group("preprocessing (the model's own timm eval transform at the size asked for)")
     add_model_args(pre, ExtractConfig, title=None, names=("resolution",))
     option(pre, ExtractConfig, "crop_pct", "fraction of the resized image kept by the centre crop (default: "

@@ -60,7 +60,7 @@ def run_parity(cfg: ExtractConfig, images: torch.Tensor, include_compile: bool =
     itself), then fused vs unfused attention, fp16 vs fp32 storage, the fast paths, and CPU vs an accelerator
     when one is given (fp32, and auto where it resolves to another precision there). One row per (pair, feature)."""
     cpu = torch.device("cpu")
-    fp32 = replace(cfg, quantize=None, compile=False, precision="fp32")
+    fp32 = replace(cfg, compile=False, precision="fp32")
     ref = _features(create_backbone(fp32, cpu), images)
     auto = resolve_precision("auto", cpu, flags)[0]
     pairs: dict[str, dict[str, np.ndarray]] = {}
@@ -68,7 +68,6 @@ def run_parity(cfg: ExtractConfig, images: torch.Tensor, include_compile: bool =
         create_backbone(replace(fp32, precision=auto), cpu), images)
     pairs["unfused attention vs fused"] = _features(unfused_backbone(fp32, cpu), images)
     pairs["float16 storage vs float32"] = {k: v.astype(np.float16).astype(np.float32) for k, v in ref.items()}
-    pairs["int8 (CPU fast path) vs fp32"] = _features(create_backbone(replace(fp32, quantize="int8"), cpu), images)
     pairs["bf16 autocast vs fp32"] = _features(create_backbone(replace(fp32, precision="bf16"), cpu), images)
     if include_compile:
         pairs["torch.compile vs eager"] = _features(create_backbone(replace(fp32, compile=True), cpu), images)

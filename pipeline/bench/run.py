@@ -6,8 +6,10 @@ Everything is measured in one process, so that ratios hold on a noisy machine; `
 bench.json: "capability" (CPU model, cores, threads, kernel flags, torch's and Faiss's view), "auto" (the
 precision `--precision auto` resolves to here, and why), "matmul_limits" ({"fp32": {"gflops"}, "bf16":
 {"gflops"}, "int8": {"gops"} or {"skipped": why}}), "precisions" ({"fp32": block, "bf16": block}: each block
-holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_batch, end_to_end,
-ratio_end_to_end_vs_backbone and backbone_fraction_of_limit), and "headline". The top-level keys of earlier
+holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_batch (its "around_rounds":
+the backbone measured before, between and after the end-to-end rounds), end_to_end (its "rounds"),
+ratio_end_to_end_vs_backbone (median of "ratio_rounds") and backbone_fraction_of_limit), "loader_costs" (ms
+per image of each loader stage, one thread) and "headline". The top-level keys of earlier
 versions (matmul_gflops, backbone_sweep, backbone_at_batch, end_to_end, ratio_end_to_end_vs_backbone,
 backbone_fraction_of_limit) stay, and are the fp32 block's; naive_loop, fast_paths and dynamic_resolution are
 fp32 as before.
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.bench.loader_costs import format_loader_costs, loader_costs
 from pipeline.bench.machine import (
     BENCH_PRECISIONS,
     bench_precisions,
@@ -77,8 +80,10 @@ class BenchConfig:
     repeats: int | None = None  # per batch size of the sweep (default: ~64 images' worth)
     workers: int | None = None
     threads: int | None = None
-    fast_paths: bool = True  # int8 and torch.compile against fp32
+    fast_paths: bool = True  # torch.compile and dynamic resolution against fp32
     compile: bool = True  # torch.compile among the fast paths (~1 min)
+    rounds: int = 3  # end-to-end runs per precision, each between two backbone measurements
+    loader_photos: int = 200  # real photos for the loader's per-stage costs
     matmul_size: int = 2048  # side of the matrix products that measure the machine's limits
     # Precisions of the backbone and end-to-end runs, fp32 always among them (the reference); None: every
     # precision the hardware computes natively (bf16 on AMX / AVX512-BF16 CPUs and bf16 GPUs).
@@ -90,8 +95,8 @@ class BenchConfig:
             if unknown or not self.precisions:
                 raise ConfigError(f"precisions must be among {','.join(BENCH_PRECISIONS)}, got "
                                   f"{','.join(unknown) or 'none'}")
-        if self.images < 1 or self.naive_images < 1:
-            raise ConfigError("images and naive_images must be >= 1")
+        if self.images < 1 or self.naive_images < 1 or self.rounds < 1 or self.loader_photos < 1:
+            raise ConfigError("images, naive_images, rounds and loader_photos must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1 or self.batch_size < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} and {list(self.batch_sizes)}")
 
@@ -156,6 +161,7 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
         blocks[precision] = measure_precision(cfg, replace(ecfg, precision=precision), backbone, flops,
                                               limits[precision]["gflops"])
         del backbone
+    costs = loader_costs(base.preprocess, files[: cfg.loader_photos], cfg.batch_size)
     naive = naive_loop(cfg.model, files[: cfg.naive_images], cfg.resolution, ecfg)
     fp32 = blocks["fp32"]
     result = {
@@ -165,13 +171,14 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
         "matmul_size": cfg.matmul_size, "matmul_limits": limits, "flops_per_image": flops,
         "precisions": blocks,
         **{k: fp32[k] for k in ("matmul_gflops", "backbone_sweep", "backbone_at_batch", "end_to_end",
-                                "ratio_end_to_end_vs_backbone", "backbone_fraction_of_limit")},
+                                "ratio_end_to_end_vs_backbone", "ratio_rounds", "backbone_fraction_of_limit")},
+        "loader_costs": costs,
         "naive_loop": naive,
         "ratio_naive_vs_backbone": naive["images_per_second"] / fp32["backbone_at_batch"]["images_per_second"],
     }
     result["headline"] = headline(result)
     if cfg.fast_paths:
-        result["fast_paths"] = fast_paths(ecfg, base, files[:FAST_PATH_PHOTOS], cfg.batch_size, cfg.compile)
+        result["fast_paths"] = fast_paths(ecfg, base, files[:FAST_PATH_PHOTOS], cfg.batch_size) if cfg.compile else {}
         result["fast_path_photos"] = len(files[:FAST_PATH_PHOTOS])
         result["dynamic_resolution"] = dynamic_resolution(ecfg, files[:DYNAMIC_PHOTOS])
     (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -181,23 +188,31 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
 
 def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone, flops: float,
                       limit_gflops: float) -> dict:
-    """One precision's block: the backbone sweep, the backbone at the comparison batch before and after the
-    end-to-end `run_extract` (averaged: drift on a noisy machine cancels), their ratio, and the backbone's
-    fraction of that precision's matmul limit."""
+    """One precision's block: the backbone sweep; then `cfg.rounds` end-to-end `run_extract`s, each between two
+    measurements of the backbone alone at the comparison batch (B E B E B ...). This machine's speed drifts by
+    up to 2× within seconds (another tenant on the core: the same work takes twice the cycles), so each
+    round's ratio is its end-to-end over the mean of the backbone just before and just after it, and the
+    block's ratio is the median of the rounds' ratios; every round is kept."""
     swept = sweep(backbone, list(cfg.batch_sizes), warmup=cfg.warmup, repeats=cfg.repeats)
     at_batch = max(3, 64 // cfg.batch_size)
-    before = backbone_throughput(backbone, cfg.batch_size, warmup=2, repeats=at_batch)
-    e2e = end_to_end_throughput(ecfg)
-    after = backbone_throughput(backbone, cfg.batch_size, warmup=1, repeats=at_batch)
-    ref = (before["images_per_second"] + after["images_per_second"]) / 2
+    first = backbone_throughput(backbone, cfg.batch_size, warmup=2, repeats=at_batch)
+    around, ends = [first["images_per_second"]], []
+    for _ in range(cfg.rounds):
+        ends.append(end_to_end_throughput(ecfg))
+        around.append(backbone_throughput(backbone, cfg.batch_size, warmup=1, repeats=at_batch)["images_per_second"])
+    ratios = [e["images_per_second"] / ((around[i] + around[i + 1]) / 2) for i, e in enumerate(ends)]
+    ref = float(np.median(around))
+    e2e = {**ends[0], "images_per_second": float(np.median([e["images_per_second"] for e in ends])),
+           "seconds": float(np.median([e["seconds"] for e in ends])),
+           "rounds": [e["images_per_second"] for e in ends]}
     return {
         "precision": ecfg.precision, "matmul_gflops": limit_gflops,
         "ceiling_images_per_second": limit_gflops * 1e9 / flops,
         "backbone_sweep": swept,
-        "backbone_at_batch": {**before, "images_per_second": ref, "before": before["images_per_second"],
-                              "after": after["images_per_second"]},
+        "backbone_at_batch": {**first, "images_per_second": ref, "around_rounds": around},
         "end_to_end": e2e,
-        "ratio_end_to_end_vs_backbone": e2e["images_per_second"] / ref,
+        "ratio_end_to_end_vs_backbone": float(np.median(ratios)),
+        "ratio_rounds": ratios,
         "backbone_fraction_of_limit": ref * flops / 1e9 / limit_gflops,
     }
 
@@ -227,12 +242,16 @@ def format_bench(result: dict) -> str:
         for r in block["backbone_sweep"]:
             lines.append(f"  {r['batch_size']:>6} {r['images_per_second']:>9.2f} {r['p50_ms']:>8.0f} "
                          f"{r['p90_ms']:>8.0f} {r['gflops_achieved']:>8.0f}")
-        lines += [f"  at batch {result['batch_size']}: backbone {at['images_per_second']:.2f} images/s (before "
-                  f"{at['before']:.2f}, after {at['after']:.2f}) = {block['backbone_fraction_of_limit']:.0%} of "
-                  f"the {name} limit",
+        lines += [f"  at batch {result['batch_size']}: backbone {at['images_per_second']:.2f} images/s (median of "
+                  f"{_join(at['around_rounds'], '.2f')}) = {block['backbone_fraction_of_limit']:.0%} of the {name} "
+                  f"limit",
                   f"  end-to-end extract: {e2e['images_per_second']:.2f} images/s over {e2e['images']} real JPEGs "
-                  f"= {block['ratio_end_to_end_vs_backbone']:.3f} × backbone"]
+                  f"(median of {len(e2e['rounds'])} rounds: {_join(e2e['rounds'], '.2f')}), each over the backbone "
+                  f"around it: {_join(block['ratio_rounds'], '.3f')}; median = "
+                  f"{block['ratio_end_to_end_vs_backbone']:.3f} × backbone"]
     ref = result["backbone_at_batch"]["images_per_second"]
+    if "loader_costs" in result:
+        lines.append(format_loader_costs(result["loader_costs"]))
     naive = result["naive_loop"]
     lines.append(f"naive timm loop (fp32): {naive['images_per_second']:.2f} images/s = "
                  f"{result['ratio_naive_vs_backbone']:.3f} × fp32 backbone")
@@ -251,3 +270,7 @@ def format_bench(result: dict) -> str:
                      f"cosine vs fixed mode mean {dr['cls_cosine_vs_fixed_mean']:.4f} (different crops: not a "
                      f"fidelity loss)")
     return "\n".join(lines)
+
+
+def _join(values: list[float], fmt: str) -> str:
+    return " ".join(format(v, fmt) for v in values)

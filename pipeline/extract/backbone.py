@@ -80,8 +80,6 @@ class Backbone:
         self.model = model.eval().requires_grad_(False).to(device)
         self.preprocess, self.weights, self.cfg, self.device = preprocess, weights, cfg, device
         self.precision, self.precision_why = resolve_precision(cfg.precision, device)
-        if cfg.quantize == "int8" and cfg.precision == "auto":
-            self.precision, self.precision_why = "fp32", "--quantize int8 runs int8 Linear layers with fp32 between"
         if cfg.precision == "auto":
             log.info("precision auto → %s: %s", self.precision, self.precision_why)
         self.mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255.0
@@ -89,11 +87,6 @@ class Backbone:
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))
         self.num_registers = max(0, self.num_prefix - 1)
         self.embed_dim = int(getattr(model, "num_features", 0) or model.embed_dim)
-        if cfg.quantize == "int8":
-            if device.type != "cpu":
-                raise ConfigError("--quantize int8 is a CPU fast path (dynamic int8 Linear layers); on "
-                                 "accelerators use --precision bf16 or fp16")
-            self.model = quantize_int8(self.model)
         self._forward_features = self.model.forward_features
         if cfg.compile:
             self._forward_features = torch.compile(self.model.forward_features)
@@ -141,7 +134,7 @@ class Backbone:
             "last_layers": self.cfg.last_layers if "layers" in self.cfg.extras else None,
             "gem_p": self.cfg.gem_p if "gem" in self.cfg.extras else None,
             "jpeg_draft": self.cfg.jpeg_draft,
-            "quantize": self.cfg.quantize,
+            "quantize": None,  # the dropped int8 path; kept so that fingerprints of older roots hold
             "compile": self.cfg.compile,
             "embed_dim": self.embed_dim,
             "num_prefix_tokens": self.num_prefix,
@@ -151,17 +144,6 @@ class Backbone:
             "pipeline": __version__,
         }
         return stamp(record)
-
-
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every Linear layer (weights int8, activations quantised per batch)."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:
