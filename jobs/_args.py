@@ -96,7 +96,8 @@ def comma_list(cast: Callable[[str], Any] = str) -> Callable[[str], tuple]:
 # ------------------------------------------------------------------------------------------- shared groups
 MODEL_HELP = {
     "model": "any timm model name (default: %(default)s)",
-    "weights": "'hub' = the Hugging Face cache, never downloads; a .safetensors/.pth path (timm or original "
+    "weights": "'hub' = the Hugging Face cache, fetched into it once when missing (not with --offline or "
+               "HF_HUB_OFFLINE=1); a .safetensors/.pth path (timm or original "
                "facebookresearch DINOv2/DINOv3 layout); or 'random', for tests and dry runs, recorded in every "
                "output (default: %(default)s)",
     "model_kwargs": "extra timm.create_model arguments, e.g. 'depth=2,embed_dim=64,num_heads=2'",
@@ -128,6 +129,10 @@ def add_model_args(parser: Group, cls: type, title: str | None = "model", names:
     for name in names:
         if has_field(cls, name):
             option(group, cls, name, helps.get(name, MODEL_HELP[name]), **extra.get(name, {}))
+    if "weights" in names and has_field(cls, "weights"):
+        group.add_argument("--offline", action="store_true",
+                           help="never reach the hub: sets HF_HUB_OFFLINE=1 for this job (--weights hub then only "
+                                "reads the cache)")
     return group
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -29,8 +30,11 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("faiss").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def run_job(main: Callable[[], int], log_level: str = "INFO") -> None:
-    """Run a job's main; a `UserError` prints `error: ...` and exits 2, anything else keeps its traceback."""
+def run_job(main: Callable[[], int], log_level: str = "INFO", offline: bool = False) -> None:
+    """Run a job's main; a `UserError` prints `error: ...` and exits 2, anything else keeps its traceback.
+    `offline` (--offline): HF_HUB_OFFLINE=1 for the job, set before anything imports huggingface_hub."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
     setup_logging(log_level)
     try:
         with logging_redirect_tqdm():
@@ -70,4 +74,4 @@ def run_command(name: str, argv: list[str] | None = None) -> None:
     more under that name: job modules are light)."""
     job = importlib.import_module(name)
     args = build_parser(job).parse_args(argv)
-    run_job(lambda: job.run(args), args.log_level)
+    run_job(lambda: job.run(args), args.log_level, getattr(args, "offline", False))

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(with_options=[command] if command in COMMANDS else []).parse_args(argv)
     job = importlib.import_module(f"jobs.{args.command}")
-    run_job(lambda: job.run(args), args.log_level)
+    run_job(lambda: job.run(args), args.log_level, getattr(args, "offline", False))
 
 
 if __name__ == "__main__":

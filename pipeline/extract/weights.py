@@ -1,4 +1,4 @@
-"""Which weights to load: `random` (only by name), the Hugging Face cache (never the network), or a file."""
+"""Which weights to load: `random` (only by name), the Hugging Face cache (fetched into it once), or a file."""
 
 from __future__ import annotations
 
@@ -42,13 +42,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def resolve_weights(model_name: str, weights: str) -> Weights:
-    """`random` (only by name), `hub` (the Hugging Face cache, never the network), or a local file."""
+    """`random` (only by name), `hub` (the Hugging Face cache; fetched into it once when missing, unless
+    HF_HUB_OFFLINE=1), or a local file."""
     if weights == "random":
         log.warning("using RANDOM weights for %s, as asked: features are for testing, not for use", model_name)
         return Weights("random", None, "random", seed=RANDOM_WEIGHTS_SEED)
     if weights == "hub":
-        path = _hub_cached_file(model_name)
-        return Weights("hub", path, sha256_file(path))
+        path, digest = hub_file(model_name)
+        return Weights("hub", path, digest)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {weights!r} does not exist. --weights takes 'hub', 'random', or a "
@@ -58,9 +59,12 @@ def resolve_weights(model_name: str, weights: str) -> Weights:
     return Weights("file", str(path.resolve()), sha256_file(path))
 
 
-def _hub_cached_file(model_name: str) -> str:
-    from huggingface_hub import try_to_load_from_cache
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (1/ON/YES/TRUE); `--offline` sets it for the job."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
+
+def _hub_names(model_name: str) -> tuple[str, list[str]]:
     try:
         cfg = timm.models.get_pretrained_cfg(model_name)
     except RuntimeError as exc:
@@ -69,21 +73,77 @@ def _hub_cached_file(model_name: str) -> str:
     if not repo:
         raise WeightsError(f"timm has no Hugging Face hub id for {model_name!r}; pass --weights PATH")
     names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
-    names += ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+    names += [n for n in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin") if n not in names]
+    return repo, names
+
+
+def hub_file(model_name: str) -> tuple[str, str]:
+    """(path in the Hugging Face cache, sha256) of the model's weights. Missing and online: fetched once into
+    the cache (with a progress bar; a dropped connection goes on where it stopped), then found there with no
+    network. A cached file whose content no longer matches its hub checksum (the blob's name) is fetched
+    again online, refused offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, names = _hub_names(model_name)
     for name in names:
         found = try_to_load_from_cache(repo, name)
         if isinstance(found, str) and os.path.isfile(found):
-            return found
-    raise WeightsError(
-        f"no weights for {model_name!r} in the Hugging Face cache (looked for {repo}/{names[0]} under "
-        f"{os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}). "
-        f"This job never downloads. Either fetch them once where there is network "
-        f"(`huggingface-cli download {repo}`) and copy the cache here, or pass a local file with "
-        f"--weights PATH (.safetensors or .pth; original facebookresearch DINOv2/DINOv3 checkpoints work), "
-        f"or --weights random for a test run."
-    )
+            digest = sha256_file(found)
+            if _intact(found, digest):
+                return found, digest
+            if hub_offline():
+                raise WeightsError(f"{found} is damaged (its sha256 {digest[:12]}... is not the hub's "
+                                   f"{_blob_name(found)[:12]}...) and HF_HUB_OFFLINE=1 forbids fetching it again: "
+                                   f"delete it and fetch it where there is network")
+            log.warning("%s in the Hugging Face cache is damaged (checksum mismatch): fetching it again", name)
+            return _download(repo, [name], force=True)
+    if hub_offline():
+        raise WeightsError(
+            f"no weights for {model_name!r} in the Hugging Face cache (looked for {repo}/{names[0]} under "
+            f"{_cache_dir()}) and HF_HUB_OFFLINE=1 forbids fetching them. Fetch them once where there is "
+            f"network (`hf download {repo}`, or run without HF_HUB_OFFLINE/--offline) and copy the cache here, "
+            f"or pass a local file with --weights PATH (.safetensors or .pth; original facebookresearch "
+            f"DINOv2/DINOv3 checkpoints work), or --weights random for a test run.")
+    return _download(repo, names)
 
 
+def _download(repo: str, names: list[str], force: bool = False) -> tuple[str, str]:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    for name in names:
+        log.info("fetching %s/%s from %s into the Hugging Face cache (once)", repo, name, endpoint)
+        try:
+            path = hf_hub_download(repo, name, force_download=force, endpoint=endpoint)
+        except EntryNotFoundError:
+            continue
+        except RepositoryNotFoundError as exc:
+            raise WeightsError(f"the hub at {endpoint} has no repository {repo!r}: pass --weights PATH") from exc
+        except Exception as exc:  # noqa: BLE001 - network, HTTP and disk errors: one line a person can act on
+            raise WeightsError(f"could not fetch {repo}/{name} from {endpoint} ({type(exc).__name__}: "
+                               f"{str(exc)[:200]}); rerun to try again, or set HF_HUB_OFFLINE=1 and pass "
+                               f"--weights PATH") from exc
+        digest = sha256_file(path)
+        if not _intact(path, digest):
+            raise WeightsError(f"{repo}/{name} arrived damaged (sha256 {digest[:12]}... is not the hub's "
+                               f"{_blob_name(path)[:12]}...): rerun to fetch it again")
+        return path, digest
+    raise WeightsError(f"the hub at {endpoint} has none of {', '.join(names)} in {repo}: pass --weights PATH")
+
+
+def _blob_name(path: str) -> str:
+    return Path(os.path.realpath(path)).name
+
+
+def _intact(path: str, digest: str) -> bool:
+    """The cache stores a large (LFS) file as blobs/<its sha256>; a small one under its git hash (not checked)."""
+    blob = _blob_name(path)
+    return not re.fullmatch(r"[0-9a-f]{64}", blob) or blob == digest
+
+
+def _cache_dir() -> str:
+    return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
 
 
 _CONVERT = ("convert it once, where you trust the file: python -c \"import torch, safetensors.torch as st; "

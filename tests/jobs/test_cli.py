@@ -126,7 +126,7 @@ REQUIRED = {"extract": ["--out", "o"], "pack": ["--images", "d", "--out", "o"], 
             "curate": ["--pool", "p"], "export": ["--selection", "s", "--out", "o"], "evaluate": ["--features", "f"],
             "report": ["--out", "o"], "pca": ["--images", "d", "--out", "o"], "bench": [], "parity": [], "demo": []}
 JOB_OPTIONS = {"log_level", "executor", "actors", "cpus_per_actor", "max_retries", "rank", "world_size", "shards",
-               "compare", "root"}
+               "compare", "root", "offline"}  # offline: sets HF_HUB_OFFLINE for the job (jobs/_cli.run_job)
 # The options every command must keep (what the Makefile, the README and users pass).
 KEY_OPTIONS = {
     "extract": ["--shards", "--images", "--out", "--model", "--weights", "--resolution", "--batch-size", "--executor"],
