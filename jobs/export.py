@@ -10,6 +10,7 @@ from jobs._cli import run_command
 EPILOG = """examples:
   python -m jobs.export --selection out/pool/dedup/groups.parquet --out clean/
   python -m jobs.export --selection out/pool/curate/selected.parquet --out curated/ --shard-size 5000
+  python -m jobs.export --selection out/pool/dedup/groups.parquet --out subset/ --format uids
 Every member of each sample is copied byte for byte; unsafe member names are refused."""
 
 
@@ -21,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(p, ExportConfig, "features", "the extract output the selection refers to (default: inferred)")
     option(p, ExportConfig, "shard_size", "samples per shard (default: %(default)s)")
     option(p, ExportConfig, "prefix", "shard file name prefix (default: %(default)s)")
+    option(p, ExportConfig, "format", "webdataset: the samples as new shards; uids: only the keys, as uids.npy "
+                                      "(sorted, DataComp's u8,u8 layout: 32-hex-digit keys as they are, other keys "
+                                      "by MD5) and keys.txt, for tools that take subset files (default: "
+                                      "%(default)s)", choices=["webdataset", "uids"])
     add_running_args(p, ExportConfig)
 
 
@@ -28,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.curate.export import ExportConfig, run_export
 
     manifest = run_export(config_from(ExportConfig, args))
+    if manifest.get("format") == "uids":
+        print(f"export: {manifest['samples']} keys -> {args.out}/uids.npy, keys.txt ({manifest['uids']})")
+        return 0
     print(f"export: {manifest['samples']} samples in {len(manifest['shards'])} shards -> {args.out}/ "
           f"(manifest.json)")
     if manifest["rejected"]:

@@ -54,6 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "(default: %(default)s)")
     option(pre, ExtractConfig, "image_key", "tar member extension holding the image (default: first of jpg, "
                                             "jpeg, png, webp, ...)")
+    option(pre, ExtractConfig, "image_column", "Parquet shards: column holding the images, binary or a struct with "
+                                               "'bytes' as datasets.Image writes it (default: image, img, jpg, png, "
+                                               "webp, bytes, else the only binary column)", metavar="COLUMN")
+    option(pre, ExtractConfig, "keep_columns", "source members or Parquet columns stored as string columns beside "
+                                               "the features, e.g. json,txt,url,caption (url and caption are lifted "
+                                               "from an img2dataset .json member); export writes them back",
+           metavar="NAME,...", type=comma_list())
+    option(pre, ExtractConfig, "key_column", "Parquet shards: column holding the sample keys (default: key, "
+                                             "__key__, id, else <file stem>_<row number>)", metavar="COLUMN")
     f = p.add_argument_group("features")
     option(f, ExtractConfig, "extras", f"also store: {', '.join(EXTRAS)} (registers = register tokens, gem = GeM "
                                        f"of patch tokens, layers = CLS of the last --last-layers blocks)",

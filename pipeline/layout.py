@@ -126,11 +126,11 @@ class OutputRoot:
 
     def source_shards(self) -> dict:
         """Shard id → Shard of the inputs this root was extracted from (re-listed from config.json)."""
-        from pipeline.io.shards import create_folder_shards, create_tar_shards
+        from pipeline.io.shards import create_folder_shards, create_shards
 
         config = self.input_config()
         if config.get("shards"):
-            shards = create_tar_shards(config["shards"])
+            shards = create_shards(config["shards"], config.get("image_column"), config.get("key_column"))
         else:
             shards = create_folder_shards(config["images"], config.get("folder_shard_size", 1000))
         return {s.id: s for s in shards}

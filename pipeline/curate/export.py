@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from pipeline.errors import InputError, SelectionError
+from pipeline.errors import ConfigError, InputError, SelectionError
 from pipeline.io.features import open_features, read_meta
-from pipeline.io.files import write_json_atomic, write_text_atomic
+from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.io.pack import sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_samples
 from pipeline.io.shards import Shard
@@ -31,6 +35,47 @@ class ExportConfig:
     shard_size: int = 1000
     prefix: str = "export"
     progress: bool = True
+    format: str = "webdataset"  # or "uids": the selection's keys as DataComp-style uids.npy + keys.txt
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {self.format!r}")
+
+
+EXPORT_FORMATS = ("webdataset", "uids")
+UID_DTYPE = np.dtype("u8,u8")  # DataComp's subset files: a 128-bit uid as two big-endian halves, sorted
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def key_uids(keys: list[str]) -> tuple[np.ndarray, str]:
+    """(sorted uids, how they were made). Keys that are all 32 hex digits (img2dataset / DataComp uids) are the
+    uids, as DataComp encodes them; other keys are hashed: uid = MD5 of the key's UTF-8 bytes."""
+    if keys and all(_HEX32.match(k) for k in keys):
+        how = "the keys are 32-hex-digit uids"
+        pairs = [(int(k[:16], 16), int(k[16:], 16)) for k in keys]
+    else:
+        how = "uid = MD5 of the key's UTF-8 bytes (the keys are not 32-hex-digit uids)"
+        digests = [hashlib.md5(k.encode()).hexdigest() for k in keys]
+        pairs = [(int(d[:16], 16), int(d[16:], 16)) for d in digests]
+    return np.sort(np.array(pairs, dtype=UID_DTYPE)), how
+
+
+def export_uids(cfg: ExportConfig) -> dict:
+    """The selection's keys as `uids.npy` (sorted, DataComp's u8,u8 layout) and `keys.txt` (sorted, one a line),
+    for tools that take subset files; returns the manifest (also written as manifest.json)."""
+    keys = sorted({key for _, _, key in read_selection(cfg.selection)})
+    uids, how = key_uids(keys)
+    out = Path(cfg.out)
+    OutputRoot(out).prepare()
+    buf = io.BytesIO()
+    np.save(buf, uids)
+    write_bytes_atomic(buf.getvalue(), out / "uids.npy")
+    write_text_atomic("".join(k + "\n" for k in keys), out / "keys.txt")
+    manifest = {"format": "uids", "selection": str(cfg.selection), "samples": len(keys), "uids": how,
+                "files": ["uids.npy", "keys.txt"]}
+    write_json_atomic(manifest, out / "manifest.json")
+    log.info("export: %d keys → %s/uids.npy, keys.txt (%s)", len(keys), out, how)
+    return manifest
 
 
 def unsafe_name(name: str) -> str | None:
@@ -67,7 +112,10 @@ def source_root(cfg: ExportConfig) -> Path:
 
 
 def run_export(cfg: ExportConfig) -> dict:
-    """Stream the source shards once, copy the selected samples; returns the manifest."""
+    """Stream the source shards once, copy the selected samples; returns the manifest. With format "uids":
+    only the keys, as subset files (`export_uids`)."""
+    if cfg.format == "uids":
+        return export_uids(cfg)
     root = source_root(cfg)
     wanted = read_selection(cfg.selection)
     known = set(zip(*(read_meta(open_features(root), ("shard", "index", "key")).column(c).to_pylist()
@@ -76,7 +124,9 @@ def run_export(cfg: ExportConfig) -> dict:
     if missing:
         raise SelectionError(f"{len(missing)} selected samples are not in {root}: {', '.join(missing[:20])}"
                              + (" ..." if len(missing) > 20 else ""))
-    shards = OutputRoot(root).source_shards()
+    source = OutputRoot(root)
+    shards = source.source_shards()
+    kept = tuple(source.input_config().get("keep_columns") or ())
     by_shard: dict[str, dict[int, str]] = {}
     for shard, index, key in wanted:
         by_shard.setdefault(shard, {})[index] = key
@@ -92,7 +142,7 @@ def run_export(cfg: ExportConfig) -> dict:
             want = by_shard[shard_id]
             shard = shards[shard_id]
             end = ShardEnd(shard_id)
-            samples = iter_samples(shard, end)
+            samples = iter_samples(shard, end, kept)
             seen = set()
             for index, sample in enumerate(samples):
                 if index not in want:
@@ -141,12 +191,34 @@ def run_export(cfg: ExportConfig) -> dict:
 
 def _to_record(sample: dict, shard: Shard) -> dict:
     """A sample as webdataset writes it: every member's original bytes; folder files get key + path.txt."""
+    if shard.is_parquet:  # a row: its image under the extension its bytes say, the key tar-safe
+        key = sample["__key__"]
+        record = {"__key__": sample_key(key + ".x"), image_extension(sample["image"]): sample["image"]}
+        if record["__key__"] != key:
+            record["key.txt"] = key.encode()
+        for name, value in sample.items():  # the kept columns, as members
+            if name != "image" and not name.startswith("__") and value is not None:
+                text = value if isinstance(value, (str, bytes)) else json.dumps(value, default=str, ensure_ascii=False)
+                record[name if name in ("json", "txt") else f"{name}.txt"] = text.encode() if isinstance(
+                    text, str) else text
+        return record
     if shard.url is not None:
         return {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
     rel = sample["__key__"]
     ext = Path(rel).suffix.lower().lstrip(".")
     return {"__key__": sample_key(rel), ext if ext in IMAGE_EXTS else "img": sample["image"],
             "path.txt": rel.encode()}
+
+
+_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"), (b"GIF8", "gif"), (b"BM", "bmp"), (b"II*\x00", "tif"),
+          (b"MM\x00*", "tif"))
+
+
+def image_extension(data: bytes) -> str:
+    """The member extension of encoded image bytes, from their first bytes (`img` when unknown)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((ext for magic, ext in _MAGIC if data.startswith(magic)), "img")
 
 
 def _member_names(record: dict) -> list[str]:

@@ -143,6 +143,8 @@ class Backbone:
             "timm": timm.__version__,
             "pipeline": __version__,
         }
+        if self.cfg.keep_columns:  # only when asked for: roots without them keep their fingerprints
+            record["keep_columns"] = list(self.cfg.keep_columns)
         return stamp(record)
 
 

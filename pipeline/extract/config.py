@@ -6,11 +6,14 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from pipeline.errors import ConfigError
+from pipeline.io.schema import META_FIELDS
 
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 EXTRAS = ("registers", "gem", "layers")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("float16", "float32")
+# Columns a feature file has of its own: --keep-columns cannot take these names.
+RESERVED_COLUMNS = META_FIELDS + ("cls", "patch_mean", "patch_gem", "registers", "layers")
 RESIZE_MODES = ("fixed", "dynamic")
 # DINOv2's k-NN and linear evaluations: Resize(256) then CenterCrop(224), i.e. 224/256.
 EVAL_CROP_PCT = 0.875
@@ -47,6 +50,11 @@ class ExtractConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     jpeg_draft: bool = True
     image_key: str | None = None
+    image_column: str | None = None  # Parquet shards: the image column (default: found, see io/shards.py)
+    key_column: str | None = None  # Parquet shards: the key column (default: key, __key__, id, else stem_row)
+    # Source members / columns stored as strings beside the features (img2dataset's json, txt; url and caption
+    # are lifted from a .json member when there is no member or column of that name).
+    keep_columns: tuple[str, ...] = ()
     folder_shard_size: int = 1000
     # Dropped (issue 13): dynamic int8 Linear layers ran at 0.73-0.86x of bf16 autocast on an AMX CPU and failed
     # parity (CLS cosine 0.9975, trimmed relative error 11 %). The field stays so that config.json files of older
@@ -72,6 +80,10 @@ class ExtractConfig:
             raise ConfigError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
+        clash = [c for c in self.keep_columns if c in RESERVED_COLUMNS or c.startswith("__") or not c]
+        if clash or len(set(self.keep_columns)) != len(self.keep_columns):
+            raise ConfigError(f"keep_columns must be distinct names other than the feature file's own columns "
+                              f"({', '.join(RESERVED_COLUMNS)}); got {', '.join(self.keep_columns)}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError("workers must be >= 0")
         if not 0 <= self.rank < self.world_size:

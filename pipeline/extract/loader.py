@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
 from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
-from pipeline.io.samples import ShardEnd, failure_row, iter_samples, pick_image
+from pipeline.io.samples import ShardEnd, failure_row, iter_samples, kept_values, pick_image
 from pipeline.io.shards import Shard, split_by_rank
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class SampleMeta:
     phash_mirror: int
     phash_flip: int
     phash_rot180: int
+    kept: tuple[str | None, ...] = ()  # the --keep-columns values, in that order
 
 
 @dataclass
@@ -93,10 +94,11 @@ class ExtractDataset(IterableDataset):
     """Shards (already split by rank) split again by DataLoader worker; yields Batch objects."""
 
     def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
-                 jpeg_draft: bool = True, image_key: str | None = None) -> None:
+                 jpeg_draft: bool = True, image_key: str | None = None, keep_columns: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.shards, self.preprocess, self.batch_size = shards, preprocess, batch_size
         self.max_pixels, self.jpeg_draft, self.image_key = max_pixels, jpeg_draft, image_key
+        self.keep_columns = tuple(keep_columns)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -107,12 +109,14 @@ class ExtractDataset(IterableDataset):
         for shard in shards:
             end = ShardEnd(shard.id)
             try:
-                samples = iter_samples(shard, end)
+                samples = iter_samples(shard, end, self.keep_columns)
                 for index, sample in enumerate(samples):
                     end.samples += 1
                     key = sample.get("__key__", "")
                     try:
                         tensor, meta = self.process(shard.id, index, key, pick_image(sample, self.image_key))
+                        if self.keep_columns:
+                            meta.kept = kept_values(sample, self.keep_columns)
                     except SampleError as err:
                         end.failures.append(failure_row(shard.id, index, key, err))
                         continue

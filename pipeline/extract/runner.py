@@ -21,7 +21,7 @@ from pipeline.extract.loader import Batch, ExtractDataset, SampleMeta, create_lo
 from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
 from pipeline.io.samples import ShardEnd
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
-from pipeline.io.shards import Shard, create_folder_shards, create_tar_shards, is_url, split_by_rank
+from pipeline.io.shards import Shard, create_folder_shards, create_shards, is_url, split_by_rank
 from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class ShardBuffer:
         order = np.argsort([m.index for m in self.metas], kind="stable")
         metas = [self.metas[i] for i in order]
         rows = {name: [getattr(m, name) for m in metas] for name in META_FIELDS}
+        kept = [f.name for f in schema if f.name not in rows and pa.types.is_string(f.type)]
+        for i, name in enumerate(kept):
+            rows[name] = [m.kept[i] for m in metas]
         widths = {f.name: f.type.list_size for f in schema if pa.types.is_fixed_size_list(f.type)}
         feats = {name: (np.concatenate(self.features[name])[order] if self.metas
                         else np.zeros((0, width), np.float32)) for name, width in widths.items()}
@@ -72,7 +75,9 @@ class ShardBuffer:
 
 
 def list_shards(cfg: ExtractConfig) -> list[Shard]:
-    return create_tar_shards(cfg.shards) if cfg.shards else create_folder_shards(cfg.images, cfg.folder_shard_size)
+    if cfg.shards:
+        return create_shards(cfg.shards, cfg.image_column, cfg.key_column)
+    return create_folder_shards(cfg.images, cfg.folder_shard_size)
 
 
 def resolved_inputs(cfg: ExtractConfig) -> dict:
@@ -129,10 +134,10 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     Used by `run_extract` for all of a rank's shards, and by each Ray actor for one shard at a time."""
     device = backbone.device
     widths = _feature_widths(backbone, cfg)
-    schema = feature_schema(provenance, widths, cfg.dtype)
+    schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns)
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
-                             cfg.image_key)
+                             cfg.image_key, cfg.keep_columns)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=device.type == "cpu")
     sizes = {s.id: len(s.files) for s in todo if s.url is None}

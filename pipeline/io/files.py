@@ -92,6 +92,15 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
     atomic_write(path, write)
 
 
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
+    """A binary file (an .npy made in memory), written atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON file written by this pipeline."""
     return json.loads(Path(path).read_text())

@@ -1,7 +1,8 @@
-"""Samples of a shard, tar or folder chunk alike: the one reader used by extract, export and the report."""
+"""Samples of a shard, tar, Parquet or folder chunk alike: the one reader used by extract, export and the report."""
 
 from __future__ import annotations
 
+import json
 import logging
 import tarfile
 from collections.abc import Iterator
@@ -71,6 +72,72 @@ def iter_tar(shard: Shard, end: ShardEnd) -> Iterator[dict]:
         stream.close()
 
 
+PARQUET_BATCH_ROWS = 256
+
+
+def iter_parquet(shard: Shard, end: ShardEnd, extra: tuple[str, ...] = ()) -> Iterator[dict]:
+    """Rows of a Parquet unit as samples `{"__key__", "image"}` (+ the `extra` columns the file has), in file
+    order. A row whose image is null, a path without bytes, or whose key is null carries the error (a failure
+    row); damage to the file goes to `end` (the rows before it are kept), as for a tar."""
+    import pyarrow.parquet as pq
+
+    columns = [shard.image_column] + ([shard.key_column] if shard.key_column else [])
+    stem = shard_id_of(shard)
+    row = shard.first_row
+    stream = open_stream(shard.url)
+    try:
+        first, stop = shard.row_groups
+        try:
+            file = pq.ParquetFile(stream)
+            extra = [c for c in extra if c in file.schema_arrow.names and c not in columns]
+            batches = file.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=list(range(first, stop)),
+                                        columns=columns + extra)
+            for batch in batches:
+                images = batch.column(shard.image_column).to_pylist()
+                keys = batch.column(shard.key_column).to_pylist() if shard.key_column else [None] * len(images)
+                others = {c: batch.column(c).to_pylist() for c in extra}
+                for i, (image, key) in enumerate(zip(images, keys)):
+                    sample = _parquet_sample(image, key, shard, stem, row)
+                    sample.update({c: values[i] for c, values in others.items()})
+                    yield sample
+                    row += 1
+        except (OSError, ValueError, EOFError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            end.damage = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("shard %s is damaged: %s", shard.id, end.damage)
+    finally:
+        stream.close()
+
+
+def shard_id_of(shard: Shard) -> str:
+    """The file stem of a Parquet unit (its id without the row-group suffix)."""
+    from pipeline.io.shards import shard_id
+
+    return shard_id(shard.url)
+
+
+def _parquet_sample(image, key, shard: Shard, stem: str, row: int) -> dict:
+    if shard.key_column is None:
+        key = f"{stem}_{row:07d}"
+    sample = {"__key__": "" if key is None else str(key)}
+    if key is None:
+        sample["__error__"] = SampleError("read", "NoKey", f"row {row}: column {shard.key_column!r} is null")
+    elif isinstance(image, dict):  # datasets.Image: {"bytes": ..., "path": ...}
+        if image.get("bytes"):
+            sample["image"] = image["bytes"]
+        elif image.get("path"):
+            sample["__error__"] = SampleError("read", "PathWithoutBytes",
+                                              f"row {row}: the image is a path ({image['path']!r}) without bytes")
+        else:
+            sample["__error__"] = SampleError("read", "NoImage", f"row {row}: column {shard.image_column!r} is empty")
+    elif image:
+        sample["image"] = image
+    else:
+        sample["__error__"] = SampleError("read", "NoImage", f"row {row}: column {shard.image_column!r} is null")
+    return sample
+
+
 def iter_folder(shard: Shard) -> Iterator[dict]:
     """Files of a folder chunk as samples keyed by their relative path; unreadable files carry the error."""
     for rel in shard.files:
@@ -93,6 +160,39 @@ def pick_image(sample: dict, image_key: str | None) -> bytes:
     raise SampleError("read", "NoImage", f"no image member ({'/'.join(names[:6])}...) among {members}")
 
 
-def iter_samples(shard: Shard, end: ShardEnd) -> Iterator[dict]:
-    """Samples of a tar shard or a folder chunk, in order; tar damage goes to `end`."""
-    return iter_tar(shard, end) if shard.url is not None else iter_folder(shard)
+def iter_samples(shard: Shard, end: ShardEnd, columns: tuple[str, ...] = ()) -> Iterator[dict]:
+    """Samples of a tar shard, a Parquet unit or a folder chunk, in order; damage goes to `end`. `columns`:
+    the Parquet columns to read beside the image and key (a tar sample has all its members anyway)."""
+    if shard.url is None:
+        return iter_folder(shard)
+    return iter_parquet(shard, end, columns) if shard.is_parquet else iter_tar(shard, end)
+
+
+LIFTED_FROM_JSON = ("url", "caption")  # img2dataset's .json member holds these
+
+
+def kept_values(sample: dict, names: tuple[str, ...]) -> tuple[str | None, ...]:
+    """The sample's members / columns named `names` as text (UTF-8, JSON for other values; None when absent);
+    `url` and `caption` come from the sample's `json` member when it has no member of that name."""
+    parsed = None
+    out = []
+    for name in names:
+        value = sample.get(name)
+        if value is None and name in LIFTED_FROM_JSON and sample.get("json") is not None:
+            if parsed is None:
+                try:
+                    parsed = json.loads(sample["json"])
+                except (ValueError, TypeError):
+                    parsed = {}
+                parsed = parsed if isinstance(parsed, dict) else {}
+            value = parsed.get(name)
+        out.append(_text(value))
+    return tuple(out)
+
+
+def _text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return json.dumps(value, default=str, ensure_ascii=False)

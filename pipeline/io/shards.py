@@ -1,4 +1,4 @@
-"""Units of work: shard lists from brace patterns, globs, list files and URLs; image folders as chunks."""
+"""Units of work: tar and Parquet shards from patterns, globs, folders, lists and URLs; image folders in chunks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _TAR_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
 _LIST_SUFFIXES = (".txt", ".list", ".lst", ".shards")
+# A Parquet file is one unit of work, or, when larger, runs of whole row groups of at least this many rows.
+PARQUET_UNIT_ROWS = 10_000
+# Columns tried, in order, when --image-column / --key-column are not given.
+IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp", "bytes")
+KEY_COLUMNS = ("key", "__key__", "id")
 # Extensions Pillow registers for formats it only writes, only stubs, or needs outside tools for: a file
 # with such a name is an image only if its header says so.
 _NOT_PHOTOS = {".pdf", ".eps", ".ps", ".mpg", ".mpeg", ".h5", ".hdf", ".fits", ".fit", ".wmf", ".emf",
@@ -28,13 +34,22 @@ _NOT_PHOTOS = {".pdf", ".eps", ".ps", ".mpg", ".mpeg", ".h5", ".hdf", ".fits", "
 
 @dataclass(frozen=True)
 class Shard:
-    """One unit of work: a tar shard (url) or a chunk of an image folder (root + relative files)."""
+    """One unit of work: a tar shard (url), row groups of a Parquet file (url + row_groups + the columns read),
+    or a chunk of an image folder (root + relative files)."""
 
     id: str
     url: str | None = None
     root: str | None = None
     files: tuple[str, ...] = ()
     stamps: tuple[str, ...] = ()  # per file "size:mtime_ns", so a file replaced under its name is redone
+    row_groups: tuple[int, int] | None = None  # Parquet: [first, stop) row groups
+    first_row: int = 0  # Parquet: the file's row number of the unit's first row (keys without a key column)
+    image_column: str | None = None
+    key_column: str | None = None  # None: "<file stem>_<row number>"
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.row_groups is not None
 
     @property
     def digest(self) -> str | None:
@@ -64,6 +79,7 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     """
     if isinstance(specs, str):
         specs = [specs]
+    specs = list(specs)
     out: list[str] = []
     for spec in specs:
         parts = [spec.strip()] if spec.strip().startswith("pipe:") else spec.split()
@@ -90,6 +106,8 @@ def _expand_one(spec: str) -> list[str]:
     for pattern in braceexpand.braceexpand(spec):
         if pattern.lower().endswith(_LIST_SUFFIXES) and os.path.isfile(pattern):
             found.extend(_read_list_file(pattern))
+        elif os.path.isdir(pattern):
+            found.extend(_folder_shards(pattern))
         elif os.path.isfile(pattern):  # before globbing: `photos[2019]/x.tar` is a real name
             found.append(pattern)
         elif any(ch in pattern for ch in "*?["):
@@ -100,6 +118,20 @@ def _expand_one(spec: str) -> list[str]:
         else:
             found.append(pattern)  # missing: kept, see expand_shards
     return found
+
+
+def _folder_shards(folder: str) -> list[str]:
+    """A folder given as SHARDS: its Parquet files, else its tar files (below it, sorted)."""
+    files = sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    for suffixes in (_PARQUET_SUFFIXES, _TAR_SUFFIXES):
+        chosen = [f for f in files if f.lower().endswith(suffixes)]
+        if chosen:
+            return chosen
+    raise MissingInputError(f"no Parquet or tar files in the folder {folder!r} (an image folder is IMAGES=)")
+
+
+def is_parquet(location: str) -> bool:
+    return location.split("?")[0].lower().endswith(_PARQUET_SUFFIXES)
 
 
 def _read_list_file(path: str) -> list[str]:
@@ -122,23 +154,92 @@ def shard_id(location: str) -> str:
         tars = [w for w in words if w.lower().endswith(_TAR_SUFFIXES)]  # `aws s3 cp s3://b/x.tar -` → x
         location = tars[-1] if tars else words[-1]
     name = location.split("?")[0].split("#")[0].rstrip("/").split("/")[-1]
-    for suffix in _TAR_SUFFIXES:
+    for suffix in _TAR_SUFFIXES + _PARQUET_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
-def create_tar_shards(specs: list[str] | tuple[str, ...]) -> list[Shard]:
-    """Shards for tar inputs, sorted by id; two inputs with one id are an error (ids name output files)."""
+def create_shards(specs: list[str] | tuple[str, ...], image_column: str | None = None,
+                  key_column: str | None = None) -> list[Shard]:
+    """Shards for tar and Parquet inputs, sorted by id; two inputs with one id are an error (ids name output
+    files). A Parquet file's columns are found here, once: `image_column` / `key_column`, else the first of
+    IMAGE_COLUMNS (or the only binary column) and of KEY_COLUMNS present."""
     shards: dict[str, Shard] = {}
     for location in expand_shards(specs):
-        sid = shard_id(location)
-        if sid in shards:
-            if shards[sid].url == location:
-                continue
-            raise InputError(f"two shards share the id {sid!r}: {shards[sid].url} and {location}")
-        shards[sid] = Shard(id=sid, url=location)
+        if is_parquet(location) and (is_url(location) or os.path.isfile(location)):
+            units = parquet_units(location, image_column, key_column)
+        else:  # a tar, or a listed file that is missing: read (and failed) as a tar
+            units = [Shard(id=shard_id(location), url=location)]
+        for unit in units:
+            if unit.id in shards:
+                if shards[unit.id] == unit:
+                    continue
+                raise InputError(f"two shards share the id {unit.id!r}: {shards[unit.id].url} and {location}")
+            shards[unit.id] = unit
     return [shards[k] for k in sorted(shards)]
+
+
+create_tar_shards = create_shards  # the name of earlier versions
+
+
+def parquet_units(location: str, image_column: str | None = None, key_column: str | None = None,
+                  unit_rows: int | None = None) -> list[Shard]:
+    """A Parquet file as units of work: the whole file, or runs of whole row groups of >= `unit_rows` rows
+    (ids `<stem>-rg00000`, by first row group), with its image and key columns resolved."""
+    import pyarrow.parquet as pq
+
+    from pipeline.io.samples import open_stream
+
+    try:
+        with open_stream(location) as stream:
+            meta = pq.ParquetFile(stream).metadata
+            schema = meta.schema.to_arrow_schema()
+    except Exception as exc:  # noqa: BLE001 - any failure to read the footer: not a Parquet file we can use
+        raise InputError(f"{location} cannot be read as Parquet: {type(exc).__name__}: {exc}") from exc
+    image = _image_column(location, schema, image_column)
+    key = key_column
+    if key is not None and key not in schema.names:
+        raise InputError(f"{location} has no key column {key!r}; its columns: {', '.join(schema.names)}")
+    if key is None:
+        key = next((c for c in KEY_COLUMNS if c in schema.names), None)
+    stem = shard_id(location)
+    unit_rows = unit_rows or PARQUET_UNIT_ROWS
+    runs, start, rows, first_row, row = [], 0, 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if rows >= unit_rows or g == meta.num_row_groups - 1:
+            runs.append((start, g + 1, first_row))
+            row += rows
+            start, rows, first_row = g + 1, 0, row
+    if not runs:  # a file with no row groups: one empty unit, done at once
+        runs = [(0, 0, 0)]
+    return [Shard(id=stem if len(runs) == 1 else f"{stem}-rg{a:05d}", url=location, row_groups=(a, b),
+                  first_row=first, image_column=image, key_column=key) for a, b, first in runs]
+
+
+def _image_column(location: str, schema, wanted: str | None) -> str:
+    import pyarrow as pa
+
+    def usable(t) -> bool:
+        return (pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                or pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields)))
+
+    if wanted is not None:
+        if wanted not in schema.names:
+            raise InputError(f"{location} has no image column {wanted!r}; its columns: {', '.join(schema.names)}")
+        if not usable(schema.field(wanted).type):
+            raise InputError(f"{location}: column {wanted!r} is {schema.field(wanted).type}, not image bytes "
+                             "(binary, or a struct with 'bytes' as datasets.Image writes it)")
+        return wanted
+    named = [c for c in IMAGE_COLUMNS if c in schema.names and usable(schema.field(c).type)]
+    if named:
+        return named[0]
+    binary = [f.name for f in schema if usable(f.type)]
+    if len(binary) == 1:
+        return binary[0]
+    raise InputError(f"{location}: which column holds the images? give --image-column (columns: "
+                     f"{', '.join(f'{f.name} ({f.type})' for f in schema)})")
 
 
 def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
