@@ -41,6 +41,16 @@ def img2dataset_shard(path: Path, n: int = 4) -> dict[str, dict[str, bytes]]:
     return samples
 
 
+def export_members(tmp_path: Path, df: pd.DataFrame) -> dict[str, bytes]:
+    """Export every row of `df` (from tmp_path/out) to tmp_path/exp; the tar's members by name."""
+    sel = tmp_path / "sel.parquet"
+    pq.write_table(pa.table({"key": list(df.key), "shard": list(df.shard), "index": list(df["index"])}), sel)
+    run_export(ExportConfig(selection=str(sel), out=str(tmp_path / "exp"), features=str(tmp_path / "out"),
+                            progress=False))
+    with tarfile.open(next((tmp_path / "exp").glob("*.tar"))) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+
+
 def test_img2dataset_members_become_columns_and_export_round_trips_them(tmp_path):
     samples = img2dataset_shard(tmp_path / "in" / "00000.tar")
     cfg = tiny_config(tmp_path / "out", shards=(str(tmp_path / "in" / "00000.tar"),), keep_columns=KEEP)
@@ -56,12 +66,7 @@ def test_img2dataset_members_become_columns_and_export_round_trips_them(tmp_path
         assert row.caption == f"a phot\u00f6 {int(row.key)}"
         assert (row.txt if isinstance(row.txt, str) else None) == (src["txt"].decode() if "txt" in src else None)
     assert read_provenance(f)["keep_columns"] == list(KEEP)
-    sel = tmp_path / "sel.parquet"
-    pq.write_table(pa.table({"key": list(df.key), "shard": list(df.shard), "index": list(df["index"])}), sel)
-    run_export(ExportConfig(selection=str(sel), out=str(tmp_path / "exp"), features=str(tmp_path / "out"),
-                            progress=False))
-    with tarfile.open(next((tmp_path / "exp").glob("*.tar"))) as tf:
-        got = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+    got = export_members(tmp_path, df)
     want = {f"{k}.{ext}": data for k, sample in samples.items() for ext, data in sample.items()}
     assert got == want  # byte for byte, the json and txt members included
 
@@ -77,12 +82,7 @@ def test_parquet_columns_are_kept_and_written_back_as_members(tmp_path):
     assert table.column("caption").to_pylist() == ["one", None, "thr\u00e9e"]
     assert table.column("score").to_pylist() == ["0.5", "1.0", "2.0"]
     assert table.column("url").to_pylist() == [None] * 3  # asked for, absent from the file
-    sel = tmp_path / "sel.parquet"
-    pq.write_table(pa.table({"key": list(df.key), "shard": list(df.shard), "index": list(df["index"])}), sel)
-    run_export(ExportConfig(selection=str(sel), out=str(tmp_path / "exp"), features=str(tmp_path / "out"),
-                            progress=False))
-    with tarfile.open(next((tmp_path / "exp").glob("*.tar"))) as tf:
-        got = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+    got = export_members(tmp_path, df)
     assert got == {"a.jpg": images[0], "a.caption.txt": b"one", "a.score.txt": b"0.5", "b.jpg": images[1],
                    "b.score.txt": b"1.0", "c.jpg": images[2], "c.caption.txt": "thr\u00e9e".encode(),
                    "c.score.txt": b"2.0"}
