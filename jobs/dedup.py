@@ -12,6 +12,7 @@ EPILOG = """examples:
   python -m jobs.dedup --images ~/Pictures --out out/pictures      # extract (cached), index, dedup, duplicates.csv
   python -m jobs.dedup --features out/train --threshold 0.6
   python -m jobs.dedup --features out/pool --reference out/eval    # + drop near-copies of an evaluation set
+  python -m jobs.dedup --features out/new --against out/pool       # new images against a processed collection
 writes OUT/dedup/{groups.parquet, summary.json} (+ OUT/duplicates.csv for --images). Files are never deleted.
 
 --threshold depends on the model: 0.6 is LVD-142M's value for SSCD copy-detection embeddings. For another
@@ -42,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--embedding", dest="embedding", action="store_true", default=embedding,
                    help="use the embedding stage even with random weights")
     d.add_argument("--no-embedding", dest="embedding", action="store_false", help="exact + perceptual only")
+    option(d, DedupConfig, "against", "extract output of a collection already processed: the new images are "
+                                      "grouped with each other and with it, it is never regrouped; writes "
+                                      "dedup/against.parquet (each new image: keep, or duplicate of an old or a new "
+                                      "key)", metavar="OUT_OLD")
     option(d, DedupConfig, "reference", "extract output of an evaluation set: every group touching it is dropped "
                                         "(decontamination)", metavar="REF_OUT")
     option(d, DedupConfig, "reference_threshold", "(default: %(default)s, LVD-142M)")
@@ -77,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from pipeline.dedup.run import run_dedup
 
-    print_summary(run_dedup(config_from(DedupConfig, args)), args.features)
+    summary = run_dedup(config_from(DedupConfig, args))
+    if args.against:
+        print(f"dedup against {summary['against']} ({summary['collection']} images): {summary['images']} new images, "
+              f"{summary['kept']} kept, {summary['duplicates_of_old']} duplicates of the collection, "
+              f"{summary['duplicates_of_new']} of other new images")
+        print(f"  by reason: {json.dumps(summary['reasons'])}; -> {args.features}/dedup/against.parquet")
+        return 0
+    print_summary(summary, args.features)
     return 0
 
 

@@ -22,6 +22,8 @@ class DedupConfig:
     nprobe: int = 32
     embedding: bool | None = None  # None: on, unless the features come from random weights
     reference: str | None = None  # extract output of the evaluation set to decontaminate against
+    # extract output of a collection already processed: the new images are checked against it, never regrouping it
+    against: str | None = None
     reference_threshold: float = 0.45
     # a decontamination dropping a larger share of the pool stops (the threshold is likely wrong for the model)
     max_contaminated: float = 0.1
@@ -35,5 +37,8 @@ class DedupConfig:
             raise ConfigError(f"max_contaminated is a share of the pool, 0 to 1; got {self.max_contaminated}")
         if self.k < 1:
             raise ConfigError("k must be >= 1")
+        if self.against and self.reference:
+            raise ConfigError("--against and --reference are separate runs: decontaminate the collection first, "
+                              "then check new images against it")
         if not 0 <= self.phash_distance <= 64:
             raise ConfigError(f"phash_distance must be 0 to 64 bits, got {self.phash_distance}")

@@ -37,46 +37,23 @@ log = logging.getLogger(__name__)
 
 
 def run_dedup(cfg: DedupConfig) -> dict:
-    """Write `dedup/groups.parquet` and `dedup/summary.json`; returns the summary."""
+    """Write `dedup/groups.parquet` and `dedup/summary.json`; returns the summary. With `cfg.against` (a
+    collection already processed): `dedup/against.parquet` instead, see dedup/against.py."""
+    if cfg.against:
+        from pipeline.dedup.against import run_dedup_against
+
+        return run_dedup_against(cfg)
     t0 = time.perf_counter()
     fs = open_features(cfg.features)
     out = Path(cfg.out or OutputRoot(cfg.features).dedup_dir)
     meta = read_meta(fs, ("key", "shard", "index", "width", "height", "sha1", "phash"))
-    cols = set(fs.columns())
     n = fs.count
     keys = meta.column("key").to_pylist()
     sha1 = meta.column("sha1").to_pylist()
     vectors = read_matrix(fs, cfg.feature, dtype=np.float16)
-    edges = Edges([], [], [])
-    stages: dict[str, dict] = {}
-
-    i, j = exact_edges(sha1)
-    edges.add(i, j, EXACT)
-    stages[EXACT] = {"edges": int(len(i))}
+    edges, stages, use_embedding = self_edges(fs, meta, vectors, cfg, out)
     hashes = meta.column("phash").to_numpy()
-    variants = orientation_variants(fs, hashes, cols)
-    if n <= cfg.phash_exhaustive_max:
-        i, j = phash_edges(hashes, cfg.phash_distance, variants)
-        strategy = "all pairs"
-    else:  # N² Hamming comparisons (× 8 orientations) would take hours: check k-NN neighbours only
-        graph, _ = knn_graph(fs, cfg, out)
-        i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
-        strategy = f"the {cfg.k} nearest neighbours of each image"
-    edges.add(i, j, PHASH)
-    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
-                     "orientations": len(variants) + 1, "compared": strategy}
-
-    random_weights = is_random(fs.provenance)
-    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
-    if use_embedding:
-        i, j, info = embedding_edges(fs, vectors, cfg, out)
-        edges.add(i, j, EMBEDDING)
-        stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
-    else:
-        log.warning("features come from random weights: the embedding stage%s is off (exact and perceptual "
-                    "only); pass --embedding to force it", " and the embedding check against --reference"
-                    if cfg.reference else "")
-        stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
+    variants = orientation_variants(fs, hashes, set(fs.columns()))
 
     src, dst, kind = edges.arrays()
     component, sizes = components(n, src, dst)
@@ -113,6 +90,43 @@ def run_dedup(cfg: DedupConfig) -> dict:
     summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
     write_summary(out, summary)
     return summary
+
+
+def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path
+               ) -> tuple[Edges, dict, bool]:
+    """Every edge among the rows of one feature set (exact, perceptual, embedding unless off or random weights),
+    the stages' counts, and whether the embedding stage ran."""
+    edges = Edges([], [], [])
+    n = fs.count
+    i, j = exact_edges(meta.column("sha1").to_pylist())
+    edges.add(i, j, EXACT)
+    stages: dict[str, dict] = {EXACT: {"edges": int(len(i))}}
+    hashes = meta.column("phash").to_numpy()
+    variants = orientation_variants(fs, hashes, set(fs.columns()))
+    if n <= cfg.phash_exhaustive_max:
+        i, j = phash_edges(hashes, cfg.phash_distance, variants)
+        strategy = "all pairs"
+    else:  # N² Hamming comparisons (× 8 orientations) would take hours: check k-NN neighbours only
+        graph, _ = knn_graph(fs, cfg, out)
+        i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
+        strategy = f"the {cfg.k} nearest neighbours of each image"
+    edges.add(i, j, PHASH)
+    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
+                     "orientations": len(variants) + 1, "compared": strategy}
+
+    random_weights = is_random(fs.provenance)
+    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
+    if use_embedding:
+        i, j, info = embedding_edges(fs, vectors, cfg, out)
+        edges.add(i, j, EMBEDDING)
+        stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
+    else:
+        log.warning("features come from random weights: the embedding stage%s is off (exact and perceptual "
+                    "only); pass --embedding to force it", " and the embedding check against --reference"
+                    if cfg.reference else "")
+        stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
+
+    return edges, stages, use_embedding
 
 
 def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np.ndarray, reason: np.ndarray,
@@ -153,6 +167,9 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
     Nothing is deleted or moved: the CSV lists each duplicate file with the file kept in its group."""
     if not extract.images:
         raise ConfigError("dedup_images needs an image folder (ExtractConfig.images)")
+    if cfg.against:
+        raise ConfigError("--against works on extract outputs: extract the new folder first (make extract "
+                          "IMAGES=... OUT=new), then make dedup FEATURES=new ARGS='--against OLD'")
     stats = run_extract(extract)
     if stats.failed:
         return FolderDedup(stats, None, None)

@@ -16,7 +16,7 @@ from tests.conftest import SHARED_DATA, shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-SMOKED = ("curate_scale.py", "dedup_quality.py", "dedup_scale.py")  # the scripts this file runs
+SMOKED = ("curate_scale.py", "dedup_against.py", "dedup_quality.py", "dedup_scale.py")  # the scripts this file runs
 TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
 
 
@@ -106,3 +106,20 @@ def test_dedup_quality_on_the_smallest_labelled_folder(tmp_path):
     (folder,) = result["folders"]
     assert folder["decoded"] == 27 and folder["failed_keys"] == []
     assert "wrote" in proc.stdout and "TOTAL (pairs summed)" in proc.stdout
+
+
+def test_dedup_against_finds_the_planted_copies_of_the_collection(tmp_path):
+    """New images against a collection: every planted copy of an old image is a duplicate of its source, the
+    same new rows are grouped as by a full rerun, and both runs are timed."""
+    out = tmp_path / "against"
+    proc = run("dedup_against.py", "--old", "2000", "--new", "200", "--clusters", "16", "--dup-fraction", "0.05",
+               "--out", str(out))
+    result = json.loads((out / "dedup_against.json").read_text())
+    planted = result["planted"]
+    assert planted["copies_of_old"] >= 5
+    assert planted["found_as_duplicate_of_their_source"] == planted["copies_of_old"]
+    assert planted["found_as_duplicate_of_a_new_image"] == planted["copies_of_new"]
+    agree = result["agreement_with_full_run"]
+    assert agree["same"] == agree["new_rows_grouped_full"] == agree["new_rows_grouped_against"]
+    assert result["against"]["images"] == 200 and result["against"]["collection"] == 2000
+    assert all(v > 0 for v in result["seconds"].values()) and "--against" in proc.stdout
