@@ -112,6 +112,13 @@ def _download(repo: str, names: list[str], force: bool = False) -> tuple[str, st
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    unreachable = _unreachable(endpoint)
+    if unreachable:  # fail at once: huggingface_hub would retry each file for half a minute
+        raise WeightsError(f"no weights for {repo} in the Hugging Face cache, and the hub at {endpoint} cannot be "
+                           f"reached ({unreachable}). Fetch them once where there is network (`hf download {repo}`) "
+                           f"and copy the cache here, or pass --weights PATH (.safetensors or .pth; original "
+                           f"facebookresearch DINOv2/DINOv3 checkpoints work), or --weights random for a test run; "
+                           f"HF_HUB_OFFLINE=1 (or --offline) skips this check.")
     for name in names:
         log.info("fetching %s/%s from %s into the Hugging Face cache (once)", repo, name, endpoint)
         try:
@@ -130,6 +137,20 @@ def _download(repo: str, names: list[str], force: bool = False) -> tuple[str, st
                                f"{_blob_name(path)[:12]}...): rerun to fetch it again")
         return path, digest
     raise WeightsError(f"the hub at {endpoint} has none of {', '.join(names)} in {repo}: pass --weights PATH")
+
+
+def _unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why the hub's host cannot be reached (name lookup or TCP connect), or None when it can."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _blob_name(path: str) -> str:

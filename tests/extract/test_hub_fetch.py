@@ -197,3 +197,23 @@ def test_offline_flag_sets_hf_hub_offline_for_the_job(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         run_job(lambda: seen.append(os.environ.get("HF_HUB_OFFLINE")) or 0, "WARNING", args.offline)
     assert exit_.value.code == 0 and seen == ["1"]
+
+
+def test_an_unreachable_hub_is_one_clear_error_at_once(tmp_path):
+    """No network (a closed port here; a failed name lookup alike): no retries, one message with the ways out."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+
+    class Closed:
+        url = f"http://127.0.0.1:{port}"
+        requests: list = []
+
+    t0 = time.perf_counter()
+    result = fetch(tmp_path, Closed())
+    assert result["code"] == 2 and "cannot be reached" in result["out"]["error"]
+    assert "--weights random" in result["out"]["error"] and "HF_HUB_OFFLINE=1" in result["out"]["error"]
+    assert time.perf_counter() - t0 < 25  # the subprocess start and model build; no 30 s of retries
