@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                "(default: %(default)s)", flag="--memory-budget", metavar="GiB")
     option(p, IndexConfig, "nprobe", "IVF lists searched (default: max(16, nlist/64))")
     option(p, IndexConfig, "train_size", "training sample (default: %(default)s)")
+    option(p, IndexConfig, "update", "add the vectors of shards extracted since the index was built, without "
+                                     "retraining; ids stay stable (new shards must sort after the indexed ones); "
+                                     "refused for features made with another model or preprocessing")
     add_executor_args(p, IndexConfig, "IVF only: add the vectors in N parallel parts and merge them "
                                       "(default: %(default)s)", units="parts",
                       executor_help="runs the parts (with --parts): local processes, or Ray tasks "
@@ -37,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.index.build import IndexConfig, run_index
 
     record = run_index(config_from(IndexConfig, args))
+    if args.update and record.get("updates"):
+        last = record["updates"][-1]
+        print(f"index: added {last['added']} vectors of {len(last['shards'])} new shards in {last['seconds']:.1f} s; "
+              f"{record['count']} in all -> {args.out or args.features + '/index'}")
+        return 0
     print(f"index: {record['factory']} over {record['count']} × {record['dim']} ({record['feature']}) in "
           f"{record['build_seconds']:.1f} s -> {args.out or args.features + '/index'}")
     return 0

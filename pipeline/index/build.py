@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError, MissingInputError
+from pipeline.errors import ConfigError, ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.features import (
     FEATURE_CHOICES,
     FeatureSet,
@@ -49,6 +49,7 @@ class IndexConfig:
     parts: int = 1  # IVF only: add the vectors in this many parallel parts and merge their lists
     executor: str = "local"  # runs the parts: local processes or Ray tasks
     progress: bool = True
+    update: bool = False  # add the shards the existing index does not hold yet, without retraining
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURE_CHOICES:
@@ -190,12 +191,70 @@ def seed_clustering(index: faiss.Index, seed: int) -> None:
 
 
 def run_index(cfg: IndexConfig) -> dict:
-    """Build the index in one process, or (`cfg.parts` > 1, IVF) in parallel parts; returns `index.json`."""
+    """Build the index in one process, or (`cfg.parts` > 1, IVF) in parallel parts, or (`cfg.update`) add new
+    shards to the existing one; returns `index.json`."""
+    if cfg.update:
+        return update_index(cfg)
     if cfg.parts > 1:
         from pipeline.index.parts import build_index_parts
 
         return build_index_parts(cfg, cfg.parts, cfg.executor)
     return build_index(cfg)
+
+
+def update_index(cfg: IndexConfig) -> dict:
+    """Add the vectors of the shards an existing index does not hold yet, with its trained quantiser (no
+    retraining). Ids stay the §7 ids: the shards it holds must still come first in shard order, unchanged
+    (new shards sort after them, as `train-000100` after `train-000099`); otherwise ids would move and the
+    index is refused for update (rebuild it). Another model or preprocessing is refused too: its quantiser was
+    trained on other vectors."""
+    fs = open_features(cfg.features)
+    out = Path(cfg.out or OutputRoot(cfg.features).index_dir)
+    record = read_index_record(out)
+    if record is None or not (out / "index.faiss").exists():
+        raise MissingInputError(f"no index in {out} to update: build it first (make index without --update)")
+    if record.get("provenance", {}).get("fingerprint") != fs.provenance["fingerprint"]:
+        raise ConfigMismatchError(f"the index in {out} was built from features made with other settings (model, "
+                                  f"weights or preprocessing): its trained quantiser does not fit these vectors; "
+                                  f"rebuild it without --update")
+    if record.get("feature") != cfg.feature:
+        raise ConfigError(f"the index in {out} holds {record.get('feature')!r} vectors, not {cfg.feature!r}")
+    held = _held_shards(pq.read_table(out / "ids.parquet", columns=["shard"]).column("shard").to_pylist())
+    files = [(f.stem, rows, i) for i, (f, rows) in enumerate(zip(fs.files, fs.rows)) if rows]
+    if [(stem, rows) for stem, rows, _ in files[:len(held)]] != held:
+        changed = next(((a, b) for a, b in zip(files, held) if (a[0], a[1]) != b), None)
+        raise InputError(f"the index in {out} cannot be extended in place: "
+                         + (f"shard {changed[0][0]} ({changed[0][1]} rows) stands where the index holds "
+                            f"{changed[1][0]} ({changed[1][1]} rows)" if changed else "it holds shards that are gone")
+                         + "; ids would move (new shards must sort after the ones indexed): rebuild it")
+    first_new = files[len(held)][2] if len(files) > len(held) else len(fs.files)
+    new = replace(fs, files=fs.files[first_new:], rows=fs.rows[first_new:])
+    if not new.count:
+        log.info("index: %s already holds every shard (%d vectors)", out, record["count"])
+        return record
+    t0 = time.perf_counter()
+    loaded = load_index(out)
+    with tqdm(total=new.count, unit="vec", disable=not cfg.progress, desc="index update") as bar:
+        for batch in iter_batches(new, feature_columns(cfg.feature), cfg.batch_rows):
+            loaded.index.add(to_matrix(batch, cfg.feature))
+            bar.update(batch.num_rows)
+    updates = [*record.get("updates", []), {"added": new.count, "shards": [f.stem for f in new.files],
+                                              "seconds": round(time.perf_counter() - t0, 3)}]
+    record = {**record, "count": fs.count, "updates": updates}
+    write_index(out, loaded.index, fs, record)
+    log.info("index: added %d vectors of %d new shards → %d in %s", new.count, len(new.files), fs.count, out)
+    return record
+
+
+def _held_shards(shards: list[str]) -> list[tuple[str, int]]:
+    """(shard, rows) runs of an ids.parquet's shard column, in id order."""
+    runs: list[tuple[str, int]] = []
+    for s in shards:
+        if runs and runs[-1][0] == s:
+            runs[-1] = (s, runs[-1][1] + 1)
+        else:
+            runs.append((s, 1))
+    return runs
 
 
 def write_index(out: Path, index: faiss.Index, fs: FeatureSet, record: dict) -> None:
