@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ from pipeline.errors import ConfigError, InputError, SelectionError
 from pipeline.io.features import open_features, read_meta
 from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.io.pack import sample_key
-from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_samples
+from pipeline.io.samples import IMAGE_EXTS, ShardEnd, as_text, iter_samples
 from pipeline.io.shards import Shard
 from pipeline.layout import OutputRoot, read_summary
 
@@ -198,9 +197,8 @@ def _to_record(sample: dict, shard: Shard) -> dict:
             record["key.txt"] = key.encode()
         for name, value in sample.items():  # the kept columns, as members
             if name != "image" and not name.startswith("__") and value is not None:
-                text = value if isinstance(value, (str, bytes)) else json.dumps(value, default=str, ensure_ascii=False)
-                record[name if name in ("json", "txt") else f"{name}.txt"] = text.encode() if isinstance(
-                    text, str) else text
+                data = value if isinstance(value, bytes) else as_text(value).encode()  # bytes stay byte for byte
+                record[name if name in ("json", "txt") else f"{name}.txt"] = data
         return record
     if shard.url is not None:
         return {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches, orientation_variants
+from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches
 from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.run import self_edges
 from pipeline.index.build import IndexConfig, find_or_build_index
@@ -47,7 +47,8 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     n = new.count
     keys = meta.column("key").to_pylist()
     vectors = read_matrix(new, cfg.feature, dtype=np.float16)
-    edges, stages, use_embedding = self_edges(new, meta, vectors, cfg, out)
+    found = self_edges(new, meta, vectors, cfg, out)
+    old_vectors = read_matrix(old, cfg.feature, dtype=np.float16)  # read once: candidates and similarities
 
     old_meta = read_meta(old, ("key", "sha1", "phash"))
     old_keys = old_meta.column("key").to_pylist()
@@ -58,19 +59,18 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     pairs = [(i, first_old[h]) for i, h in enumerate(meta.column("sha1").to_pylist()) if h in first_old]
     _add(cross_src, cross_dst, cross_kind, pairs, EXACT)
     cross_stages[EXACT] = len(pairs)
-    hashes = meta.column("phash").to_numpy()
-    variants = orientation_variants(new, hashes, set(new.columns()))
-    rows, found = hamming_matches(old_meta.column("phash").to_numpy(), [hashes, *variants], cfg.phash_distance)
-    pairs = sorted(set(zip(rows.tolist(), found.tolist())))
+    rows, hits = hamming_matches(old_meta.column("phash").to_numpy(), [found.hashes, *found.variants],
+                                 cfg.phash_distance)
+    pairs = sorted(set(zip(rows.tolist(), hits.tolist())))
     _add(cross_src, cross_dst, cross_kind, pairs, PHASH)
     cross_stages[PHASH] = len(pairs)
-    if use_embedding:
-        pairs = _embedding_pairs(old, vectors, cfg, out)
+    if found.use_embedding:
+        pairs = _embedding_pairs(old, old_vectors, vectors, cfg, out)
         _add(cross_src, cross_dst, cross_kind, pairs, EMBEDDING)
         cross_stages[EMBEDDING] = len(pairs)
 
     # nodes: new rows 0..n-1, then the old rows that some new row links to
-    src, dst, kind = edges.arrays()
+    src, dst, kind = found.edges.arrays()
     c_src, c_dst = np.asarray(cross_src, np.int64), np.asarray(cross_dst, np.int64)
     old_nodes, old_node = np.unique(c_dst, return_inverse=True)
     all_src = np.concatenate([src, c_src])
@@ -81,7 +81,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     if len(all_src):
         np.minimum.at(strongest, np.concatenate([all_src, all_dst]), np.concatenate([kinds, kinds]))
 
-    old_vectors = _rows(old, cfg.feature, old_nodes)
+    node_vectors = old_vectors[old_nodes].astype(np.float32)
     touches_old = np.zeros(component.max() + 1 if len(component) else 0, bool)
     touches_old[component[n:]] = True
     pixels = meta.column("width").to_numpy().astype(np.int64) * meta.column("height").to_numpy()
@@ -101,7 +101,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
         c = int(component[i])
         if touches_old[c]:
             cands = old_in[c]
-            sims = old_vectors[cands] @ v[i]
+            sims = node_vectors[cands] @ v[i]
             best = int(np.argmax(sims))
             keep[i], duplicate_of[i], duplicate_in[i] = False, old_keys[old_nodes[cands[best]]], "old"
             similarity[i], reason[i] = sims[best], NAMES.get(int(strongest[i]), EXACT)
@@ -125,7 +125,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
         "kept": int(keep.sum()), "duplicates_of_old": int(sum(d == "old" for d in duplicate_in)),
         "duplicates_of_new": int(sum(d == "new" for d in duplicate_in)),
         "reasons": {str(a): int(b) for a, b in zip(values, counts)},
-        "stages": {"new": stages, "against_old": cross_stages}, "feature": cfg.feature,
+        "stages": {"new": found.stages, "against_old": cross_stages}, "feature": cfg.feature,
         "weights": new.provenance.get("weights"), "model": new.provenance.get("model"), "config": asdict(cfg),
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -140,7 +140,8 @@ def _add(src: list, dst: list, kind: list, pairs: list[tuple[int, int]], name: s
         kind.append(KIND_ORDER[name])
 
 
-def _embedding_pairs(old, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> list[tuple[int, int]]:
+def _embedding_pairs(old, old_vectors: np.ndarray, vectors: np.ndarray, cfg: DedupConfig, out: Path
+                     ) -> list[tuple[int, int]]:
     """(new row, old row) with exact cosine above the threshold among each new image's k nearest old ones
     (searched in the old collection's own index (make index, or its dedup's), else in one built once beside
     the new dedup output; the collection is never written to)."""
@@ -153,22 +154,12 @@ def _embedding_pairs(old, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> l
         return []
     queries = np.ascontiguousarray(vectors, dtype=np.float32)
     _, labels = loaded.index.search(queries, k)
-    cand = np.unique(labels[labels >= 0])
-    old_vectors = _rows(old, cfg.feature, cand)
-    position = {int(x): p for p, x in enumerate(cand)}
     pairs = []
     for i in range(len(queries)):
         row = [int(x) for x in labels[i] if x >= 0]
         if not row:
             continue
-        sims = old_vectors[[position[x] for x in row]] @ queries[i]
+        sims = old_vectors[row].astype(np.float32) @ queries[i]
         pairs += [(i, row[p]) for p in np.flatnonzero(sims > cfg.threshold)]
     return pairs
-
-
-def _rows(fs, feature: str, ids: np.ndarray) -> np.ndarray:
-    """float32 vectors of the rows `ids` (sorted) of a feature set."""
-    if not len(ids):
-        return np.zeros((0, fs.dim(feature)), np.float32)
-    return np.asarray(read_matrix(fs, feature, dtype=np.float16)[ids], np.float32)
 

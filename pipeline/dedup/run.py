@@ -51,11 +51,9 @@ def run_dedup(cfg: DedupConfig) -> dict:
     keys = meta.column("key").to_pylist()
     sha1 = meta.column("sha1").to_pylist()
     vectors = read_matrix(fs, cfg.feature, dtype=np.float16)
-    edges, stages, use_embedding = self_edges(fs, meta, vectors, cfg, out)
-    hashes = meta.column("phash").to_numpy()
-    variants = orientation_variants(fs, hashes, set(fs.columns()))
-
-    src, dst, kind = edges.arrays()
+    found = self_edges(fs, meta, vectors, cfg, out)
+    stages, use_embedding = found.stages, found.use_embedding
+    src, dst, kind = found.edges.arrays()
     component, sizes = components(n, src, dst)
     pixels = (meta.column("width").to_numpy().astype(np.int64) * meta.column("height").to_numpy())
     keep = choose_keepers(component, pixels, keys)
@@ -63,7 +61,8 @@ def run_dedup(cfg: DedupConfig) -> dict:
 
     contaminated = np.zeros(n, bool)
     if cfg.reference:
-        touched, evidence = contaminated_ids(fs, vectors, sha1, [hashes, *variants], cfg, use_embedding)
+        touched, evidence = contaminated_ids(fs, vectors, sha1, [found.hashes, *found.variants], cfg,
+                                             use_embedding)
         bad_components = np.unique(component[touched]) if len(touched) else np.zeros(0, np.int64)
         contaminated = np.isin(component, bad_components)
         stages["reference"] = {"reference": cfg.reference, "touched": evidence, "embedding": use_embedding,
@@ -92,10 +91,20 @@ def run_dedup(cfg: DedupConfig) -> dict:
     return summary
 
 
-def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path
-               ) -> tuple[Edges, dict, bool]:
-    """Every edge among the rows of one feature set (exact, perceptual, embedding unless off or random weights),
-    the stages' counts, and whether the embedding stage ran."""
+@dataclass
+class SelfEdges:
+    """Every edge among the rows of one feature set, the stages' counts, whether the embedding stage ran, and
+    the pHashes it compared (each row's, and those of its turned and flipped image) for later stages."""
+
+    edges: Edges
+    stages: dict
+    use_embedding: bool
+    hashes: np.ndarray
+    variants: list[np.ndarray]
+
+
+def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
+    """Exact, perceptual and (unless off or random weights) embedding edges among the rows of `fs`."""
     edges = Edges([], [], [])
     n = fs.count
     i, j = exact_edges(meta.column("sha1").to_pylist())
@@ -126,7 +135,7 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
                     if cfg.reference else "")
         stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
 
-    return edges, stages, use_embedding
+    return SelfEdges(edges, stages, use_embedding, hashes, variants)
 
 
 def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np.ndarray, reason: np.ndarray,

@@ -100,10 +100,8 @@ def hub_file(model_name: str) -> tuple[str, str]:
     if hub_offline():
         raise WeightsError(
             f"no weights for {model_name!r} in the Hugging Face cache (looked for {repo}/{names[0]} under "
-            f"{_cache_dir()}) and HF_HUB_OFFLINE=1 forbids fetching them. Fetch them once where there is "
-            f"network (`hf download {repo}`, or run without HF_HUB_OFFLINE/--offline) and copy the cache here, "
-            f"or pass a local file with --weights PATH (.safetensors or .pth; original facebookresearch "
-            f"DINOv2/DINOv3 checkpoints work), or --weights random for a test run.")
+            f"{_cache_dir()}) and HF_HUB_OFFLINE=1 forbids fetching them. " + _ways_out(repo)
+            + " (or run without HF_HUB_OFFLINE/--offline).")
     return _download(repo, names)
 
 
@@ -115,10 +113,8 @@ def _download(repo: str, names: list[str], force: bool = False) -> tuple[str, st
     unreachable = _unreachable(endpoint)
     if unreachable:  # fail at once: huggingface_hub would retry each file for half a minute
         raise WeightsError(f"no weights for {repo} in the Hugging Face cache, and the hub at {endpoint} cannot be "
-                           f"reached ({unreachable}). Fetch them once where there is network (`hf download {repo}`) "
-                           f"and copy the cache here, or pass --weights PATH (.safetensors or .pth; original "
-                           f"facebookresearch DINOv2/DINOv3 checkpoints work), or --weights random for a test run; "
-                           f"HF_HUB_OFFLINE=1 (or --offline) skips this check.")
+                           f"reached ({unreachable}). " + _ways_out(repo)
+                           + "; HF_HUB_OFFLINE=1 (or --offline) skips this check.")
     for name in names:
         log.info("fetching %s/%s from %s into the Hugging Face cache (once)", repo, name, endpoint)
         try:
@@ -137,6 +133,13 @@ def _download(repo: str, names: list[str], force: bool = False) -> tuple[str, st
                                f"{_blob_name(path)[:12]}...): rerun to fetch it again")
         return path, digest
     raise WeightsError(f"the hub at {endpoint} has none of {', '.join(names)} in {repo}: pass --weights PATH")
+
+
+def _ways_out(repo: str) -> str:
+    """What a person without the weights can do, in one sentence (no final stop)."""
+    return (f"Fetch them once where there is network (`hf download {repo}`) and copy the cache here, or pass a "
+            f"local file with --weights PATH (.safetensors or .pth; original facebookresearch DINOv2/DINOv3 "
+            f"checkpoints work), or --weights random for a test run")
 
 
 def _unreachable(endpoint: str, timeout: float = 5.0) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from pipeline.io.decode import SampleError
-from pipeline.io.shards import Shard, is_url
+from pipeline.io.shards import Shard, is_url, shard_id
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def iter_parquet(shard: Shard, end: ShardEnd, extra: tuple[str, ...] = ()) -> It
     import pyarrow.parquet as pq
 
     columns = [shard.image_column] + ([shard.key_column] if shard.key_column else [])
-    stem = shard_id_of(shard)
+    stem = shard_id(shard.url)
     row = shard.first_row
     stream = open_stream(shard.url)
     try:
@@ -108,13 +108,6 @@ def iter_parquet(shard: Shard, end: ShardEnd, extra: tuple[str, ...] = ()) -> It
             log.warning("shard %s is damaged: %s", shard.id, end.damage)
     finally:
         stream.close()
-
-
-def shard_id_of(shard: Shard) -> str:
-    """The file stem of a Parquet unit (its id without the row-group suffix)."""
-    from pipeline.io.shards import shard_id
-
-    return shard_id(shard.url)
 
 
 def _parquet_sample(image, key, shard: Shard, stem: str, row: int) -> dict:
@@ -186,11 +179,12 @@ def kept_values(sample: dict, names: tuple[str, ...]) -> tuple[str | None, ...]:
                     parsed = {}
                 parsed = parsed if isinstance(parsed, dict) else {}
             value = parsed.get(name)
-        out.append(_text(value))
+        out.append(as_text(value))
     return tuple(out)
 
 
-def _text(value) -> str | None:
+def as_text(value) -> str | None:
+    """A member or column value as text: UTF-8 bytes decoded, other values as JSON; None stays None."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, (bytes, bytearray)):

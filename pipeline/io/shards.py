@@ -180,8 +180,6 @@ def create_shards(specs: list[str] | tuple[str, ...], image_column: str | None =
     return [shards[k] for k in sorted(shards)]
 
 
-create_tar_shards = create_shards  # the name of earlier versions
-
 
 def parquet_units(location: str, image_column: str | None = None, key_column: str | None = None,
                   unit_rows: int | None = None) -> list[Shard]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.io.pack import pack_folder, sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_tar, pick_image
-from pipeline.io.shards import Shard, create_tar_shards, expand_shards
+from pipeline.io.shards import Shard, create_shards, expand_shards
 from tests.conftest import jpeg_bytes, make_image
 
 
@@ -107,7 +107,7 @@ def test_packed_samples_hold_the_original_bytes_once(folder, tmp_path):
 def test_packed_shards_read_by_the_pipeline_loader(folder, tmp_path):
     root, contents = folder
     paths = pack_folder(str(root), str(tmp_path / "out"), shard_size=3, progress=False)
-    shards = create_tar_shards([str(tmp_path / "out" / "shards.txt")])
+    shards = create_shards([str(tmp_path / "out" / "shards.txt")])
     assert [s.url for s in shards] == paths
     seen = {}
     for shard in shards:
@@ -174,4 +174,4 @@ def test_repacking_replaces_the_shards(folder, tmp_path):
     assert first == again
     assert [Path(p).read_bytes() for p in first] == [Path(p).read_bytes() for p in again]
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
-    assert Shard(id="shard-000000", url=first[0]) == create_tar_shards([str(out / "shards.txt")])[0]
+    assert Shard(id="shard-000000", url=first[0]) == create_shards([str(out / "shards.txt")])[0]

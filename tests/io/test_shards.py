@@ -15,7 +15,7 @@ from pipeline.io import shards as shards_mod
 from pipeline.io.shards import (
     Shard,
     create_folder_shards,
-    create_tar_shards,
+    create_shards,
     expand_shards,
     is_url,
     list_image_files,
@@ -230,7 +230,7 @@ def test_shard_id_ignores_slashes_in_the_query_string():
 
 def test_create_tar_shards_with_aws_cli_pipe_commands():
     specs = [f"pipe:aws s3 cp s3://bk/train-{i:06d}.tar -" for i in range(2)]
-    assert [s.id for s in create_tar_shards(specs)] == ["train-000000", "train-000001"]
+    assert [s.id for s in create_shards(specs)] == ["train-000000", "train-000001"]
 
 
 # --------------------------------------------------------------------------- create_tar_shards
@@ -238,27 +238,27 @@ def test_create_tar_shards_with_aws_cli_pipe_commands():
 
 def test_create_tar_shards_sorts_by_id(tmp_path):
     c, a, b = touch(tmp_path / "c.tar", tmp_path / "a.tar", tmp_path / "b.tar")
-    got = create_tar_shards([c, a, b])
+    got = create_shards([c, a, b])
     assert [(s.id, s.url) for s in got] == [("a", a), ("b", b), ("c", c)]
     assert all(s.digest is None and s.source == s.url and s.root is None and s.files == () for s in got)
 
 
 def test_create_tar_shards_skips_the_same_location_twice(tmp_path):
     (a,) = touch(tmp_path / "a.tar")
-    assert create_tar_shards([a, a]) == [Shard(id="a", url=a)]
+    assert create_shards([a, a]) == [Shard(id="a", url=a)]
 
 
 @pytest.mark.parametrize("second", ["d2/x.tar", "d1/x.tar.gz"])
 def test_create_tar_shards_refuses_two_locations_with_one_id(tmp_path, second):
     first, other = touch(tmp_path / "d1" / "x.tar", tmp_path / second)
     with pytest.raises(ValueError) as info:
-        create_tar_shards([first, other])
+        create_shards([first, other])
     assert "'x'" in str(info.value) and first in str(info.value) and other in str(info.value)
 
 
 def test_create_tar_shards_refuses_colliding_urls():
     with pytest.raises(ValueError, match="'x'"):
-        create_tar_shards(["s3://a/x.tar", "s3://b/x.tar"])
+        create_shards(["s3://a/x.tar", "s3://b/x.tar"])
 
 
 # --------------------------------------------------------------------------- split_by_rank
