@@ -11,9 +11,10 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from pipeline.curate.cluster import assign, balanced_sample, hierarchical_kmeans, kmeans
+from pipeline.curate.cluster import balanced_sample, hierarchical_kmeans
 from pipeline.errors import ConfigError, InputError
 from pipeline.index.build import IndexConfig, find_or_build_index, search
+from pipeline.index.kmeans import assign, kmeans
 from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary

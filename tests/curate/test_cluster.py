@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.curate.cluster import balanced_sample, hierarchical_kmeans, kmeans, split_evenly
+from pipeline.curate.cluster import balanced_sample, hierarchical_kmeans, split_evenly
+from pipeline.index.kmeans import kmeans
 from tests.conftest import clustered_vectors
 
 
