@@ -42,13 +42,27 @@ def phash64_orientations(img: Image.Image, reducing_gap: float | None = None) ->
     many times 32 px, then Lanczos as imagehash. None is imagehash's exact algorithm; extraction uses
     FAST_REDUCING_GAP (~4× faster; on 600 real photos the hash differs from imagehash's by 0.2 bits on average,
     at most 4 of 64, against a duplicate threshold of 8)."""
-    grey = img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
-    grey = np.asarray(grey, dtype=np.float64)
+    grey = np.asarray(_grey32(img, reducing_gap), dtype=np.float64)
     low = (_DCT @ grey @ _DCT.T)[:_K, :_K]
     low[np.abs(low) < 1e-6] = 0.0  # exact zeros (flat images) must not become ±1e-12 noise that flips bits
     blocks = (low[None] * _SIGNS).reshape(4, 64)
     bits = blocks > np.median(blocks, axis=1, keepdims=True)
     return tuple(int(v) for v in (bits * _WEIGHTS).sum(axis=1, dtype=np.uint64))
+
+
+def _grey32(img: Image.Image, reducing_gap: float | None) -> Image.Image:
+    """The 32×32 grey image the DCT runs on. With `reducing_gap`, the colour image is box-reduced by Pillow's
+    own whole factors first and turned grey after (both steps are linear: equal up to rounding, and the grey
+    conversion then touches ~1/25 of the pixels of a 512×341 photo), then Lanczos over the same source box
+    Pillow's `reducing_gap` would use."""
+    if reducing_gap is None or img.mode not in ("RGB", "L"):
+        return img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+    w, h = img.size
+    fx, fy = max(1, int(w / _N / reducing_gap)), max(1, int(h / _N / reducing_gap))
+    if fx == 1 and fy == 1:
+        return img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS)
+    small = img.reduce((fx, fy)).convert("L")
+    return small.resize((_N, _N), Image.Resampling.LANCZOS, box=(0, 0, w / fx, h / fy))
 
 
 def transpose64(hashes: np.ndarray) -> np.ndarray:
