@@ -16,7 +16,8 @@ from tests.conftest import SHARED_DATA, shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-SMOKED = ("curate_scale.py", "dedup_against.py", "dedup_quality.py", "dedup_scale.py")  # the scripts this file runs
+# the scripts this file runs
+SMOKED = ("curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py")
 TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
 
 
@@ -123,3 +124,23 @@ def test_dedup_against_finds_the_planted_copies_of_the_collection(tmp_path):
     assert agree["same"] == agree["new_rows_grouped_full"] == agree["new_rows_grouped_against"]
     assert result["against"]["images"] == 500 and result["against"]["collection"] == 1000
     assert all(v > 0 for v in result["seconds"].values()) and "--against" in proc.stdout
+
+
+def test_int8_measures_every_variant_against_bf16_and_fp32(tmp_path):
+    """int8.py eagerly on a one-block ViT at 56 px: each variant's speed, its ratio to bf16 and its CLS cosine
+    against fp32 are reported (the full run compiles them: minutes)."""
+    proc = run("int8.py", "--model-kwargs", "depth=1,img_size=56", "--resolution", "56", "--photos", "4",
+               "--batch", "2", "--rounds", "1", "--repeats", "1", "--no-compile", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "int8.json").read_text())
+    variants = result["variants"]
+    # no compile: no bf16_compile
+    assert set(variants) == {"bf16_eager", "int8_static", "int8_weight_only", "int8_dynamic"}
+    for name, block in variants.items():
+        assert "error" not in block, (name, block)
+        assert block["images_per_second"] > 0 and len(block["rounds"]) == 1
+        assert 0.99 < block["cls_cosine_min"] <= block["cls_cosine_mean"] <= 1.0 + 1e-6
+        if name != "bf16_eager":
+            bf16 = variants["bf16_eager"]["rounds"][0]
+            assert block["ratio_vs_bf16_eager"] == pytest.approx(block["rounds"][0] / bf16)
+    assert result["compiled"] is False and result["capability"]["flags"] is not None
+    assert "int8_static" in proc.stdout and "machine:" in proc.stdout
