@@ -136,6 +136,18 @@ def add_model_args(parser: Group, cls: type, title: str | None = "model", names:
     return group
 
 
+FEATURES_HELP = ("an extract output root, or features made elsewhere: a .npy of N×D float16/float32 vectors (keys = "
+                 "row numbers, or --keys) or a Parquet file/folder with a `key` column and list<float> vector "
+                 "columns (name one with --feature); their outputs go to FEATURES.dinocurate/ unless --out")
+FEATURE_METAVAR = "cls|patch_mean|concat|COLUMN"  # COLUMN: a vector column of Parquet made elsewhere
+
+
+def add_keys_arg(parser: Group, cls: type) -> argparse.Action:
+    """--keys FILE, for every stage that takes FEATURES: the keys of a .npy (one a line, in row order)."""
+    return option(parser, cls, "keys", "with a .npy FEATURES: its keys, one a line in row order (or export-npy's "
+                                       "keys.parquet); default: the row numbers", metavar="FILE")
+
+
 EXECUTOR_HELP = ("local: processes on this machine; ray: tasks on a Ray cluster ($RAY_ADDRESS, or a local one) "
                  "(default: %(default)s)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._args import add_running_args, comma_list, config_from, default, option, shown
+from jobs._args import FEATURES_HELP, add_keys_arg, add_running_args, comma_list, config_from, default, option, shown
 from jobs._cli import run_command
 
 EPILOG = """examples:
@@ -27,11 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from pipeline.evaluate.run import EvalConfig
 
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--features", metavar="OUT", help="an extract output root")
-    src.add_argument("--compare", nargs="+", metavar="OUT", help="several extract output roots, side by side")
+    src.add_argument("--features", metavar="FEATURES", help=FEATURES_HELP)
+    src.add_argument("--compare", nargs="+", metavar="FEATURES", help="several extract output roots (or features "
+                                                                        "made elsewhere), side by side")
+    add_keys_arg(p, EvalConfig)
     option(p, EvalConfig, "labels", "'folder' or a CSV/Parquet file: key,label[,split] (default: %(default)s)")
-    option(p, EvalConfig, "feature", "cls | patch_mean | concat, or a comma list of them "
-                                     f"(default: {shown(default(EvalConfig, 'feature'))})", type=comma_list())
+    option(p, EvalConfig, "feature", "cls | patch_mean | concat (or a vector column of Parquet made elsewhere), or "
+                                     f"a comma list of them (default: {shown(default(EvalConfig, 'feature'))})",
+           type=comma_list())
     option(p, EvalConfig, "val_fraction", "seeded stratified split (default: %(default)s)")
     option(p, EvalConfig, "seed", "(default: %(default)s)")
     option(p, EvalConfig, "ks", f"k-NN k values (default: {shown(default(EvalConfig, 'ks'))})", flag="--k",

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._args import add_executor_args, add_running_args, config_from, option
+from jobs._args import (
+    FEATURE_METAVAR,
+    FEATURES_HELP,
+    add_executor_args,
+    add_keys_arg,
+    add_running_args,
+    config_from,
+    option,
+)
 from jobs._cli import run_command
 
 EPILOG = """examples:
@@ -15,12 +23,12 @@ writes FEATURES/index/{index.faiss, ids.parquet, index.json} (or --out)."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from pipeline.index.build import IndexConfig
-    from pipeline.io.features import FEATURE_CHOICES
 
-    p.add_argument("--features", required=True, metavar="OUT", help="an extract output root")
+    p.add_argument("--features", required=True, metavar="FEATURES", help=FEATURES_HELP)
+    add_keys_arg(p, IndexConfig)
     option(p, IndexConfig, "out", "index folder (default: FEATURES/index)")
     option(p, IndexConfig, "feature", "vector to index (default: %(default)s; concat = both, each normalised)",
-           choices=FEATURE_CHOICES)
+           metavar=FEATURE_METAVAR)
     option(p, IndexConfig, "factory", "a Faiss index_factory string instead of the automatic choice")
     option(p, IndexConfig, "memory_budget_gb", "memory the index may use; decides the automatic choice "
                                                "(default: %(default)s)", flag="--memory-budget", metavar="GiB")
@@ -38,15 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.index.build import IndexConfig, run_index
+    from pipeline.layout import OutputRoot
 
     record = run_index(config_from(IndexConfig, args))
+    out = args.out or OutputRoot.for_features(args.features).index_dir
     if args.update and record.get("updates"):
         last = record["updates"][-1]
         print(f"index: added {last['added']} vectors of {len(last['shards'])} new shards in {last['seconds']:.1f} s; "
-              f"{record['count']} in all -> {args.out or args.features + '/index'}")
+              f"{record['count']} in all -> {out}")
         return 0
     print(f"index: {record['factory']} over {record['count']} × {record['dim']} ({record['feature']}) in "
-          f"{record['build_seconds']:.1f} s -> {args.out or args.features + '/index'}")
+          f"{record['build_seconds']:.1f} s -> {out}")
     return 0
 
 

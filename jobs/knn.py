@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._args import add_executor_args, add_running_args, config_from, option
+from jobs._args import FEATURES_HELP, add_executor_args, add_keys_arg, add_running_args, config_from, option
 from jobs._cli import run_command
 
 EPILOG = """example:
@@ -15,7 +15,8 @@ writes FEATURES/knn/part-NNNNN.parquet (id, neighbours, similarities); a rerun r
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from pipeline.index.knn import KnnConfig
 
-    p.add_argument("--features", required=True, metavar="OUT", help="an extract output root with an index")
+    p.add_argument("--features", required=True, metavar="FEATURES", help=FEATURES_HELP + "; with an index")
+    add_keys_arg(p, KnnConfig)
     option(p, KnnConfig, "index", "index folder (default: FEATURES/index)")
     option(p, KnnConfig, "k", "neighbours per image (default: %(default)s)")
     option(p, KnnConfig, "out", "graph folder (default: FEATURES/knn)")

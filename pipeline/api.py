@@ -136,7 +136,7 @@ def index(cfg: IndexConfig) -> IndexResult:
     from pipeline.index.build import run_index
 
     record = run_index(cfg)
-    path = Path(cfg.out) if cfg.out else OutputRoot(cfg.features).index_dir
+    path = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).index_dir
     return IndexResult(path, record["factory"], record["count"], record["dim"], record["feature"],
                        record["build_seconds"], record)
 
@@ -161,7 +161,7 @@ def search(index_dir: str | Path, query: str | Path, k: int = 10) -> pa.Table:
 
 
 def _dedup_result(cfg: DedupConfig, summary: dict) -> DedupResult:
-    out = Path(cfg.out) if cfg.out else OutputRoot(cfg.features).dedup_dir
+    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).dedup_dir
     return DedupResult(summary["images"], summary["kept"], summary["duplicates_removed"],
                        summary["contaminated_removed"], summary["groups"], summary["largest_component"],
                        summary["reasons"], out / "groups.parquet", summary.get("warning"), summary)
@@ -191,7 +191,7 @@ def curate(cfg: CurateConfig) -> CurateResult:
     from pipeline.curate.retrieval import run_curate
 
     summary = run_curate(cfg)
-    out = Path(cfg.out) if cfg.out else OutputRoot(cfg.pool).curate_dir
+    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.pool).curate_dir
     return CurateResult(summary["pool"], summary["selected"], summary["sources"], out / "selected.parquet",
                         summary)
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from pipeline.errors import MismatchError
+
+log = logging.getLogger(__name__)
 
 # Recorded, but they do not change the numbers beyond the parity criteria (cosine > 0.999 to fp32, checked by
 # `make parity`): left out of the fingerprint and of reported differences. Precision is among them because
@@ -18,13 +21,18 @@ from pipeline.errors import MismatchError
 # another machine, or written by Ray actors on mixed nodes, stays one root. Each file still records it.
 NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile", "precision",
                      "precision_why")
+# Features made elsewhere count by content (sha256, columns, rows): not where the file lies, nor its keys file.
+EXTERNAL_NOT_FINGERPRINTED = ("path", "keys")
 
 
 def fingerprint(record: dict) -> str:
     """16 hex digits of SHA-256 over the fields that change the numbers; the weights count by content
     (sha256, plus the seed of a random init), so the same bytes from the hub cache or a path are one model."""
     stable = {k: v for k, v in record.items() if k not in NOT_FINGERPRINTED}
-    stable["weights"] = [record["weights"]["sha256"], record["weights"].get("seed")]
+    if made_elsewhere(record):
+        stable = {k: v for k, v in stable.items() if k not in EXTERNAL_NOT_FINGERPRINTED}
+    else:
+        stable["weights"] = [record["weights"]["sha256"], record["weights"].get("seed")]
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -58,7 +66,9 @@ def differing_fields(a: dict, b: dict) -> list[str]:
 
 
 def describe(record: dict) -> str:
-    """One line: model, weights, input size, resize mode."""
+    """One line: model, weights, input size, resize mode (made elsewhere: the file and its digest)."""
+    if made_elsewhere(record):
+        return f"external {record.get('format')} {record.get('path')} sha256={str(record.get('sha256'))[:12]}"
     weights = record.get("weights") or {}
     sha = "random" if weights.get("source") == "random" else str(weights.get("sha256", "?"))[:12]
     return (f"model={record.get('model')} weights={sha} input={record.get('input_size')} "
@@ -83,3 +93,34 @@ def require_same(a: dict, b: dict, what_a: str = "the first", what_b: str = "the
 def is_random(record: dict) -> bool:
     """Features made with random weights (tests, dry runs): their similarities mean nothing."""
     return (record.get("weights") or {}).get("source") == "random"
+
+
+def made_elsewhere(record: dict) -> bool:
+    """Features made elsewhere (a .npy or Parquet file): only their content is known, not the model."""
+    return record.get("source") == "external"
+
+
+def external_dims(record: dict) -> dict[str, int]:
+    """{vector column: width} of features made elsewhere ("*" for a .npy: any --feature name)."""
+    return {name: int(c["dim"]) for name, c in (record.get("columns") or {}).items()}
+
+
+def require_comparable(a: dict, b: dict, what_a: str = "the first", what_b: str = "the second",
+                       error: type[MismatchError] = MismatchError) -> None:
+    """`require_same`, except that two sets made elsewhere are taken as one model when their widths agree: nothing
+    else can be checked about them, so it is logged. Made elsewhere and extracted here never mix."""
+    if not (made_elsewhere(a) and made_elsewhere(b)) or same(a, b):
+        require_same(a, b, what_a, what_b, error)
+        return
+    da, db = external_dims(a), external_dims(b)
+    if "*" in da or "*" in db:  # a .npy: its one width must be one of the other's
+        wild, other = (da, db) if "*" in da else (db, da)
+        ok = wild["*"] in other.values()
+    else:
+        shared = set(da) & set(db)
+        ok = bool(shared) and all(da[n] == db[n] for n in shared)
+    if not ok:
+        raise error(f"{what_a} and {what_b} are features made elsewhere with other widths ({da} vs {db}): "
+                    f"they cannot be compared")
+    log.warning("%s and %s are both features made elsewhere: only their widths (%s) can be checked, not that one "
+                "model made them", what_a, what_b, da)

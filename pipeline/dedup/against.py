@@ -40,9 +40,9 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     summary. Cost: the new images' own dedup, plus their search in the old collection (its index is built once
     and reused), a pHash range search of new against old hashes, and a hash lookup per new image."""
     t0 = time.perf_counter()
-    new, old = open_features(cfg.features), open_features(cfg.against)
+    new, old = open_features(cfg.features, cfg.keys), open_features(cfg.against)
     check_same_provenance(new, old)
-    out = Path(cfg.out or OutputRoot(cfg.features).dedup_dir)
+    out = Path(cfg.out or OutputRoot.for_features(cfg.features).dedup_dir)
     meta = read_meta(new, ("key", "shard", "index", "width", "height", "sha1", "phash"))
     n = new.count
     keys = meta.column("key").to_pylist()

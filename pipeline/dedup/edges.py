@@ -104,7 +104,7 @@ def _codes(hashes: np.ndarray) -> np.ndarray:
 
 def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
     """The k-NN graph of the features (index and graph reused when they match): (graph folder, factory)."""
-    root = OutputRoot(fs.root)
+    root = OutputRoot.for_features(fs.root)
     for folder in (root.knn_dir, out / "knn"):
         if complete_graph(folder, fs, cfg.feature, cfg.k):
             record = read_index_record(folder.parent / "index")

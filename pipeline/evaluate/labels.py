@@ -158,7 +158,7 @@ def resolve_split(sets: list[FeatureSet], labels: str, val_fraction: float, seed
     if is_val.all() or not is_val.any():
         raise InputError(f"the split leaves {'train' if is_val.all() else 'val'} empty ({len(keys)} labelled "
                          f"images, {len(classes)} classes): give more images per class or a larger --val-fraction")
-    train_bytes = {sha1[k] for k, v in zip(keys, is_val) if not v}
+    train_bytes = {sha1[k] for k, v in zip(keys, is_val) if not v} - {None}
     copies = sum(1 for k, v in zip(keys, is_val) if v and sha1[k] in train_bytes)
     if copies:
         log.warning("%d val images have a byte-identical copy in train: they inflate every method's score "
@@ -189,7 +189,7 @@ def _read_labels(source: str, sets: list[FeatureSet],
 
 def _key_rows(fs: FeatureSet) -> tuple[dict[str, int], dict[str, bytes]]:
     """key → row id (the first row of a repeated key) and key → SHA-1 of the encoded image."""
-    meta = read_meta(fs, ("key", "sha1"))
+    meta = read_meta(fs, ("key", "sha1"), absent="null")  # made elsewhere: no SHA-1 (None), no copies counted
     keys, sha1 = meta.column("key").to_pylist(), meta.column("sha1").to_pylist()
     rows: dict[str, int] = {}
     for i, k in enumerate(keys):

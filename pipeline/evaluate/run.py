@@ -19,7 +19,8 @@ from pipeline.errors import ConfigError
 from pipeline.evaluate.knn import KS, TEMPERATURE, accuracy, knn_predict
 from pipeline.evaluate.labels import Split, resolve_split
 from pipeline.evaluate.linear import MAX_ITER, WEIGHT_DECAYS, linear_probe
-from pipeline.io.features import FEATURE_CHOICES, FeatureSet, open_features, read_matrix
+from pipeline.io.external import is_npy
+from pipeline.io.features import FEATURE_CHOICES, FeatureSet, check_feature, open_features, read_matrix
 from pipeline.io.files import write_json_atomic
 from pipeline.layout import OutputRoot
 from pipeline.provenance import differing_fields, is_random
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 class EvalConfig:
     """One evaluation: several feature roots x feature kinds, all with the same labels and split."""
 
-    features: tuple[str, ...]  # extract output roots
+    features: tuple[str, ...]  # extract output roots, or .npy / Parquet made elsewhere
+    keys: str | None = None  # the keys of the .npy among them, one a line (default: row numbers)
     labels: str = "folder"  # "folder" (first path component of a folder extract's key) or a .csv/.parquet file
     feature: tuple[str, ...] = ("cls",)
     ks: tuple[int, ...] = KS
@@ -51,9 +53,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.features:
             raise ConfigError("give at least one feature root")
-        bad = set(self.feature) - set(FEATURE_CHOICES)
-        if bad or not self.feature:
+        if not self.feature:
             raise ConfigError(f"feature must be among {FEATURE_CHOICES}, got {list(self.feature)}")
+        for feature in self.feature:
+            check_feature(feature, *self.features)
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"k values must be >= 1, got {list(self.ks)}")
         if self.temperature <= 0:
@@ -109,7 +112,7 @@ def evaluate_features(fs: FeatureSet, feature: str, rows: np.ndarray, split: Spl
 
 def run_evaluate(cfg: EvalConfig) -> dict:
     """Evaluate every root x feature kind on one labelled split; write `results.json` (or `compare.json`)."""
-    sets = [open_features(root) for root in cfg.features]
+    sets = [open_features(root, cfg.keys if is_npy(root) else None) for root in cfg.features]
     split, report = resolve_split(sets, cfg.labels, cfg.val_fraction, cfg.seed)
     protocol = {**cfg.protocol(), "split": split.mode, "data": split.digest()}
     results = {
@@ -122,7 +125,7 @@ def run_evaluate(cfg: EvalConfig) -> dict:
         "runs": [evaluate_features(fs, feature, rows, split, cfg)
                  for fs, rows in zip(sets, split.rows) for feature in cfg.feature],
     }
-    out = Path(cfg.out) if cfg.out else OutputRoot(cfg.features[0]).eval_dir
+    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features[0]).eval_dir
     path = out / ("results.json" if len(cfg.features) == 1 else "compare.json")
     write_json_atomic(results, path)
     results["path"] = str(path)

@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from pipeline.errors import ConfigError, ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.features import (
-    FEATURE_CHOICES,
     FeatureSet,
+    check_feature,
     feature_columns,
     iter_batches,
     open_features,
@@ -35,8 +35,9 @@ FLAT_MAX = 100_000
 
 @dataclass(frozen=True)
 class IndexConfig:
-    features: str  # extract output root
-    out: str | None = None  # default: <features>/index
+    features: str  # extract output root, or a .npy / Parquet made elsewhere
+    out: str | None = None  # default: <features>/index (made elsewhere: <features>.dinocurate/index)
+    keys: str | None = None  # a .npy's keys, one a line (default: row numbers)
     feature: str = "cls"
     factory: str | None = None  # e.g. "IVF4096,PQ32"; None = choose from N and the budget
     memory_budget_gb: float = 4.0
@@ -52,8 +53,7 @@ class IndexConfig:
     update: bool = False  # add the shards the existing index does not hold yet, without retraining
 
     def __post_init__(self) -> None:
-        if self.feature not in FEATURE_CHOICES:
-            raise ConfigError(f"feature must be one of {FEATURE_CHOICES}, got {self.feature!r}")
+        check_feature(self.feature, self.features)
         if self.parts < 1:
             raise ConfigError("parts must be >= 1")
         if self.executor not in EXECUTORS:
@@ -140,10 +140,11 @@ def sample_for_training(fs: FeatureSet, feature: str, size: int, seed: int, batc
     return out
 
 
-def build_index(cfg: IndexConfig) -> dict:
-    """Build, save `index.faiss`, `ids.parquet` (id → key, shard, index) and `index.json`; returns the record."""
-    fs = open_features(cfg.features)
-    out = Path(cfg.out or OutputRoot(cfg.features).index_dir)
+def build_index(cfg: IndexConfig, fs: FeatureSet | None = None) -> dict:
+    """Build, save `index.faiss`, `ids.parquet` (id → key, shard, index) and `index.json`; returns the record.
+    `fs`: the features already opened (else `cfg.features` is opened)."""
+    fs = fs or open_features(cfg.features, cfg.keys)
+    out = Path(cfg.out or OutputRoot.for_features(cfg.features).index_dir)
     dim, n = fs.dim(cfg.feature), fs.count
     factory = cfg.factory or choose_factory(n, dim, cfg.memory_budget_gb * 2**30)
     log.info("index: %d vectors × %d (%s) → %s", n, dim, cfg.feature, factory)
@@ -208,8 +209,11 @@ def update_index(cfg: IndexConfig) -> dict:
     (new shards sort after them, as `train-000100` after `train-000099`); otherwise ids would move and the
     index is refused for update (rebuild it). Another model or preprocessing is refused too: its quantiser was
     trained on other vectors."""
-    fs = open_features(cfg.features)
-    out = Path(cfg.out or OutputRoot(cfg.features).index_dir)
+    fs = open_features(cfg.features, cfg.keys)
+    if fs.external:
+        raise ConfigError(f"--update adds the shards extracted into a root since its index was built; {cfg.features} "
+                          f"is a file made elsewhere: rebuild the index (make index without --update)")
+    out = Path(cfg.out or OutputRoot.for_features(cfg.features).index_dir)
     record = read_index_record(out)
     if record is None or not (out / "index.faiss").exists():
         raise MissingInputError(f"no index in {out} to update: build it first (make index without --update)")
@@ -294,12 +298,12 @@ def find_or_build_index(fs: FeatureSet, cfg: IndexConfig, reuse: tuple[str | Pat
 
     The one place where dedup, curate and others decide to reuse an index: a record that names other
     features, another feature kind or another count is never reused."""
-    out = Path(cfg.out or OutputRoot(fs.root).index_dir)
+    out = Path(cfg.out or OutputRoot.for_features(fs.root).index_dir)
     for folder in (*reuse, out):
         if matches(read_index_record(folder), fs, cfg.feature):
             log.info("reusing the index in %s", folder)
             return load_index(folder)
-    build_index(replace(cfg, out=str(out)))
+    build_index(replace(cfg, out=str(out)), fs)
     return load_index(out)
 
 

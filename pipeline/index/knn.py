@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 class KnnConfig:
     """The all-vs-all k-NN graph of an extract output, over an index built from it."""
 
-    features: str  # extract output root
+    features: str  # extract output root, or a .npy / Parquet made elsewhere
+    keys: str | None = None  # a .npy's keys, one a line (checked; the graph holds ids only)
     index: str | None = None  # index folder (default: FEATURES/index)
     out: str | None = None  # graph folder (default: FEATURES/knn)
     k: int = 64
@@ -56,10 +57,10 @@ class KnnResult:
 
 def run_knn(cfg: KnnConfig) -> KnnResult:
     """Each image's k nearest others → `graph/part-*.parquet`; resumable, in parallel parts when asked."""
-    root = OutputRoot(cfg.features)
+    root = OutputRoot.for_features(cfg.features)
     index_dir = Path(cfg.index) if cfg.index else root.index_dir
     out = Path(cfg.out) if cfg.out else root.knn_dir
-    fs = open_features(cfg.features)
+    fs = open_features(cfg.features, cfg.keys)
     loaded = load_index(index_dir)
     require_same(loaded.record["provenance"], fs.provenance, f"the index in {index_dir}", str(cfg.features),
                  MixedProvenanceError)

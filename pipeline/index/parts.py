@@ -9,7 +9,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
 from pipeline.index.build import (
@@ -22,7 +21,7 @@ from pipeline.index.build import (
     set_search_params,
     write_index,
 )
-from pipeline.io.features import feature_columns, open_features, to_matrix
+from pipeline.io.features import feature_columns, file_subset, iter_batches, open_features, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.layout import OutputRoot
 from pipeline.tasks import run_tasks
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def train_index(cfg: IndexConfig) -> tuple[faiss.Index, str]:
-    fs = open_features(cfg.features)
+    fs = open_features(cfg.features, cfg.keys)
     dim = fs.dim(cfg.feature)
     factory = cfg.factory or choose_factory(fs.count, dim, cfg.memory_budget_gb * 2**30)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -47,15 +46,13 @@ def train_index(cfg: IndexConfig) -> tuple[faiss.Index, str]:
 def add_part(trained_path: str, cfg: IndexConfig, files: list[int], first_id: int, out_path: str) -> int:
     """Add the vectors of feature files `files` (ids from `first_id`) to a copy of the trained index."""
     faiss.omp_set_num_threads(1)
-    fs = open_features(cfg.features)
+    fs = open_features(cfg.features, cfg.keys)
     index = faiss.read_index(trained_path)
     next_id = first_id
-    for i in files:
-        for batch in pq.ParquetFile(fs.files[i]).iter_batches(batch_size=cfg.batch_rows,
-                                                               columns=feature_columns(cfg.feature)):
-            x = to_matrix(batch, cfg.feature)
-            index.add_with_ids(x, np.arange(next_id, next_id + len(x), dtype=np.int64))
-            next_id += len(x)
+    for batch in iter_batches(file_subset(fs, files), feature_columns(cfg.feature), cfg.batch_rows):
+        x = to_matrix(batch, cfg.feature)
+        index.add_with_ids(x, np.arange(next_id, next_id + len(x), dtype=np.int64))
+        next_id += len(x)
     atomic_write(out_path, lambda tmp: faiss.write_index(index, tmp))
     return next_id - first_id
 
@@ -63,8 +60,8 @@ def add_part(trained_path: str, cfg: IndexConfig, files: list[int], first_id: in
 def build_index_parts(cfg: IndexConfig, parts: int = 4, executor: str = "local") -> dict:
     """Same files as `build_index`; the add step runs as `parts` parallel jobs whose lists are merged."""
     t0 = time.perf_counter()
-    fs = open_features(cfg.features)
-    out = Path(cfg.out or OutputRoot(cfg.features).index_dir)
+    fs = open_features(cfg.features, cfg.keys)
+    out = Path(cfg.out or OutputRoot.for_features(cfg.features).index_dir)
     work = out / "parts"
     work.mkdir(parents=True, exist_ok=True)
     index, factory = train_index(cfg)

@@ -1,0 +1,89 @@
+"""export-npy: FEATURES as `emb.npy` (N×D, L2-normalised rows) + `keys.parquet`, for tools that take a plain array.
+
+The array is filled batch by batch through a memory map (never all in RAM) under a temporary name and renamed
+when complete; `keys.parquet` (id, key, plus shard and index for an extract root) is written last. The format is
+in docs/FORMAT.md, "Features made elsewhere".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.errors import ConfigError
+from pipeline.io.external import NPY_DTYPES
+from pipeline.io.features import (
+    FeatureSet,
+    check_feature,
+    feature_columns,
+    iter_batches,
+    open_features,
+    read_meta,
+    to_matrix,
+)
+from pipeline.io.files import atomic_write, write_parquet_atomic
+from pipeline.layout import OutputRoot, npy_export_paths
+
+log = logging.getLogger(__name__)
+
+EXPORT_KEY = b"dinocurate_export"  # keys.parquet's schema metadata: what the array holds (JSON)
+
+
+@dataclass(frozen=True)
+class ExportNpyConfig:
+    features: str  # extract output root, or features made elsewhere
+    out: str  # folder for emb.npy and keys.parquet
+    feature: str = "cls"
+    dtype: str = "float32"  # of emb.npy: float32, or float16 (half the size; cosine within ~1e-3)
+    keys: str | None = None  # a .npy FEATURES's keys, one a line
+    batch_rows: int = 65536
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in NPY_DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(NPY_DTYPES)}, got {self.dtype!r}")
+        if self.batch_rows < 1:
+            raise ConfigError("batch_rows must be >= 1")
+        check_feature(self.feature, self.features)
+
+
+def write_array(fs: FeatureSet, cfg: ExportNpyConfig, path: str, dim: int) -> None:
+    """The normalised vectors into a .npy at `path`, one batch at a time through a memory map."""
+    if fs.count == 0:
+        np.save(path, np.zeros((0, dim), cfg.dtype))
+        return
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=cfg.dtype, shape=(fs.count, dim))
+    start = 0
+    with tqdm(total=fs.count, unit="vec", disable=not cfg.progress, desc="export-npy") as bar:
+        for batch in iter_batches(fs, feature_columns(cfg.feature), cfg.batch_rows):
+            out[start:start + batch.num_rows] = to_matrix(batch, cfg.feature)
+            start += batch.num_rows
+            bar.update(batch.num_rows)
+    out.flush()
+    del out
+
+
+def run_export_npy(cfg: ExportNpyConfig) -> dict:
+    """Write OUT/emb.npy and OUT/keys.parquet; returns what was written."""
+    t0 = time.perf_counter()
+    fs = open_features(cfg.features, cfg.keys)
+    dim = fs.dim(cfg.feature)
+    OutputRoot(cfg.out).prepare()
+    emb, keys = npy_export_paths(cfg.out)
+    atomic_write(emb, lambda tmp: write_array(fs, cfg, tmp, dim))
+    columns = ("key",) if fs.external else ("key", "shard", "index")
+    meta = read_meta(fs, columns)
+    about = {"features": str(Path(cfg.features).resolve()), "feature": cfg.feature, "dtype": cfg.dtype,
+             "rows": fs.count, "dim": dim, "normalised": True, "provenance": fs.provenance, "config": asdict(cfg)}
+    table = meta.select(["id", *columns]).replace_schema_metadata({EXPORT_KEY: json.dumps(about, sort_keys=True)})
+    write_parquet_atomic(table, keys)
+    seconds = time.perf_counter() - t0
+    log.info("export-npy: %d × %d %s (%s) → %s, %s in %.1f s", fs.count, dim, cfg.dtype, cfg.feature, emb, keys.name,
+             seconds)
+    return {**about, "emb": str(emb), "keys": str(keys), "seconds": round(seconds, 3)}
