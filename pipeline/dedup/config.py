@@ -6,12 +6,18 @@ from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
 
+# Which member of a duplicate component is kept: most pixels, or SemDeDup's policies over k-means clusters of
+# the pool (hard = farthest from its cluster centroid, easy = closest), or a seeded random member.
+KEEP_POLICIES = ("largest", "hard", "easy", "random")
+CENTROID_POLICIES = ("hard", "easy")  # the ones that need the k-means clusters
+
 
 @dataclass(frozen=True)
 class DedupConfig:
     """Settings of one dedup run over an extract output root (and an optional reference set)."""
 
-    features: str
+    features: str  # extract output root, or a .npy / Parquet made elsewhere (embedding edges only)
+    keys: str | None = None  # a .npy's keys, one a line (default: row numbers)
     out: str | None = None  # default: <features>/dedup
     feature: str = "cls"
     threshold: float = 0.6  # LVD-142M, with SSCD copy-detection embeddings; model-dependent (see README)
@@ -25,14 +31,40 @@ class DedupConfig:
     # extract output of a collection already processed: the new images are checked against it, never regrouping it
     against: str | None = None
     reference_threshold: float = 0.45
+    # --where EXPR (io/where.py): only matching rows take part; the others are kept as they are, reason "excluded"
+    where: str | None = None
     # a decontamination dropping a larger share of the pool stops (the threshold is likely wrong for the model)
     max_contaminated: float = 0.1
     force: bool = False  # drop them anyway
     memory_budget_gb: float = 4.0
     large_component: int = 1000  # warn when a component is larger
     progress: bool = True
+    keep: str = "largest"  # one of KEEP_POLICIES
+    clusters: int | None = None  # k-means clusters for keep hard/easy; None: auto_clusters(N)
+    seed: int = 0  # k-means seeding and the random keep policy
+    # dry run: count what each threshold would remove from one k-NN graph; writes dedup/sweep.parquet only
+    sweep: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"threshold is a cosine similarity in (0, 1]; got {self.threshold}")
+        if self.keep not in KEEP_POLICIES:
+            raise ConfigError(f"keep must be one of {', '.join(KEEP_POLICIES)}; got {self.keep!r}")
+        if self.clusters is not None and self.clusters < 1:
+            raise ConfigError(f"clusters must be >= 1 (or unset for the automatic count); got {self.clusters}")
+        if self.keep in CENTROID_POLICIES and self.embedding is False:
+            raise ConfigError(f"--keep {self.keep} ranks images by their embedding (distance to their k-means "
+                              "centroid), which --no-embedding turns off: drop --no-embedding, or use --keep "
+                              "largest or random")
+        if self.keep != "largest" and self.against:
+            raise ConfigError("--against keeps the largest new image of each group of new images; drop --keep")
+        for t in self.sweep:
+            if not 0 < t <= 1:
+                raise ConfigError(f"--sweep thresholds are cosine similarities in (0, 1]; got {t}")
+        if self.sweep and self.embedding is False:
+            raise ConfigError("--sweep varies the embedding threshold, which --no-embedding turns off: drop one")
+        if self.sweep and (self.against or self.reference):
+            raise ConfigError("--sweep counts the pool's own duplicates: run it without --against/--reference")
         if not 0 <= self.max_contaminated <= 1:
             raise ConfigError(f"max_contaminated is a share of the pool, 0 to 1; got {self.max_contaminated}")
         if self.k < 1:
@@ -42,3 +74,22 @@ class DedupConfig:
                               "then check new images against it")
         if not 0 <= self.phash_distance <= 64:
             raise ConfigError(f"phash_distance must be 0 to 64 bits, got {self.phash_distance}")
+
+
+def parse_sweep(text: str) -> tuple[float, ...]:
+    """`0.95,0.9,0.85` → (0.95, 0.9, 0.85): distinct thresholds, strictest first; a clear error otherwise."""
+    values = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ConfigError(f"--sweep takes comma-separated cosine thresholds, e.g. 0.95,0.9,0.85; "
+                              f"{item!r} is not a number") from None
+    if not values:
+        raise ConfigError("--sweep needs at least one threshold, e.g. 0.95,0.9,0.85")
+    for t in values:
+        if not 0 < t <= 1:
+            raise ConfigError(f"--sweep thresholds are cosine similarities in (0, 1]; got {t}")
+    return tuple(sorted(set(values), reverse=True))

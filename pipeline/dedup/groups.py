@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipeline.dedup.decisions import NOT_DUPLICATE, apply_review
 from pipeline.dedup.edges import EMBEDDING, EXACT, PHASH
 from pipeline.io.files import write_text_atomic
 
@@ -35,13 +36,20 @@ def components(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np
 
 def choose_keepers(component: np.ndarray, pixels: np.ndarray, keys: list[str]) -> np.ndarray:
     """One per component: most pixels, then the smallest key (deterministic)."""
-    order = sorted(range(len(keys)), key=lambda x: (component[x], -int(pixels[x]), keys[x]))
-    keep = np.zeros(len(keys), bool)
-    seen: set[int] = set()
-    for x in order:
-        if component[x] not in seen:
-            seen.add(int(component[x]))
-            keep[x] = True
+    return keep_highest(component, np.asarray(pixels, np.int64), keys)
+
+
+def keep_highest(component: np.ndarray, score: np.ndarray, keys: list[str]) -> np.ndarray:
+    """One per component: the highest `score`, ties to the smallest key (Python string order)."""
+    n = len(keys)
+    keep = np.zeros(n, bool)
+    if not n:
+        return keep
+    key_rank = np.argsort(np.argsort(np.asarray(keys, dtype=str), kind="stable"), kind="stable")
+    order = np.lexsort((key_rank, -np.asarray(score), np.asarray(component)))
+    first = np.ones(n, bool)
+    first[1:] = component[order][1:] != component[order][:-1]
+    keep[order[first]] = True
     return keep
 
 
@@ -83,8 +91,8 @@ def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarra
 def write_duplicates_csv(groups: str | Path, folder: str | Path, out: str | Path) -> int:
     """`duplicates.csv`: each duplicate file → the file kept in its group (paths under `folder`); never
     touches the files themselves. Returns the number of rows."""
-    table = pq.read_table(groups).to_pylist()
-    keeper = {r["component"]: r["key"] for r in table if r["keep"]}
+    table = apply_review(pq.read_table(groups), groups).to_pylist()  # decisions made in make serve win
+    keeper = {r["component"]: r["key"] for r in table if r["keep"] and r["reason"] != NOT_DUPLICATE}
     rows = [r for r in table if not r["keep"] and r["component"] in keeper]
     rows.sort(key=lambda r: (keeper[r["component"]], r["key"]))
     folder = Path(folder)
