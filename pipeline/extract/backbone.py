@@ -15,6 +15,7 @@ from pipeline.extract.config import EVAL_CROP_PCT, ExtractConfig
 from pipeline.extract.device import autocast, resolve_precision
 from pipeline.extract.preprocess import Preprocess
 from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, explain_load_error, resolve_weights
+from pipeline.io.stats import STATS_DEFINITION
 from pipeline.provenance import stamp
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ class Backbone:
         }
         if self.cfg.keep_columns:  # only when asked for: roots without them keep their fingerprints
             record["keep_columns"] = list(self.cfg.keep_columns)
+        if "stats" in self.cfg.extras:  # the quality signals' definitions; absent (old fingerprints hold) otherwise
+            record["stats"] = dict(STATS_DEFINITION)
         return stamp(record)
 
 

@@ -7,13 +7,15 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.errors import ConfigError
 from pipeline.io.schema import META_FIELDS
+from pipeline.io.stats import STATS_COLUMNS
 
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
-EXTRAS = ("registers", "gem", "layers")
+# registers, gem, layers: model outputs; stats: image quality signals computed in the loader (io/stats.py)
+EXTRAS = ("registers", "gem", "layers", "stats")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("float16", "float32")
 # Columns a feature file has of its own: --keep-columns cannot take these names.
-RESERVED_COLUMNS = META_FIELDS + ("cls", "patch_mean", "patch_gem", "registers", "layers")
+RESERVED_COLUMNS = META_FIELDS + STATS_COLUMNS + ("cls", "patch_mean", "patch_gem", "registers", "layers")
 RESIZE_MODES = ("fixed", "dynamic")
 # DINOv2's k-NN and linear evaluations: Resize(256) then CenterCrop(224), i.e. 224/256.
 EVAL_CROP_PCT = 0.875

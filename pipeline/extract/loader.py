@@ -16,6 +16,7 @@ from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
 from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
 from pipeline.io.samples import ShardEnd, failure_row, iter_samples, kept_values, pick_image
 from pipeline.io.shards import Shard, split_by_rank
+from pipeline.io.stats import image_stats
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class SampleMeta:
     phash_flip: int
     phash_rot180: int
     kept: tuple[str | None, ...] = ()  # the --keep-columns values, in that order
+    stats: tuple[float, ...] = ()  # --extras stats: the io.stats.STATS_COLUMNS values, in that order
 
 
 @dataclass
@@ -94,11 +96,12 @@ class ExtractDataset(IterableDataset):
     """Shards (already split by rank) split again by DataLoader worker; yields Batch objects."""
 
     def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
-                 jpeg_draft: bool = True, image_key: str | None = None, keep_columns: tuple[str, ...] = ()) -> None:
+                 jpeg_draft: bool = True, image_key: str | None = None, keep_columns: tuple[str, ...] = (),
+                 stats: bool = False) -> None:
         super().__init__()
         self.shards, self.preprocess, self.batch_size = shards, preprocess, batch_size
         self.max_pixels, self.jpeg_draft, self.image_key = max_pixels, jpeg_draft, image_key
-        self.keep_columns = tuple(keep_columns)
+        self.keep_columns, self.stats = tuple(keep_columns), stats
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -141,9 +144,11 @@ class ExtractDataset(IterableDataset):
         try:
             hashes = phash64_orientations(decoded.image, FAST_REDUCING_GAP)
             tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
+            # quality signals on the model's input, already made: < 0.3 ms (io/stats.py)
+            stats = image_stats(tensor.numpy(), decoded.width, decoded.height) if self.stats else ()
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
-        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes)
+        return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes, stats=stats)
 
 
 WORKER_NICENESS = 19

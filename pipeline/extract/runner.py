@@ -22,6 +22,7 @@ from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
 from pipeline.io.samples import ShardEnd
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
 from pipeline.io.shards import Shard, create_folder_shards, create_shards, is_url, split_by_rank
+from pipeline.io.stats import STATS_COLUMNS
 from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class ShardBuffer:
         kept = [f.name for f in schema if f.name not in rows and pa.types.is_string(f.type)]
         for i, name in enumerate(kept):
             rows[name] = [m.kept[i] for m in metas]
+        for i, name in enumerate(n for n in STATS_COLUMNS if n in schema.names):
+            rows[name] = [m.stats[i] for m in metas]
         widths = {f.name: f.type.list_size for f in schema if pa.types.is_fixed_size_list(f.type)}
         feats = {name: (np.concatenate(self.features[name])[order] if self.metas
                         else np.zeros((0, width), np.float32)) for name, width in widths.items()}
@@ -134,10 +137,11 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     Used by `run_extract` for all of a rank's shards, and by each Ray actor for one shard at a time."""
     device = backbone.device
     widths = _feature_widths(backbone, cfg)
-    schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns)
+    signals = "stats" in cfg.extras  # quality signals, computed in the loader
+    schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns, STATS_COLUMNS if signals else ())
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
-                             cfg.image_key, cfg.keep_columns)
+                             cfg.image_key, cfg.keep_columns, signals)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=device.type == "cpu")
     sizes = {s.id: len(s.files) for s in todo if s.url is None}

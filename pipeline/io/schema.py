@@ -26,11 +26,12 @@ _META_FIELDS = [
 META_FIELDS = tuple(name for name, _ in _META_FIELDS)
 
 
-def feature_schema(provenance: dict, widths: dict[str, int], dtype: str, kept: tuple[str, ...] = ()) -> pa.Schema:
-    """Metadata columns, the kept source columns (strings, --keep-columns), then one fixed-size list column per
-    feature; provenance in the schema metadata."""
+def feature_schema(provenance: dict, widths: dict[str, int], dtype: str, kept: tuple[str, ...] = (),
+                   stats: tuple[str, ...] = ()) -> pa.Schema:
+    """Metadata columns, the kept source columns (strings, --keep-columns), the quality signals (float32,
+    --extras stats), then one fixed-size list column per feature; provenance in the schema metadata."""
     value = pa.float16() if dtype == "float16" else pa.float32()
-    fields = (list(_META_FIELDS) + [(name, pa.string()) for name in kept]
+    fields = (list(_META_FIELDS) + [(name, pa.string()) for name in kept] + [(name, pa.float32()) for name in stats]
               + [(name, pa.list_(value, width)) for name, width in widths.items()])
     return pa.schema(fields, metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True).encode()})
 

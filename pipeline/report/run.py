@@ -1,9 +1,9 @@
-"""A static HTML report of an output root: dedup groups and threshold histogram, search, curate, extract health.
+"""A static HTML report of an output root: dedup groups and threshold histogram, search, curate, quality, extract.
 
 One self-contained folder (`OUT/report/`): HTML pages with inline CSS and no script, PNG plots, and small JPEG
 thumbnails read from the original images (only the ones shown). Every key, path and message from the data is
 escaped: keys come from untrusted file names and tar members. The sections are their own modules (dedup,
-search, curate, extract); this one decides which apply and writes the pages.
+search, curate, quality, extract); this one decides which apply and writes the pages.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pipeline.report.curate import SELECTED, curate_section
 from pipeline.report.dedup import GROUPS, dedup_section
 from pipeline.report.extract import extract_section
 from pipeline.report.html import Page, esc
+from pipeline.report.quality import has_quality, quality_section
 from pipeline.report.search import read_table, search_html
 from pipeline.report.sources import ImageSource, open_source
 from pipeline.report.thumbnails import THUMBS, Thumbnails
@@ -40,6 +41,7 @@ class ReportConfig:
     search_max_queries: int = 50
     curate_samples: int = 12  # queries or clusters sampled per seed set
     curate_per_sample: int = 8
+    quality_per_row: int = 8  # lowest and highest images shown per quality signal (--extras stats)
     max_failures: int = 200  # failing keys listed
     thumb_size: int = 128
     seed: int = 0
@@ -89,6 +91,9 @@ def run_report(cfg: ReportConfig) -> dict:
     if (root.curate_dir / SELECTED).exists():
         rep.sections.append("curate")
         curate_section(rep, root)
+    if has_quality(root):
+        rep.sections.append("quality")
+        quality_section(rep, root)
     if root.done.is_dir() or root.config_path.exists():
         rep.sections.append("extract")
         extract_section(rep, root)
