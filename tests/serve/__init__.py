@@ -1,0 +1,1 @@
+"""Tests of pipeline/serve: the search and review server on a real loopback port."""
