@@ -19,7 +19,7 @@ EXECUTOR ?=
 IMAGES ?=
 ARGS ?=
 
-.PHONY: help venv lint test test-slow demo extract pack bench parity index search knn dedup curate export evaluate report pca clean
+.PHONY: help venv lint test test-slow demo extract pack bench parity index search serve knn dedup curate export export-npy evaluate report pca clean
 SEARCH ?=
 LABELS ?=
 COMPARE ?=
@@ -39,9 +39,11 @@ help:
 	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
 	@echo "make index FEATURES=OUT        Faiss index over extracted features"
 	@echo "make search INDEX=.. QUERY=..  nearest indexed images of an image, folder, shards or features"
+	@echo "make serve INDEX=..            local search + dedup review server on 127.0.0.1:8000 (pages, JSON API)"
 	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
 	@echo "make curate POOL=.. QUERIES=.. LVD-142M retrieval from a pool near seed sets (or ARGS='--balanced N')"
 	@echo "make export SELECTION=.. OUT=  selected samples as new webdataset shards"
+	@echo "make export-npy FEATURES=.. OUT=  features as emb.npy + keys.parquet (every stage takes FEATURES=emb.npy back)"
 	@echo "make evaluate FEATURES=OUT     k-NN + linear-probe accuracy (folders as classes, or LABELS=key,label[,split] file)"
 	@echo "make report OUT=out/x          HTML report: dedup groups + threshold histogram, curate, extract (SEARCH=results.parquet)"
 	@echo "make pca IMAGES=DIR [OUT=..]   the DINOv2 picture: patch PCA as RGB + foreground mask per image"
@@ -84,6 +86,10 @@ search: $(STAMP)
 	@test -n "$(HELP)" -o -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
 	$(PY) -m jobs.search $(if $(HELP),--help,--index '$(INDEX)' --query '$(QUERY)' --k $(K) $(ARGS))
 
+serve: $(STAMP)
+	@test -n "$(HELP)$(INDEX)" || { echo "usage: make serve INDEX=out/train/index [ARGS='--port 8000 --reviewer alice']"; exit 2; }
+	$(PY) -m jobs.serve $(if $(HELP),--help,--index '$(INDEX)' $(ARGS))
+
 knn: $(STAMP)
 	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
 	$(PY) -m jobs.knn $(if $(HELP),--help,--features '$(FEATURES)' $(ARGS))
@@ -93,8 +99,13 @@ dedup: $(STAMP)
 	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)' --out '$(OUT)') $(ARGS))
 
 curate: $(STAMP)
-	@test -n "$(HELP)$(POOL)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'"; exit 2; }
-	$(PY) -m jobs.curate $(if $(HELP),--help,--pool '$(POOL)' $(if $(QUERIES),--queries '$(QUERIES)') $(ARGS))
+	@test -n "$(HELP)$(POOL)$(FEATURES)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'  (FEATURES=emb.npy stands for POOL)"; exit 2; }
+	$(PY) -m jobs.curate $(if $(HELP),--help,--pool '$(or $(POOL),$(FEATURES))' $(if $(QUERIES),--queries '$(QUERIES)') $(ARGS))
+
+# FEATURES as OUT/emb.npy (N×D, L2-normalised rows) + OUT/keys.parquet, for other tools (ARGS='--dtype float16')
+export-npy: $(STAMP)
+	@test -n "$(HELP)" -o -n "$(FEATURES)" -a -n "$(OUT)" || { echo "usage: make export-npy FEATURES=out/train OUT=emb/ [ARGS='--feature concat --dtype float16']"; exit 2; }
+	$(PY) -m jobs.export_npy $(if $(HELP),--help,--features '$(FEATURES)' --out '$(OUT)' $(ARGS))
 
 export: $(STAMP)
 	@test -n "$(HELP)" -o -n "$(SELECTION)" -a -n "$(OUT)" || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }

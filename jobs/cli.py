@@ -15,8 +15,13 @@ from collections.abc import Iterable
 from jobs._cli import parser_settings, run_job, summary
 
 # In the order data flows, then the measurements and the demo.
-COMMANDS = ("extract", "pack", "index", "search", "knn", "dedup", "curate", "export", "evaluate", "report", "pca",
-            "bench", "parity", "demo")
+COMMANDS = ("extract", "pack", "index", "search", "knn", "dedup", "curate", "export", "export-npy", "evaluate",
+            "report", "pca", "serve", "bench", "parity", "demo")
+
+
+def module_of(command: str) -> str:
+    """The job module of a command: `export-npy` → `jobs.export_npy`."""
+    return f"jobs.{command.replace('-', '_')}"
 
 
 def build_parser(with_options: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
@@ -26,7 +31,7 @@ def build_parser(with_options: Iterable[str] = COMMANDS) -> argparse.ArgumentPar
                                        "dinocurate <command> --help lists its options and examples")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
     for name in COMMANDS:
-        job = importlib.import_module(f"jobs.{name}")
+        job = importlib.import_module(module_of(name))
         sp = sub.add_parser(name, help=summary(job), **parser_settings(job))
         if name in with_options:
             job.add_arguments(sp)
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(with_options=[command] if command in COMMANDS else []).parse_args(argv)
-    job = importlib.import_module(f"jobs.{args.command}")
+    job = importlib.import_module(module_of(args.command))
     run_job(lambda: job.run(args), args.log_level, getattr(args, "offline", False))
 
 

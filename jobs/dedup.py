@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs._args import add_model_args, add_running_args, config_from, default, option
+from jobs._args import (
+    FEATURE_METAVAR,
+    FEATURES_HELP,
+    add_keys_arg,
+    add_model_args,
+    add_running_args,
+    config_from,
+    default,
+    option,
+    parsed,
+)
 from jobs._cli import run_command
 
 EPILOG = """examples:
@@ -13,6 +23,8 @@ EPILOG = """examples:
   python -m jobs.dedup --features out/train --threshold 0.6
   python -m jobs.dedup --features out/pool --reference out/eval    # + drop near-copies of an evaluation set
   python -m jobs.dedup --features out/new --against out/pool       # new images against a processed collection
+  python -m jobs.dedup --features out/train --sweep 0.95,0.9,0.85,0.8   # dry run: what each threshold removes
+  python -m jobs.dedup --features out/train --keep hard            # keep the image farthest from its centroid
 writes OUT/dedup/{groups.parquet, summary.json} (+ OUT/duplicates.csv for --images). Files are never deleted.
 
 --threshold depends on the model: 0.6 is LVD-142M's value for SSCD copy-detection embeddings. For another
@@ -24,12 +36,11 @@ IMAGES_OUT = "out"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.dedup.config import DedupConfig
+    from pipeline.dedup.config import KEEP_POLICIES, DedupConfig, parse_sweep
     from pipeline.extract.config import ExtractConfig
-    from pipeline.io.features import FEATURE_CHOICES
 
     src = p.add_argument_group("input (exactly one)").add_mutually_exclusive_group(required=True)
-    src.add_argument("--features", metavar="OUT", help="an extract output root")
+    src.add_argument("--features", metavar="FEATURES", help=FEATURES_HELP + " (embedding edges only: no hashes)")
     src.add_argument("--images", metavar="DIR", help="an image folder: extracted into --out first (resumable)")
     p.add_argument("--out", dest="root", default=IMAGES_OUT, help="output root for --images (default: %(default)s)")
     d = p.add_argument_group("dedup")
@@ -38,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(d, DedupConfig, "k", "neighbours per image checked (default: %(default)s)")
     option(d, DedupConfig, "phash_distance", "pHash Hamming distance at most this is a copy, mirror-aware "
                                              "(default: %(default)s)")
-    option(d, DedupConfig, "feature", "vector compared (default: %(default)s)", choices=FEATURE_CHOICES)
+    option(d, DedupConfig, "feature", "vector compared (default: %(default)s)", metavar=FEATURE_METAVAR)
+    add_keys_arg(d, DedupConfig)
     embedding = default(DedupConfig, "embedding")
     d.add_argument("--embedding", dest="embedding", action="store_true", default=embedding,
                    help="use the embedding stage even with random weights")
@@ -54,8 +66,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                "the reference threshold is likely wrong for the model "
                                                "(default: %(default)s)", metavar="SHARE")
     option(d, DedupConfig, "force", "drop them anyway")
+    option(d, DedupConfig, "where", "only images matching EXPR take part, e.g. \"width >= 256 and sharpness > 50\" "
+                                    "(columns of the feature files: key, shard, index, width, height, the "
+                                    "--extras stats signals, kept columns; id; outlier with a k-NN graph); the "
+                                    "others are compared with nothing and stay (keep, reason 'excluded')",
+           metavar="EXPR")
     option(d, DedupConfig, "memory_budget_gb", "memory the k-NN index may use (default: %(default)s)",
            flag="--memory-budget", metavar="GiB")
+    option(d, DedupConfig, "keep", "which image of a group is kept: largest = most pixels; hard / easy = "
+                                   "SemDeDup's farthest from / closest to its k-means cluster centroid "
+                                   "(needs the embedding stage); random = seeded by --seed and the key; ties "
+                                   "go to the smallest key (default: %(default)s)", choices=KEEP_POLICIES)
+    option(d, DedupConfig, "clusters", "k-means clusters of the pool for --keep hard/easy (default: √N, at "
+                                       "most 1000)")
+    option(d, DedupConfig, "seed", "seed of the k-means and of --keep random (default: %(default)s)")
+    option(d, DedupConfig, "sweep", "DRY RUN: for each threshold, how many images would be removed (share of "
+                                    "the pool, groups, largest group), from one k-NN graph searched once at "
+                                    "the lowest; prints a table and writes dedup/sweep.parquet only (no "
+                                    "groups.parquet, summary.json or duplicates.csv; --threshold is unused)",
+           type=parsed(parse_sweep), metavar="T1,T2,...")
     e = add_model_args(p, ExtractConfig, title="extraction (with --images)",
                        names=("model", "weights", "model_kwargs", "resolution", "batch_size", "device",
                               "precision"))
@@ -77,19 +106,27 @@ def run(args: argparse.Namespace) -> int:
         if folder.summary is None:
             print(f"  {len(folder.extract.failed)} shards could not be read: rerun the same command to retry them")
             return 1
+        if args.sweep:
+            print_sweep(folder.summary)
+            return 0
         print_summary(folder.summary, extract.out)
         print(f"  {folder.csv}: {folder.duplicates} duplicate files, each with the file kept (nothing was deleted)")
         return 0
     from pipeline.dedup.run import run_dedup
+    from pipeline.layout import OutputRoot
 
     summary = run_dedup(config_from(DedupConfig, args))
+    if args.sweep:
+        print_sweep(summary)
+        return 0
     if args.against:
         print(f"dedup against {summary['against']} ({summary['collection']} images): {summary['images']} new images, "
               f"{summary['kept']} kept, {summary['duplicates_of_old']} duplicates of the collection, "
               f"{summary['duplicates_of_new']} of other new images")
-        print(f"  by reason: {json.dumps(summary['reasons'])}; -> {args.features}/dedup/against.parquet")
+        print(f"  by reason: {json.dumps(summary['reasons'])}; "
+              f"-> {OutputRoot.for_features(args.features).dedup_dir}/against.parquet")
         return 0
-    print_summary(summary, args.features)
+    print_summary(summary, str(OutputRoot.for_features(args.features).root))
     return 0
 
 
@@ -100,9 +137,25 @@ def print_summary(summary: dict, root: str) -> None:
     print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
     print(f"  weights: {summary['weights'].get('source')}; stages: "
           + ", ".join(f"{k} {v.get('edges', 0)} edges" for k, v in summary["stages"].items()))
+    keep = summary.get("keep", {})
+    if keep.get("policy", "largest") != "largest":
+        over = f" over {keep['clusters']} k-means clusters" if "clusters" in keep else ""
+        print(f"  kept per group: {keep['policy']}{over} (seed {keep['seed']})")
     if "warning" in summary:
         print(f"  WARNING: {summary['warning']}")
     print(f"  {root}/dedup/groups.parquet, {root}/dedup/summary.json")
+
+
+def print_sweep(record: dict) -> None:
+    from pipeline.dedup.sweep import format_sweep
+
+    fixed = [label for name, label in (("exact", "exact"), ("phash", "pHash"))
+             if "skipped" not in record["stages"][name]]  # features made elsewhere have no image hashes
+    print(f"dedup sweep (dry run): {record['images']} images, k = {record['k']} neighbours each, "
+          + (f"{' and '.join(fixed)} edges at every threshold" if fixed else "embedding edges only"))
+    print(format_sweep(record["sweep"]))
+    print(f"  {record['path']} (nothing else written; removed counts at low thresholds are lower bounds when "
+          f"k is small, as for separate runs with the same k)")
 
 
 def main(argv: list[str] | None = None) -> None:

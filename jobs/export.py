@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                       "(sorted, DataComp's u8,u8 layout: 32-hex-digit keys as they are, other keys "
                                       "by MD5) and keys.txt, for tools that take subset files (default: "
                                       "%(default)s)", choices=["webdataset", "uids"])
+    option(p, ExportConfig, "where", "only selected samples whose feature row matches EXPR are exported, e.g. "
+                                     "\"width >= 512 and brightness > 0.1\" (columns of the feature files: key, "
+                                     "shard, index, width, height, the --extras stats signals, kept columns; id; "
+                                     "outlier with a k-NN graph)", metavar="EXPR")
     add_running_args(p, ExportConfig)
 
 

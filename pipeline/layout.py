@@ -2,6 +2,7 @@
 
     OUT/features/<shard>.parquet   OUT/failures/<shard>.parquet   OUT/_done/<shard>.json
     OUT/config.json  OUT/stats.json  OUT/index/  OUT/knn/  OUT/dedup/  OUT/curate/  OUT/eval/  OUT/report/
+    OUT/review/decisions.parquet
 
 No other module joins these paths or opens `config.json`, `index.json`, `graph.json` or a summary itself.
 The format, for readers with other tools, is docs/FORMAT.md.
@@ -9,6 +10,7 @@ The format, for readers with other tools, is docs/FORMAT.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -25,6 +27,30 @@ log = logging.getLogger(__name__)
 
 CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
     "config.json", "stats.json", "index.json", "graph.json", "summary.json")
+# Features made elsewhere (a .npy, a Parquet file or folder) have no output root: stages write into this sibling
+EXTERNAL_OUTPUTS = ".dinocurate"  # emb.npy → emb.npy.dinocurate/{index,knn,dedup,curate,eval}/
+NPY_EXPORT_FILES = ("emb.npy", "keys.parquet")  # what export-npy writes into its OUT
+
+
+def is_external(path: str | os.PathLike) -> bool:
+    """Features made elsewhere: a file (.npy, .parquet), or a folder of Parquet files that is no extract output
+    root (it has no features/ folder and no config.json)."""
+    path = Path(path)
+    if path.is_file():
+        return True
+    return (path.is_dir() and not (path / "features").is_dir() and not (path / CONFIG).exists()
+            and any(p.suffix.lower() in (".parquet", ".pq") for p in path.iterdir()))
+
+
+@functools.lru_cache(maxsize=32)
+def _announce(features: str, root: str) -> None:
+    log.info("%s is made elsewhere and has no output root: this stage writes under %s (--out to choose)",
+             features, root)
+
+
+def npy_export_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """(emb.npy, keys.parquet) of an export-npy output folder."""
+    return tuple(Path(out) / name for name in NPY_EXPORT_FILES)
 
 
 def _create_exclusive(path: Path, record: dict) -> bool:
@@ -67,6 +93,17 @@ class OutputRoot:
     def __repr__(self) -> str:
         return f"OutputRoot({str(self.root)!r})"
 
+    @classmethod
+    def for_features(cls, features: str | os.PathLike) -> OutputRoot:
+        """Where a stage writes by default for FEATURES: the extract root itself, or `<path>.dinocurate/` beside
+        features made elsewhere (logged once), which have no root of their own."""
+        path = Path(features)
+        if not is_external(path):
+            return cls(path)
+        root = path.parent / (path.name + EXTERNAL_OUTPUTS)
+        _announce(str(path), str(root))
+        return cls(root)
+
     # ------------------------------------------------------------------ stage folders
     @property
     def index_dir(self) -> Path:
@@ -91,6 +128,19 @@ class OutputRoot:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    @property
+    def review_dir(self) -> Path:
+        """Decisions made by people in `make serve` (the review of dedup groups)."""
+        return self.root / "review"
+
+    @property
+    def decisions_path(self) -> Path:
+        return self.review_dir / "decisions.parquet"
+
+    @property
+    def decisions_lock_path(self) -> Path:
+        return self.review_dir / "decisions.lock"
 
     # ------------------------------------------------------------------ extract files
     def feature_path(self, shard: str) -> Path:
@@ -120,6 +170,10 @@ class OutputRoot:
     def input_config(self) -> dict:
         """The extract config that made this root (inputs as absolute paths); an error when there is none."""
         record = self.read_config()
+        if record is None and is_external(self.root):
+            raise MissingInputError(f"{self.root} holds features made elsewhere (keys and vectors): there are no "
+                                    f"images to read; this needs an extract output root (export --format uids "
+                                    f"writes a selection's keys)")
         if record is None:
             raise MissingInputError(f"{self.root} has no {CONFIG}: not an extract output root (run extract first)")
         return record["config"]
@@ -299,3 +353,8 @@ def features_root_of_index(index_dir: str | os.PathLike) -> str | None:
     """The extract output root an index was built from (as its record says), or None."""
     record = read_index_record(index_dir)
     return record.get("features") if record else None
+
+
+def index_vectors_path(index_dir: str | os.PathLike, feature: str, digest: str) -> Path:
+    """`make serve`'s random-access copy of an index's stored vectors (id order), named by what it copies."""
+    return resolve_index_dir(index_dir) / f"vectors-{feature}-{digest}.npy"

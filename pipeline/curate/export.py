@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 from webdataset import TarWriter
 
+from pipeline.dedup.decisions import apply_review
 from pipeline.errors import ConfigError, InputError, SelectionError
+from pipeline.index.rows import where_mask
 from pipeline.io.features import open_features, read_meta
 from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.io.pack import sample_key
@@ -35,6 +38,7 @@ class ExportConfig:
     prefix: str = "export"
     progress: bool = True
     format: str = "webdataset"  # or "uids": the selection's keys as DataComp-style uids.npy + keys.txt
+    where: str | None = None  # --where EXPR over the source's rows: only matching selected rows are exported
 
     def __post_init__(self) -> None:
         if self.format not in EXPORT_FORMATS:
@@ -62,7 +66,8 @@ def key_uids(keys: list[str]) -> tuple[np.ndarray, str]:
 def export_uids(cfg: ExportConfig) -> dict:
     """The selection's keys as `uids.npy` (sorted, DataComp's u8,u8 layout) and `keys.txt` (sorted, one a line),
     for tools that take subset files; returns the manifest (also written as manifest.json)."""
-    keys = sorted({key for _, _, key in read_selection(cfg.selection)})
+    wanted, where = selected_rows(cfg)
+    keys = sorted({key for _, _, key in wanted})
     uids, how = key_uids(keys)
     out = Path(cfg.out)
     OutputRoot(out).prepare()
@@ -71,7 +76,7 @@ def export_uids(cfg: ExportConfig) -> dict:
     write_bytes_atomic(buf.getvalue(), out / "uids.npy")
     write_text_atomic("".join(k + "\n" for k in keys), out / "keys.txt")
     manifest = {"format": "uids", "selection": str(cfg.selection), "samples": len(keys), "uids": how,
-                "files": ["uids.npy", "keys.txt"]}
+                "files": ["uids.npy", "keys.txt"], **({"where": where} if where else {})}
     write_json_atomic(manifest, out / "manifest.json")
     log.info("export: %d keys → %s/uids.npy, keys.txt (%s)", len(keys), out, how)
     return manifest
@@ -92,11 +97,26 @@ def unsafe_name(name: str) -> str | None:
 def read_selection(path: str | Path) -> list[tuple[str, int, str]]:
     """(shard, index, key) of every selected sample, in shard/index order."""
     table = pq.read_table(path)
-    if "keep" in table.column_names:  # dedup groups: export the keepers
+    if "keep" in table.column_names:  # dedup groups: export the keepers, as reviewed in make serve
+        table = apply_review(table, path)
         table = table.filter(table.column("keep"))
     rows = sorted(zip(table.column("shard").to_pylist(), table.column("index").to_pylist(),
                       table.column("key").to_pylist()))
     return rows
+
+
+def selected_rows(cfg: ExportConfig) -> tuple[list[tuple[str, int, str]], dict | None]:
+    """The selection's (shard, index, key) rows, only those whose row in the source matches `cfg.where` when
+    given, and what the filter did (None without one)."""
+    wanted = read_selection(cfg.selection)
+    if not cfg.where:
+        return wanted, None
+    fs = open_features(source_root(cfg))
+    meta = read_meta(fs, ("shard", "index", "key")).filter(pa.array(where_mask(fs, cfg.where)))
+    matching = set(zip(*(meta.column(c).to_pylist() for c in ("shard", "index", "key"))))
+    kept = [row for row in wanted if row in matching]
+    log.info("export --where %s: %d of %d selected samples match", cfg.where, len(kept), len(wanted))
+    return kept, {"expression": cfg.where, "selected": len(wanted), "matching": len(kept)}
 
 
 def source_root(cfg: ExportConfig) -> Path:
@@ -116,7 +136,7 @@ def run_export(cfg: ExportConfig) -> dict:
     if cfg.format == "uids":
         return export_uids(cfg)
     root = source_root(cfg)
-    wanted = read_selection(cfg.selection)
+    wanted, where = selected_rows(cfg)
     known = set(zip(*(read_meta(open_features(root), ("shard", "index", "key")).column(c).to_pylist()
                       for c in ("shard", "index", "key"))))
     missing = [f"{key} ({shard}#{index})" for shard, index, key in wanted if (shard, index, key) not in known]
@@ -180,7 +200,8 @@ def run_export(cfg: ExportConfig) -> dict:
                     "listed under 'renamed' in manifest.json", len(renamed), renamed[0]["key"], renamed[0]["shard"],
                     renamed[0]["new_key"])
     manifest.update({"selection": str(Path(cfg.selection).resolve()), "source": str(root.resolve()),
-                     "selected": len(wanted), "rejected": rejected, "not_found": not_found, "renamed": renamed})
+                     "selected": len(wanted), "rejected": rejected, "not_found": not_found, "renamed": renamed,
+                     **({"where": where} if where else {})})
     write_json_atomic(manifest, out / "manifest.json")
     if not_found:
         raise SelectionError(f"{len(not_found)} selected samples are not in their source shards (changed since "

@@ -11,10 +11,13 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from pipeline.curate.cluster import balanced_sample, hierarchical_kmeans
+from pipeline.curate.balanced import balanced_selection
+from pipeline.curate.cluster import SAMPLING
+from pipeline.curate.hkmeans import resolve_plan
 from pipeline.errors import ConfigError, InputError
 from pipeline.index.build import IndexConfig, find_or_build_index, search
 from pipeline.index.kmeans import assign, kmeans
+from pipeline.index.rows import search_within, where_mask
 from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary
@@ -31,10 +34,12 @@ SELECTED_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class CurateConfig:
-    pool: str  # extract output root of the (deduplicated) uncurated pool
+    pool: str  # extract output root of the (deduplicated) uncurated pool, or a .npy / Parquet made elsewhere
+    keys: str | None = None  # a .npy pool's keys, one a line (default: row numbers)
     queries: tuple[tuple[str, str], ...] = ()  # (source name, extract output root of its seed set)
     out: str | None = None  # default: <pool>/curate
     mode: str = "auto"  # sample | cluster | auto
+    where: str | None = None  # --where EXPR: only matching pool rows may be selected (io/where.py)
     feature: str = "cls"
     k: int = 4  # sample-based: neighbours per query (LVD-142M: 4; 32 for ImageNet-1k)
     min_similarity: float = 0.0
@@ -44,7 +49,11 @@ class CurateConfig:
     max_per_source: int = 1_000_000
     auto_threshold: int = 100_000  # seed sets at least this large are sample-based under --mode auto
     balanced: int | None = None  # target size: hierarchical k-means + balanced sampling, no seeds needed
-    levels: int = 2
+    levels: int | None = None  # hierarchical k-means levels (default by pool size: curate/hkmeans.py TIERS)
+    levels_k: tuple[int, ...] = ()  # clusters per level, finest first (overrides levels)
+    resample_steps: tuple[int, ...] = ()  # per level, or one for all (default: 10 or 3 on the leaves, 0 above)
+    resample_size: tuple[int, ...] = ()  # items kept per cluster in a step (default: half the mean cluster size)
+    sampling: str = "random"  # at the leaves: random | closest (to the leaf centroid)
     memory_budget_gb: float = 4.0
     seed: int = 0
     progress: bool = True
@@ -57,8 +66,14 @@ class CurateConfig:
         names = [n for n, _ in self.queries]
         if len(set(names)) != len(names):
             raise ConfigError(f"seed set names must be unique: {names}")
-        if self.levels not in (2, 3):
-            raise ConfigError("levels must be 2 or 3")
+        if self.levels is not None and self.levels < 1:
+            raise ConfigError(f"--levels must be at least 1, got {self.levels}")
+        if self.levels and self.levels_k and self.levels != len(self.levels_k):
+            raise ConfigError(f"--levels {self.levels} but --levels-k gives {len(self.levels_k)} levels: give one")
+        if self.sampling not in SAMPLING:
+            raise ConfigError(f"--sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
+        if self.levels_k or self.levels:  # the plan is checked now; its default sizes depend on the pool
+            resolve_plan(10**6, self.levels, self.levels_k, self.resample_steps, self.resample_size)
 
 
 def parse_queries(specs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -87,13 +102,14 @@ def pool_index(pool: FeatureSet, cfg: CurateConfig, out: Path) -> faiss.Index:
     """The pool's index (reused from POOL/index when it matches), built under OUT/index otherwise."""
     return find_or_build_index(pool, IndexConfig(
         features=str(pool.root), out=str(out / "index"), feature=cfg.feature, memory_budget_gb=cfg.memory_budget_gb,
-        progress=cfg.progress), reuse=(OutputRoot(pool.root).index_dir,)).index
+        progress=cfg.progress), reuse=(OutputRoot.for_features(pool.root).index_dir,)).index
 
 
-def sample_based(index, queries: np.ndarray, keys: list[str], k: int, min_similarity: float
-                 ) -> dict[int, tuple[float, str]]:
-    """pool id → (best similarity, query key) over every query's k nearest with similarity ≥ the minimum."""
-    sims, ids = search(index, queries, k)
+def sample_based(index, queries: np.ndarray, keys: list[str], k: int, min_similarity: float,
+                 allowed: np.ndarray | None = None) -> dict[int, tuple[float, str]]:
+    """pool id → (best similarity, query key) over every query's k nearest with similarity ≥ the minimum
+    (the k nearest among the `allowed` rows when given: --where)."""
+    sims, ids = search(index, queries, k) if allowed is None else search_within(index, queries, k, allowed)
     best: dict[int, tuple[float, str]] = {}
     for q in range(len(queries)):
         for i, s in zip(ids[q], sims[q]):
@@ -126,16 +142,22 @@ def cluster_based(centroids: np.ndarray, labels: np.ndarray, queries: np.ndarray
 def run_curate(cfg: CurateConfig) -> dict:
     """Write `curate/selected.parquet` (one row per selected pool image) and `curate/summary.json`."""
     t0 = time.perf_counter()
-    pool = open_features(cfg.pool)
+    pool = open_features(cfg.pool, cfg.keys)
     if pool.count == 0:
         raise InputError(f"the pool {cfg.pool} holds no features (every image failed? see its failures/): "
                          f"nothing to curate")
-    out = Path(cfg.out or OutputRoot(cfg.pool).curate_dir)
+    out = Path(cfg.out or OutputRoot.for_features(cfg.pool).curate_dir)
+    allowed = where_mask(pool, cfg.where) if cfg.where else None  # None: every pool row may be selected
+    if allowed is not None and not allowed.any():
+        raise InputError(f"no pool image matches --where {cfg.where!r}: nothing could be selected")
     meta = read_meta(pool, ("key", "shard", "index"))
-    vectors = read_matrix(pool, cfg.feature)
+    vectors = read_matrix(pool, cfg.feature) if cfg.queries else None  # --balanced alone reads its own float16
     rng = np.random.default_rng(cfg.seed)
     rows: dict[int, dict] = {}
     summary: dict = {"pool": pool.count, "sources": {}, "config": asdict(cfg), "notes": []}
+    if allowed is not None:
+        summary["where"] = {"expression": cfg.where, "matching": int(allowed.sum())}
+    pool_ids = np.flatnonzero(allowed) if allowed is not None else np.arange(pool.count)
     if is_random(pool.provenance):
         summary["notes"].append("features from random weights: neighbours and clusters mean nothing; this run "
                                 "tests the pipeline, it does not curate")
@@ -145,17 +167,10 @@ def run_curate(cfg: CurateConfig) -> dict:
     for note in summary["notes"]:
         log.warning("curate: %s", note)
     if cfg.balanced is not None:
-        ks = balanced_levels(pool.count, cfg.levels)
-        labels = hierarchical_kmeans(vectors, ks, seed=cfg.seed)
-        chosen = balanced_sample(labels, cfg.balanced, seed=cfg.seed)
-        for i in chosen:
-            rows[int(i)] = {"source": "balanced", "mode": "balanced", "query": None,
-                            "cluster": int(labels[0][i]), "similarity": None}
-        top = labels[-1]
-        summary["balanced"] = {"target": cfg.balanced, "selected": len(chosen), "levels": ks,
-                               "top_cluster_sizes_pool": sorted(np.bincount(top).tolist(), reverse=True),
-                               "top_cluster_sizes_selected": sorted(
-                                   np.bincount(top[chosen], minlength=top.max() + 1).tolist(), reverse=True)}
+        chosen, leaf, summary["balanced"] = balanced_selection(pool, cfg, None if allowed is None else pool_ids)
+        for i, c in zip(chosen, leaf):  # positions among pool_ids
+            rows[int(pool_ids[i])] = {"source": "balanced", "mode": "balanced", "query": None, "cluster": int(c),
+                                      "similarity": None}
     centroids = labels = index = None
     per_source_ids: dict[str, set[int]] = {}
     for name, root in cfg.queries:
@@ -170,7 +185,7 @@ def run_curate(cfg: CurateConfig) -> dict:
         info: dict = {"queries": len(q_keys), "mode": mode, "why": why}
         if mode == "sample":
             index = index if index is not None else pool_index(pool, cfg, out)
-            best = sample_based(index, q_vectors, q_keys, cfg.k, cfg.min_similarity)
+            best = sample_based(index, q_vectors, q_keys, cfg.k, cfg.min_similarity, allowed)
             picked = sorted(best, key=lambda i: (-best[i][0], i))[:cfg.max_per_source]
             for i in picked:
                 _offer(rows, i, {"source": name, "mode": "sample", "query": best[i][1], "cluster": None,
@@ -180,7 +195,9 @@ def run_curate(cfg: CurateConfig) -> dict:
                 n_clusters = cfg.clusters or max(2, pool.count // 500)
                 centroids, labels = kmeans(vectors, n_clusters, seed=cfg.seed)
                 summary["clusters"] = int(len(centroids))
-            chosen, extra = cluster_based(centroids, labels, q_vectors, cfg, rng)
+            # rows --where leaves out are in no cluster: never taken
+            members = labels if allowed is None else np.where(allowed, labels, -1)
+            chosen, extra = cluster_based(centroids, members, q_vectors, cfg, rng)
             info.update(extra)
             picked = [i for i, _ in chosen]
             for i, c in chosen:
@@ -213,12 +230,3 @@ def _offer(rows: dict[int, dict], i: int, row: dict) -> None:
     if old is None or (row["similarity"] or -2) > (old["similarity"] or -2):
         rows[i] = row
 
-
-def balanced_levels(n: int, levels: int) -> list[int]:
-    """Cluster counts per level, finest first: over-clustered leaves (~3.5·√N, so small modes get leaves of
-    their own; at most 2048 on a CPU), then fewer by a factor of 8 per level."""
-    leaves = max(2, min(n // 16, int(3.5 * np.sqrt(n)), 2048))
-    ks = [leaves]
-    for _ in range(levels - 1):
-        ks.append(max(2, ks[-1] // 8))
-    return ks

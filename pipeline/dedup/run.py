@@ -24,11 +24,13 @@ from pipeline.dedup.edges import (
     phash_candidate_edges,
     phash_edges,
 )
-from pipeline.dedup.groups import GROUP_SCHEMA, choose_keepers, components, nearest_and_reason, write_duplicates_csv
+from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason, write_duplicates_csv
+from pipeline.dedup.semantic import choose_by_policy
 from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats, run_extract
-from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
+from pipeline.index.rows import where_mask
+from pipeline.io.features import FeatureSet, has_hashes, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary
 from pipeline.provenance import is_random
@@ -39,24 +41,36 @@ log = logging.getLogger(__name__)
 def run_dedup(cfg: DedupConfig) -> dict:
     """Write `dedup/groups.parquet` and `dedup/summary.json`; returns the summary. With `cfg.against` (a
     collection already processed): `dedup/against.parquet` instead, see dedup/against.py."""
+    if cfg.where and (cfg.against or cfg.sweep):
+        raise ConfigError("--where works on a dedup of one collection: drop it with --against or --sweep")
     if cfg.against:
         from pipeline.dedup.against import run_dedup_against
 
         return run_dedup_against(cfg)
+    if cfg.sweep:  # a dry run: dedup/sweep.parquet only, see dedup/sweep.py
+        from pipeline.dedup.sweep import run_sweep
+
+        return run_sweep(cfg)
     t0 = time.perf_counter()
-    fs = open_features(cfg.features)
-    out = Path(cfg.out or OutputRoot(cfg.features).dedup_dir)
-    meta = read_meta(fs, ("key", "shard", "index", "width", "height", "sha1", "phash"))
+    fs = open_features(cfg.features, cfg.keys)
+    out = Path(cfg.out or OutputRoot.for_features(cfg.features).dedup_dir)
+    meta = read_meta(fs, ("key", "shard", "index", "width", "height", "sha1", "phash"), absent="null")
     n = fs.count
+    # --where: only matching rows take part; an excluded row keeps no edge, so it is its own group, kept as it is
+    excluded = ~where_mask(fs, cfg.where) if cfg.where else np.zeros(n, bool)
     keys = meta.column("key").to_pylist()
     sha1 = meta.column("sha1").to_pylist()
     vectors = read_matrix(fs, cfg.feature, dtype=np.float16)
     found = self_edges(fs, meta, vectors, cfg, out)
     stages, use_embedding = found.stages, found.use_embedding
     src, dst, kind = found.edges.arrays()
+    linked = ~(excluded[src] | excluded[dst])
+    src, dst, kind = src[linked], dst[linked], kind[linked]
     component, sizes = components(n, src, dst)
-    pixels = (meta.column("width").to_numpy().astype(np.int64) * meta.column("height").to_numpy())
-    keep = choose_keepers(component, pixels, keys)
+    pixels = (meta.column("width").fill_null(0).to_numpy().astype(np.int64)  # made elsewhere: unknown, 0
+              * meta.column("height").fill_null(0).to_numpy())
+    keepers = choose_by_policy(cfg, component, sizes, pixels, keys, vectors, use_embedding)
+    keep = keepers.keep
     nearest, nearest_sim, reason = nearest_and_reason(n, src, dst, kind, vectors, keep, component, sizes)
 
     contaminated = np.zeros(n, bool)
@@ -64,7 +78,7 @@ def run_dedup(cfg: DedupConfig) -> dict:
         touched, evidence = contaminated_ids(fs, vectors, sha1, [found.hashes, *found.variants], cfg,
                                              use_embedding)
         bad_components = np.unique(component[touched]) if len(touched) else np.zeros(0, np.int64)
-        contaminated = np.isin(component, bad_components)
+        contaminated = np.isin(component, bad_components) & ~excluded
         stages["reference"] = {"reference": cfg.reference, "touched": evidence, "embedding": use_embedding,
                                "threshold": cfg.reference_threshold if use_embedding else None}
         share = contaminated.sum() / max(n, 1)
@@ -77,6 +91,7 @@ def run_dedup(cfg: DedupConfig) -> dict:
         keep = keep & ~contaminated
         reason = np.where(contaminated, "contaminated", reason)
 
+    reason = np.where(excluded, "excluded", reason)
     table = pa.table({
         "key": keys, "shard": meta.column("shard"), "index": meta.column("index"), "id": np.arange(n),
         "component": component, "component_size": sizes[component].astype(np.int32), "keep": keep,
@@ -85,8 +100,11 @@ def run_dedup(cfg: DedupConfig) -> dict:
                                        mask=nearest < 0),
         "reason": reason,
     }, schema=GROUP_SCHEMA)
-    write_parquet_atomic(table, out / "groups.parquet")
+    write_parquet_atomic(keepers.add_columns(table), out / "groups.parquet")
     summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
+    summary["keep"] = keepers.info
+    if cfg.where:
+        summary["where"] = {"expression": cfg.where, "excluded": int(excluded.sum())}
     write_summary(out, summary)
     return summary
 
@@ -105,6 +123,8 @@ class SelfEdges:
 
 def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
     """Exact, perceptual and (unless off or random weights) embedding edges among the rows of `fs`."""
+    if not has_hashes(fs):
+        return embedding_only(fs, vectors, cfg, out)
     edges = Edges([], [], [])
     n = fs.count
     i, j = exact_edges(meta.column("sha1").to_pylist())
@@ -136,6 +156,19 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
         stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
 
     return SelfEdges(edges, stages, use_embedding, hashes, variants)
+
+
+def embedding_only(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
+    """Features made elsewhere carry no image hashes: embedding edges only (even --embedding off would leave none)."""
+    log.info("dedup: %s holds features made elsewhere, without image hashes: the exact and perceptual stages are "
+             "skipped, embedding edges only", fs.root)
+    skipped = {"edges": 0, "skipped": "no image hashes (features made elsewhere)"}
+    edges = Edges([], [], [])
+    i, j, info = embedding_edges(fs, vectors, cfg, out)
+    edges.add(i, j, EMBEDDING)
+    stages = {EXACT: dict(skipped), PHASH: dict(skipped),
+              EMBEDDING: {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}}
+    return SelfEdges(edges, stages, True, np.zeros(0, np.uint64), [])
 
 
 def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np.ndarray, reason: np.ndarray,
@@ -184,6 +217,8 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
         return FolderDedup(stats, None, None)
     root = OutputRoot(extract.out)
     summary = run_dedup(replace(cfg, features=str(root.root)))
+    if cfg.sweep:  # a dry run: the sweep record, no duplicates.csv
+        return FolderDedup(stats, summary, None)
     out = Path(cfg.out) if cfg.out else root.dedup_dir
     csv = root.root / "duplicates.csv"
     n = write_duplicates_csv(out / "groups.parquet", extract.images, csv)

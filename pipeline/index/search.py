@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,27 @@ def config_from_provenance(prov: dict, out: str, **inputs) -> ExtractConfig:
             raise WeightsError(f"the index was built from weights {spec!r}, which are not here; "
                                     f"queries must use the same weights")
     input_size = prov["input_size"]
+    defaults = {f.name: f.default for f in fields(ExtractConfig)}
     return ExtractConfig(
         out=out, model=prov["model"], weights=spec, model_kwargs=tuple(sorted(prov.get("model_kwargs", {}).items())),
         resolution=int(max(input_size[1:])), crop_pct=prov.get("crop_pct"),
         resize_mode=prov.get("resize_mode", "fixed"),
         precision=prov.get("precision", "fp32"), dtype=prov.get("dtype", "float16"),
-        jpeg_draft=prov.get("jpeg_draft", True), progress=False, **inputs)
+        jpeg_draft=prov.get("jpeg_draft", True), extras=extras_of(prov),
+        keep_columns=tuple(prov.get("keep_columns") or ()),
+        last_layers=prov.get("last_layers") or defaults["last_layers"],
+        gem_p=prov.get("gem_p") or defaults["gem_p"],
+        progress=False, **inputs)
+
+
+_FEATURE_EXTRAS = (("patch_gem", "gem"), ("registers", "registers"), ("layers", "layers"))
+
+
+def extras_of(prov: dict) -> tuple[str, ...]:
+    """The `--extras` that made these features (they are in the fingerprint): feature columns beyond cls and
+    patch_mean, and the quality signals when the provenance defines them."""
+    made = set(prov.get("features", ()))
+    return tuple(extra for column, extra in _FEATURE_EXTRAS if column in made) + (("stats",) if "stats" in prov else ())
 
 
 def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[str], np.ndarray]:

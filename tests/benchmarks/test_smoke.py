@@ -17,7 +17,8 @@ from tests.conftest import SHARED_DATA, shared_data
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 # the scripts this file runs
-SMOKED = ("curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py")
+SMOKED = ("curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py",
+          "serve_load.py", "long_tail.py")
 TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
 
 
@@ -144,3 +145,41 @@ def test_int8_measures_every_variant_against_bf16_and_fp32(tmp_path):
             assert block["ratio_vs_bf16_eager"] == pytest.approx(block["rounds"][0] / bf16)
     assert result["compiled"] is False and result["capability"]["flags"] is not None
     assert "int8_static" in proc.stdout and "machine:" in proc.stdout
+
+
+def test_serve_load_answers_every_query_of_both_kinds(tmp_path):
+    """The load test at 2,000 vectors, 2 clients, 0.5 s per phase: the server started in a subprocess answers
+    key and image queries with no error, its figures are sane, and it is stopped at the end."""
+    out = tmp_path / "serve_load"
+    proc = run("serve_load.py", "--n", "2000", "--shards", "4", "--factory", "IVF16,PQ16x4fs", "--clients", "2",
+               "--seconds", "0.5", "--model-kwargs", "depth=2", "--resolution", "56", "--out", str(out),
+               "--no-progress")
+    result = json.loads((out / "serve_load.json").read_text())
+    assert result["errors"] == 0
+    assert (result["setup"]["index"]["count"], result["setup"]["index"]["factory"]) == (2000, "IVF16,PQ16x4fs")
+    for phase in ("key_queries", "image_queries"):
+        r = result[phase]
+        assert r["requests"] > 0 and r["errors"] == 0 and r["qps"] > 0, (phase, r)
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+    server = result["server"]
+    assert server["health"]["index"]["count"] == 2000 and server["health"]["queries_by_id"]
+    assert 0 < server["after_start"]["rss_mib"] <= server["after_image_queries"]["peak_rss_mib"]
+    assert "RANDOM weights" in result["note"] and "errors: 0" in proc.stdout
+    assert "key_queries" in proc.stdout and "image_queries" in proc.stdout
+
+
+def test_long_tail_scores_every_method_at_the_same_budget(tmp_path):
+    """The long-tail benchmark at 6,000 × 32 (300 concepts, 900 images each method): resampling hierarchical
+    k-means covers more of the rare concepts than plain hierarchical k-means, which covers more than random."""
+    proc = run("long_tail.py", "--vectors", "6000", "--dim", "32", "--concepts", "300", "--budget", "900",
+               "--seed", "2", "--out", str(tmp_path), "--no-progress")
+    result = json.loads((tmp_path / "long_tail.json").read_text())
+    pool, methods = result["pool"], result["methods"]
+    assert (pool["vectors"], pool["concepts"], pool["rare_concepts"]) == (6000, 300, 150) and pool["smallest"] >= 5
+    assert set(methods) == {"random", "plain", "resampling"}
+    assert all(m["selected"] == 900 and 0 < m["rare_coverage"] <= 1 and 0 < m["coverage"] <= 1
+               for m in methods.values())
+    assert methods["plain"]["plan"]["steps"] == [0, 0, 0] and methods["resampling"]["plan"]["steps"] == [10, 0, 0]
+    rare = {name: m["rare_coverage"] for name, m in methods.items()}
+    assert rare["resampling"] > rare["plain"] > rare["random"], rare
+    assert result["peak_rss_gib"] > 0 and "rare coverage" in proc.stdout

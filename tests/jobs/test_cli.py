@@ -32,7 +32,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def job(name: str):
-    return importlib.import_module(f"jobs.{name}")
+    return importlib.import_module(cli.module_of(name))
 
 
 def main_exit(argv: list[str]) -> int:
@@ -47,9 +47,11 @@ def test_dinocurate_help_lists_every_command_with_its_summary(capsys):
     assert main_exit(["--help"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert set(cli.COMMANDS) == {"extract", "pack", "index", "search", "knn", "dedup", "curate", "export",
-                                 "evaluate", "report", "pca", "bench", "parity", "demo"}
+                                 "export-npy", "evaluate", "report", "pca", "serve", "bench", "parity", "demo"}
     for name in cli.COMMANDS:
-        row = next((r for r in rows if r.split()[:1] == [name]), "")
+        at = next((i for i, r in enumerate(rows) if r.split()[:1] == [name]), None)
+        # argparse moves the summary to the next line when the name is long (export-npy)
+        row = "" if at is None else rows[at] + (" " + rows[at + 1].strip() if rows[at].strip() == name else "")
         assert " ".join(summary(job(name)).split()[:3]) in row, f"{name} has no one-line summary: {row!r}"
 
 
@@ -66,7 +68,7 @@ def test_each_command_has_the_same_help_as_its_job_module(name, capsys, monkeypa
     with pytest.raises(SystemExit):
         job(name).main(["--help"])
     via_module = capsys.readouterr().out
-    assert normalised(via_cli, f"dinocurate {name}") == normalised(via_module, f"python -m jobs.{name}")
+    assert normalised(via_cli, f"dinocurate {name}") == normalised(via_module, f"python -m {cli.module_of(name)}")
     assert "(default: None)" not in via_module  # an unset default says what happens instead
 
 
@@ -110,13 +112,16 @@ def configs() -> dict[str, tuple[type, ...]]:
     from pipeline.index.build import IndexConfig
     from pipeline.index.knn import KnnConfig
     from pipeline.index.search import SearchConfig
+    from pipeline.io.npy_export import ExportNpyConfig
     from pipeline.io.pack import PackConfig
     from pipeline.report.pca import PcaConfig
     from pipeline.report.run import ReportConfig
+    from pipeline.serve.config import ServeConfig
 
     return {"extract": (ExtractConfig,), "pack": (PackConfig,), "index": (IndexConfig,), "search": (SearchConfig,),
             "knn": (KnnConfig,), "dedup": (DedupConfig, ExtractConfig), "curate": (CurateConfig,),
-            "export": (ExportConfig,), "evaluate": (EvalConfig,), "report": (ReportConfig,), "pca": (PcaConfig,),
+            "export": (ExportConfig,), "export-npy": (ExportNpyConfig,), "serve": (ServeConfig,),
+            "evaluate": (EvalConfig,), "report": (ReportConfig,), "pca": (PcaConfig,),
             "bench": (BenchConfig,), "parity": (ParityConfig,), "demo": (DemoConfig,)}
 
 
@@ -124,6 +129,7 @@ def configs() -> dict[str, tuple[type, ...]]:
 REQUIRED = {"extract": ["--out", "o"], "pack": ["--images", "d", "--out", "o"], "index": ["--features", "f"],
             "search": ["--index", "i", "--query", "q"], "knn": ["--features", "f"], "dedup": ["--features", "f"],
             "curate": ["--pool", "p"], "export": ["--selection", "s", "--out", "o"], "evaluate": ["--features", "f"],
+            "export-npy": ["--features", "f", "--out", "o"], "serve": ["--index", "i"],
             "report": ["--out", "o"], "pca": ["--images", "d", "--out", "o"], "bench": [], "parity": [], "demo": []}
 JOB_OPTIONS = {"log_level", "executor", "actors", "cpus_per_actor", "max_retries", "rank", "world_size", "shards",
                "compare", "root", "offline"}  # offline: sets HF_HUB_OFFLINE for the job (jobs/_cli.run_job)
@@ -137,6 +143,8 @@ KEY_OPTIONS = {
     "dedup": ["--features", "--images", "--out", "--threshold", "--reference", "--force", "--weights", "--device"],
     "curate": ["--pool", "--queries", "--mode", "--k", "--clusters", "--balanced", "--levels"],
     "export": ["--selection", "--out", "--shard-size"],
+    "export-npy": ["--features", "--out", "--feature", "--dtype", "--keys"],
+    "serve": ["--index", "--port", "--host", "--reviewer", "--max-upload-mb", "--max-pixels"],
     "evaluate": ["--features", "--compare", "--labels", "--feature", "--k", "--val-fraction", "--no-linear"],
     "report": ["--out", "--search", "--groups-per-page"],
     "pca": ["--images", "--out", "--weights", "--resolution", "--colours", "--max-images"],
@@ -202,9 +210,11 @@ def default_configs():
     from pipeline.index.build import IndexConfig
     from pipeline.index.knn import KnnConfig
     from pipeline.index.search import SearchConfig
+    from pipeline.io.npy_export import ExportNpyConfig
     from pipeline.io.pack import PackConfig
     from pipeline.report.pca import PcaConfig
     from pipeline.report.run import ReportConfig
+    from pipeline.serve.config import ServeConfig
 
     return {
         "extract": (["--images", "d", "--out", "o"], "pipeline.extract.runner.run_extract",
@@ -220,6 +230,9 @@ def default_configs():
         "export": (["--selection", "s", "--out", "o"], "pipeline.curate.export.run_export",
                    (ExportConfig(selection="s", out="o"),)),
         "evaluate": (["--features", "f"], "pipeline.evaluate.run.run_evaluate", (EvalConfig(features=("f",)),)),
+        "export-npy": (["--features", "f", "--out", "o"], "pipeline.io.npy_export.run_export_npy",
+                       (ExportNpyConfig(features="f", out="o"),)),
+        "serve": (["--index", "i"], "pipeline.serve.run.serve", (ServeConfig(index="i"),)),
         "report": (["--out", "o"], "pipeline.report.run.run_report", (ReportConfig(out="o"),)),
         "pca": (["--images", "d", "--out", "o"], "pipeline.report.pca.run_pca", (PcaConfig(images="d", out="o"),)),
         "bench": ([], "pipeline.bench.run.run_bench", (BenchConfig(),)),
