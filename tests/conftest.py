@@ -72,6 +72,16 @@ def tiny_config(out: Path, **overrides) -> ExtractConfig:
     return ExtractConfig(**base)
 
 
+PILLOW_PIXEL_LIMIT = Image.MAX_IMAGE_PIXELS  # Pillow's own default, before any test ran
+
+
+@pytest.fixture(autouse=True)
+def _pillow_limit(monkeypatch):
+    """decode_image sets Image.MAX_IMAGE_PIXELS process-wide: every test starts from Pillow's default and
+    leaves it there (a server test's low limit must not leak into the next file)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", PILLOW_PIXEL_LIMIT)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _offline_hub() -> None:
     """Tests never reach a hub."""

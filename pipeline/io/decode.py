@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -111,3 +112,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     return img.convert("RGB")
+
+
+def thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> bytes:
+    """JPEG bytes of the image at most `size` px a side (a JPEG is decoded at reduced scale); raises SampleError
+    (decode) or one of DATA_ERRORS (resize, encode) when it cannot be made."""
+
+    def target(w: int, h: int) -> tuple[int, int]:
+        scale = min(1.0, size / max(w, h, 1))
+        return math.ceil(w * scale), math.ceil(h * scale)
+
+    img = decode_image(data, max_pixels, target=target).image
+    img.thumbnail((size, size))
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    return out.getvalue()

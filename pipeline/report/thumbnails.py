@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.extract.config import DEFAULT_MAX_PIXELS
-from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
+from pipeline.io.decode import DATA_ERRORS, SampleError, thumbnail_jpeg
 from pipeline.report.html import esc
 from pipeline.report.sources import ImageSource, Item, read_images
 
@@ -76,15 +75,8 @@ class Thumbnails:
 
 def _write_thumbnail(data: bytes, path: Path, size: int) -> str | None:
     """A JPEG of at most `size` px a side (JPEGs decoded at reduced scale); why not, when it cannot be."""
-
-    def target(w: int, h: int) -> tuple[int, int]:
-        scale = min(1.0, size / max(w, h, 1))
-        return math.ceil(w * scale), math.ceil(h * scale)
-
     try:
-        img = decode_image(data, DEFAULT_MAX_PIXELS, target=target).image
-        img.thumbnail((size, size))
-        img.save(path, format="JPEG", quality=85)
+        path.write_bytes(thumbnail_jpeg(data, size, DEFAULT_MAX_PIXELS))
     except SampleError as err:
         return f"{err.reason}: {err.detail}"
     except DATA_ERRORS as exc:

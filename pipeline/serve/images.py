@@ -9,9 +9,7 @@ The shard readers (webdataset, and with it torch) are imported only when a shard
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 import os
 import re
 import tarfile
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
+from pipeline.io.decode import DATA_ERRORS, SampleError, thumbnail_jpeg
 from pipeline.io.shards import Shard, is_url
 from pipeline.layout import OutputRoot
 
@@ -188,18 +186,9 @@ class SourceImages:
 
 def jpeg_thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
     """A JPEG of at most `size` pixels a side (JPEGs decoded at reduced scale); SourceError when undecodable."""
-
-    def target(w: int, h: int) -> tuple[int, int]:
-        scale = min(1.0, size / max(w, h, 1))
-        return math.ceil(w * scale), math.ceil(h * scale)
-
     try:
-        img = decode_image(data, max_pixels, target=target).image
-        img.thumbnail((size, size))
-        out = io.BytesIO()
-        img.save(out, format="JPEG", quality=85)
+        return thumbnail_jpeg(data, size, max_pixels)
     except SampleError as err:
         raise SourceError(f"{err.reason}: {err.detail}") from err
     except DATA_ERRORS as exc:
         raise SourceError(f"{type(exc).__name__}: {exc}") from exc
-    return out.getvalue()

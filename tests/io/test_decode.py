@@ -15,12 +15,6 @@ from tests.conftest import jpeg_bytes, make_image
 BIG = 10**8
 
 
-@pytest.fixture(autouse=True)
-def _restore_pillow_limit(monkeypatch):
-    """decode_image sets Image.MAX_IMAGE_PIXELS process-wide; put it back after every test."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
-
-
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
