@@ -11,7 +11,7 @@ from timm.data import resolve_model_data_config
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.extract.config import EVAL_CROP_PCT, ExtractConfig
+from pipeline.extract.config import EVAL_CROP_PCT, EXTRA_COLUMNS, ExtractConfig
 from pipeline.extract.device import autocast, resolve_precision
 from pipeline.extract.preprocess import Preprocess
 from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, explain_load_error, resolve_weights
@@ -152,14 +152,9 @@ class Backbone:
 
 
 def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:
-    names = []
-    if "gem" in cfg.extras:
-        names.append("patch_gem")
-    if "registers" in cfg.extras and num_registers:
-        names.append("registers")
-    if "layers" in cfg.extras:
-        names.append("layers")
-    return names
+    """The extra feature columns this config adds (registers only when the model has them)."""
+    return [column for extra, column in EXTRA_COLUMNS.items()
+            if extra in cfg.extras and (extra != "registers" or num_registers)]
 
 
 def create_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:

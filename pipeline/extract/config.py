@@ -12,6 +12,8 @@ from pipeline.io.stats import STATS_COLUMNS
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 # registers, gem, layers: model outputs; stats: image quality signals computed in the loader (io/stats.py)
 EXTRAS = ("registers", "gem", "layers", "stats")
+# The feature column each model-output extra adds, in the order the columns appear (provenance "features").
+EXTRA_COLUMNS = {"gem": "patch_gem", "registers": "registers", "layers": "layers"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("float16", "float32")
 # Columns a feature file has of its own: --keep-columns cannot take these names.

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError, WeightsError
-from pipeline.extract.config import ExtractConfig
+from pipeline.extract.config import EXTRA_COLUMNS, ExtractConfig
 from pipeline.extract.runner import run_extract
 from pipeline.index.build import LoadedIndex, load_index, search
 from pipeline.io.features import open_features, read_matrix, read_meta
@@ -56,14 +56,12 @@ def config_from_provenance(prov: dict, out: str, **inputs) -> ExtractConfig:
         progress=False, **inputs)
 
 
-_FEATURE_EXTRAS = (("patch_gem", "gem"), ("registers", "registers"), ("layers", "layers"))
-
-
 def extras_of(prov: dict) -> tuple[str, ...]:
     """The `--extras` that made these features (they are in the fingerprint): feature columns beyond cls and
     patch_mean, and the quality signals when the provenance defines them."""
     made = set(prov.get("features", ()))
-    return tuple(extra for column, extra in _FEATURE_EXTRAS if column in made) + (("stats",) if "stats" in prov else ())
+    return tuple(extra for extra, column in EXTRA_COLUMNS.items() if column in made) + (
+        ("stats",) if "stats" in prov else ())
 
 
 def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[str], np.ndarray]:
