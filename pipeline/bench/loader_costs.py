@@ -30,21 +30,21 @@ def loader_costs(preprocess: Preprocess, files: list[Path], batch_size: int = 16
     torch.set_num_threads(1)  # as in a worker
     try:
         decoded = [decode_image(d, max_pixels, target=dataset.decode_target, draft=jpeg_draft) for d in datas]
-        tensors = [preprocess(x.image, (x.width, x.height)) for x in decoded]
+        tensors = [preprocess(x.pixels, (x.width, x.height)) for x in decoded]
         same = [t for t in tensors if t.shape == tensors[0].shape][:batch_size]
         ms = {
             "sha1": _per_item(datas, lambda d: hashlib.sha1(d).digest()),
             "decode": _per_item(datas, lambda d: decode_image(d, max_pixels, target=dataset.decode_target,
                                                               draft=jpeg_draft)),
-            "phash": _per_item(decoded, lambda x: phash64_orientations(x.image, FAST_REDUCING_GAP)),
-            "preprocess": _per_item(decoded, lambda x: preprocess(x.image, (x.width, x.height))),
+            "phash": _per_item(decoded, lambda x: phash64_orientations(x.view, FAST_REDUCING_GAP)),
+            "preprocess": _per_item(decoded, lambda x: preprocess(x.pixels, (x.width, x.height))),
             "stack": _per_item([same] * 8, torch.stack) / max(1, len(same)),
             "total": _per_item(datas, lambda d: dataset.process("bench", 0, "k", d)),
         }
     finally:
         torch.set_num_threads(threads)
     return {"images": len(files), "ms_per_image": ms,
-            "decoded_pixels_mean": sum(x.image.width * x.image.height for x in decoded) / len(decoded)}
+            "decoded_pixels_mean": sum(x.size[0] * x.size[1] for x in decoded) / len(decoded)}
 
 
 def _per_item(items: list, fn: Callable) -> float:

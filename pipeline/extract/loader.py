@@ -142,8 +142,8 @@ class ExtractDataset(IterableDataset):
         sha1 = hashlib.sha1(data).digest()
         decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
         try:
-            hashes = phash64_orientations(decoded.image, FAST_REDUCING_GAP)
-            tensor = self.preprocess(decoded.image, (decoded.width, decoded.height))
+            hashes = phash64_orientations(decoded.view, FAST_REDUCING_GAP)
+            tensor = self.preprocess(decoded.pixels, (decoded.width, decoded.height))
             # quality signals on the model's input, already made: < 0.3 ms (io/stats.py)
             stats = image_stats(tensor.numpy(), decoded.width, decoded.height) if self.stats else ()
         except DATA_ERRORS as exc:

@@ -21,6 +21,8 @@ from timm.data import create_transform
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 from torchvision.transforms.functional import pil_to_tensor
 
+from pipeline.io.decode import pil_image
+
 _PIL_INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -35,11 +37,23 @@ _TENSOR_INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": Interpolatio
                   "nearest": InterpolationMode.NEAREST}
 
 
-def image_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image → uint8 CHW tensor view of one copy of its pixels (never written to)."""
+def image_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
+    """RGB PIL image (one copy of its pixels) or H×W×C uint8 array (no copy; C = 4 is RGBX, io.decode's fast
+    path) → uint8 C×H×W tensor view, never written to. Resizing all four channels of RGBX costs no more than
+    three (the uint8 kernels are written for four) and keeps the array's layout."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only array: the resize writes a new tensor
         return torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
+
+
+def _pil(img: Image.Image | np.ndarray) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img if img.mode == "RGB" else img.convert("RGB")
+    return pil_image(np.asarray(img)).convert("RGB")
+
+
+def _size(img: Image.Image | np.ndarray) -> tuple[int, int]:
+    return img.size if isinstance(img, Image.Image) else (img.shape[1], img.shape[0])
 
 
 def _tensor_steps(steps: list) -> list | None:
@@ -110,26 +124,32 @@ class Preprocess:
         scale = short / min(width, height)
         return math.ceil(width * scale), math.ceil(height * scale)
 
-    def __call__(self, img: Image.Image, original_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """uint8 CHW tensor. `original_size` (before JPEG draft) fixes the dynamic-mode shape."""
+    def __call__(self, img: Image.Image | np.ndarray, original_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """uint8 3×H×W tensor from an RGB PIL image or an H×W×3/4 uint8 array (io.decode's `pixels`: the tensor
+        steps read it without a copy). `original_size` (before JPEG draft) fixes the dynamic-mode shape.
+
+        The tensor is a view, not always contiguous (channels last, the X channel dropped): `torch.stack`
+        writes the batch in NCHW in the copy it makes anyway, instead of one more copy per image here."""
         if self.resize_mode == "fixed":
             if self._tensor_steps is None:
+                img = _pil(img)
                 for step in self._steps:
                     img = step(img)
                 return pil_to_tensor(img)
             x = image_tensor(img)
             for step in self._tensor_steps:
                 x = step(x)
-            return x.contiguous()
-        size = self.output_size(*(original_size or img.size))
+            return x[:3]
+        size = self.output_size(*(original_size or _size(img)))
         if self.interpolation not in _TENSOR_INTERP:
+            img = _pil(img)
             if img.size != size:
                 img = img.resize(size, _PIL_INTERP.get(self.interpolation, Image.Resampling.BICUBIC))
             return pil_to_tensor(img)
         x = image_tensor(img)
-        if img.size != size:
+        if _size(img) != size:
             x = TF.resize(x, [size[1], size[0]], interpolation=_TENSOR_INTERP[self.interpolation], antialias=True)
-        return x.contiguous()
+        return x[:3]
 
     def record(self) -> dict:
         """The provenance fields that describe this preprocessing."""

@@ -136,14 +136,15 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
 
     Used by `run_extract` for all of a rank's shards, and by each Ray actor for one shard at a time."""
     device = backbone.device
-    widths = _feature_widths(backbone, cfg)
     signals = "stats" in cfg.extras  # quality signals, computed in the loader
-    schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns, STATS_COLUMNS if signals else ())
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
                              cfg.image_key, cfg.keep_columns, signals)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=device.type == "cpu")
+    batches = iter(loader)  # the workers start now and decode the first batches during the dry forward below
+    widths = _feature_widths(backbone, cfg)
+    schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns, STATS_COLUMNS if signals else ())
     sizes = {s.id: len(s.files) for s in todo if s.url is None}
     folder_total = sum(sizes.values()) if todo[0].url is None else None
     bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
@@ -195,7 +196,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             bar.set_postfix(img_s=f"{stats.images / elapsed:.1f}" if elapsed else "-", fail=stats.failures,
                             **({"damaged": len(stats.damaged)} if stats.damaged else {}))
 
-        for batch in to_device_ahead(loader, device):
+        for batch in to_device_ahead(batches, device):
             _check_writes(pending)
             host = HostFeatures(backbone(batch.images), store_dtype) if batch.images is not None else None
             inflight.append((batch, host))

@@ -11,6 +11,7 @@ _K = 8
 # Orthogonal-up-to-scale DCT-II basis: C[k, n] = cos(pi * (2n + 1) * k / (2N)); the scale does not change
 # which coefficients lie above the median, so this matches scipy.fftpack.dct as imagehash uses it.
 _DCT = np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))
+_DCT_LOW = np.ascontiguousarray(_DCT[:_K])  # only the 8 lowest frequencies are kept: 16× fewer products
 _WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
@@ -43,7 +44,7 @@ def phash64_orientations(img: Image.Image, reducing_gap: float | None = None) ->
     FAST_REDUCING_GAP (~4× faster; on 600 real photos the hash differs from imagehash's by 0.2 bits on average,
     at most 4 of 64, against a duplicate threshold of 8)."""
     grey = np.asarray(_grey32(img, reducing_gap), dtype=np.float64)
-    low = (_DCT @ grey @ _DCT.T)[:_K, :_K]
+    low = _DCT_LOW @ grey @ _DCT_LOW.T
     low[np.abs(low) < 1e-6] = 0.0  # exact zeros (flat images) must not become ±1e-12 noise that flips bits
     blocks = (low[None] * _SIGNS).reshape(4, 64)
     bits = blocks > np.median(blocks, axis=1, keepdims=True)
@@ -55,7 +56,7 @@ def _grey32(img: Image.Image, reducing_gap: float | None) -> Image.Image:
     own whole factors first and turned grey after (both steps are linear: equal up to rounding, and the grey
     conversion then touches ~1/25 of the pixels of a 512×341 photo), then Lanczos over the same source box
     Pillow's `reducing_gap` would use."""
-    if reducing_gap is None or img.mode not in ("RGB", "L"):
+    if reducing_gap is None or img.mode not in ("RGB", "RGBX", "L"):
         return img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
     w, h = img.size
     fx, fy = max(1, int(w / _N / reducing_gap)), max(1, int(h / _N / reducing_gap))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -19,3 +21,12 @@ def test_device_resolution_on_a_cpu_machine():
         resolve_device("npu")
     with pytest.raises(ValueError, match="fp16"):
         autocast(torch.device("cpu"), "fp16")
+
+
+def test_default_workers_fill_every_core_on_a_cpu_and_leave_one_on_an_accelerator():
+    from pipeline.extract.device import default_workers
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert [default_workers(cpu, n) for n in (1, 2, 4, 8, 64)] == [1, 2, 4, 8, 8]
+    assert [default_workers(gpu, n) for n in (1, 2, 4, 9, 64)] == [1, 1, 3, 8, 8]
+    assert default_workers(cpu) == min(8, len(os.sched_getaffinity(0)))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
+from pipeline.io import decode as decode_module
 from pipeline.io.decode import Decoded, SampleError, decode_image, to_rgb
 from tests.conftest import jpeg_bytes, make_image
 
@@ -293,10 +294,11 @@ def test_sample_error_detail_is_capped():
 def no_decoding(monkeypatch):
     """Any pixel decoding fails the test (AssertionError is not a data error, so it propagates)."""
 
-    def load(self):
+    def load(*_args, **_kwargs):
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    monkeypatch.setattr(decode_module.simplejpeg, "decode_jpeg", load)  # the fast JPEG path's decoder
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -323,3 +325,81 @@ def test_max_pixels_holds_without_pillows_own_check(monkeypatch, no_decoding):
 def test_exactly_max_pixels_is_allowed():
     got = decode_image(jpeg_bytes(make_image(0, (64, 48))), 64 * 48)
     assert got.image.size == (64, 48)
+
+
+# --------------------------------------------------------------------------- fast JPEG path (simplejpeg)
+
+
+def photo_jpeg(size: tuple[int, int], seed: int = 0, quality: int = 88, subsampling: int = 2) -> bytes:
+    """A smooth photo-like JPEG (4:2:0 by default: chroma upsampling is where decoders could differ)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (9, 13, 3), dtype=np.uint8))
+    img = small.resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, subsampling=subsampling)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size,target,subsampling", [
+    ((512, 341), (384, 256), 2),  # no draft (341 < 2 · 256)
+    ((1000, 667), (384, 256), 2),  # draft 1/2
+    ((2000, 1333), (384, 256), 0),  # draft 1/4, 4:4:4
+    ((2000, 1500), (200, 150), 1),  # draft 1/8, 4:2:2
+    ((333, 517), None, 2),  # odd sizes, no target
+])
+def test_fast_path_gives_pillows_pixels_bit_for_bit(size, target, subsampling):
+    data = photo_jpeg(size, seed=sum(size), subsampling=subsampling)
+    fn = None if target is None else (lambda w, h: target)
+    fast = decode_image(data, BIG, target=fn)
+    slow = decode_image(data, BIG, target=fn, fast=False)
+    assert fast.pixels.shape[2] == 4 and slow.pixels.shape[2] == 3  # the fast path was taken, and not taken
+    assert fast.size == slow.size == slow.image.size
+    assert np.array_equal(fast.pixels[..., :3], slow.pixels)
+    assert np.array_equal(np.asarray(fast.image), slow.pixels) and fast.image.mode == "RGB"
+    assert fast.view.mode == "RGBX"
+    assert (fast.width, fast.height) == (slow.width, slow.height) == size
+    assert not fast.pixels.flags.writeable
+
+
+def test_fast_path_view_shares_the_decoded_memory():
+    got = decode_image(photo_jpeg((64, 48)), BIG)
+    view = got.view
+    assert view.mode == "RGBX" and view.size == (64, 48) and view.readonly
+    assert view.getpixel((5, 7))[:3] == tuple(got.pixels[7, 5, :3])
+
+
+def test_draft_scale_is_pillows_choice():
+    from pipeline.io.decode import draft_scale
+
+    for size, need in [((2000, 1500), (200, 150)), ((1000, 667), (384, 256)), ((512, 341), (384, 256)),
+                       ((4000, 300), (100, 100)), ((1600, 1600), (199, 401))]:
+        img = Image.open(io.BytesIO(photo_jpeg(size)))
+        img.draft("RGB", need)
+        scale = draft_scale(size, need)
+        assert img.size == (-(-size[0] // scale), -(-size[1] // scale)), (size, need)
+    assert draft_scale((100, 100), None) == 1
+
+
+def test_orientated_cmyk_grey_and_damaged_jpegs_take_pillows_path(jpeg_2000x1500):
+    rotated = decode_image(with_orientation(Image.open(io.BytesIO(jpeg_2000x1500)), 6), BIG,
+                           target=lambda w, h: (500, 200))
+    assert rotated.pixels.shape[2] == 3 and rotated.size[1] > rotated.size[0]
+    cmyk = encode(Image.new("CMYK", (40, 30), (10, 20, 30, 40)), "JPEG")
+    grey = encode(Image.new("L", (40, 30), 77), "JPEG")
+    for data in (cmyk, grey):
+        got = decode_image(data, BIG)
+        assert got.pixels.shape == (30, 40, 3) and got.image.mode == "RGB"
+    assert tuple(decode_image(grey, BIG).pixels[3, 3]) == (77, 77, 77)
+    data = photo_jpeg((128, 96))
+    trailing = data[:-2] + b"\x00" * 64 + data[-2:]  # junk before the end marker: libjpeg-turbo warns
+    got = decode_image(trailing, BIG)  # strict simplejpeg refuses; Pillow decodes it, as before
+    assert got.pixels.shape == (96, 128, 3)
+    assert np.array_equal(got.pixels, decode_image(trailing, BIG, fast=False).pixels)
+
+
+def test_truncated_jpeg_fails_on_the_fast_path_too():
+    data = photo_jpeg((256, 256))
+    assert decode_image(data, BIG).pixels.shape[2] == 4
+    with pytest.raises(SampleError) as info:
+        decode_image(data[: len(data) // 2], BIG)
+    assert (info.value.stage, info.value.reason) == ("decode", "OSError") and "truncated" in info.value.detail
