@@ -93,27 +93,37 @@ class Batcher:
 
 
 class ExtractDataset(IterableDataset):
-    """Shards (already split by rank) split again by DataLoader worker; yields Batch objects."""
+    """Shards (already split by rank) split again by DataLoader worker; yields Batch objects.
+
+    `parts` > 1 (fewer shards than workers: a small folder is one shard) splits each shard into that many
+    interleaved parts, sample i in part i % parts, each part a unit of work for one worker: every worker reads
+    the whole stream and decodes its own samples, and each part ends with its own ShardEnd (the runner merges
+    the parts of a shard before it writes it)."""
 
     def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
                  jpeg_draft: bool = True, image_key: str | None = None, keep_columns: tuple[str, ...] = (),
-                 stats: bool = False) -> None:
+                 stats: bool = False, parts: int = 1) -> None:
         super().__init__()
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
         self.shards, self.preprocess, self.batch_size = shards, preprocess, batch_size
         self.max_pixels, self.jpeg_draft, self.image_key = max_pixels, jpeg_draft, image_key
-        self.keep_columns, self.stats = tuple(keep_columns), stats
+        self.keep_columns, self.stats, self.parts = tuple(keep_columns), stats, parts
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
-        shards = self.shards if info is None else split_by_rank(self.shards, info.id, info.num_workers)
+        units = [(shard, part) for shard in self.shards for part in range(self.parts)]
+        units = units if info is None else split_by_rank(units, info.id, info.num_workers)
         if info is not None:
             torch.set_num_threads(1)
         batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)
-        for shard in shards:
-            end = ShardEnd(shard.id)
+        for shard, part in units:
+            end = ShardEnd(shard.id, part=part, parts=self.parts)
             try:
                 samples = iter_samples(shard, end, self.keep_columns)
                 for index, sample in enumerate(samples):
+                    if index % self.parts != part:
+                        continue
                     end.samples += 1
                     key = sample.get("__key__", "")
                     try:

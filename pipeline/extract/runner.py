@@ -116,7 +116,7 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot) -> ExtractStats:
     fp = provenance["fingerprint"]
     todo = [s for s in shards if not store.is_done(s.id, fp, s.digest)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
-    workers = min(cfg.workers if cfg.workers is not None else default_workers(device), max(1, len(todo)))
+    workers = cfg.workers if cfg.workers is not None else default_workers(device)
     log.info("rank %d/%d: %d shards, %d already done, %d to do on %s (%d workers, %d threads); model %s, "
              "weights %s, input %s %s", cfg.rank, cfg.world_size, len(shards), stats.skipped, len(todo), device,
              workers, threads, cfg.model, provenance["weights"]["source"], provenance["input_size"], cfg.resize_mode)
@@ -138,8 +138,10 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     device = backbone.device
     signals = "stats" in cfg.extras  # quality signals, computed in the loader
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
+    parts = shard_parts(len(todo), workers)
+    workers = min(workers, len(todo) * parts)
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
-                             cfg.image_key, cfg.keep_columns, signals)
+                             cfg.image_key, cfg.keep_columns, signals, parts)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=device.type == "cpu")
     batches = iter(loader)  # the workers start now and decode the first batches during the dry forward below
@@ -150,6 +152,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
                disable=not cfg.progress, desc=f"extract r{cfg.rank}")
     buffers: dict[str, ShardBuffer] = {}
+    part_ends: dict[str, list[ShardEnd]] = {}  # ends of the parts of a shard seen so far (parts > 1)
     digests = {s.id: s.digest for s in todo}
     pending: list[Future] = []
     start = time.perf_counter()
@@ -172,6 +175,12 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                 if folder_total:
                     bar.update(len(batch.metas))
             for end in batch.ended:
+                if end.parts > 1:
+                    seen = part_ends.setdefault(end.shard, [])
+                    seen.append(end)
+                    if len(seen) < end.parts:
+                        continue
+                    end = ShardEnd.merge(part_ends.pop(end.shard))
                 buffer = buffers.pop(end.shard, ShardBuffer())
                 stats.failures += len(end.failures)
                 if folder_total:  # the bar counts every sample, failed ones and unread ones included
@@ -206,11 +215,19 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             finish(*inflight.popleft())
         _check_writes(pending, wait=True)
     bar.close()
-    if buffers:  # every image belongs to a shard whose end was seen; anything left is a bug
-        raise RuntimeError(f"internal error: rows of shards {sorted(buffers)} never saw their shard end")
+    if buffers or part_ends:  # every image belongs to a shard whose end was seen; anything left is a bug
+        raise RuntimeError(f"internal error: rows of shards {sorted(set(buffers) | set(part_ends))} never saw "
+                           f"their shard end")
     if stats.failed:
         log.error("%d shards could not be read and are left undone (rerun to retry): %s", len(stats.failed),
                   ", ".join(stats.failed[:10]))
+
+
+def shard_parts(shards: int, workers: int) -> int:
+    """Parts each shard is split into so that every loader worker has work: 1 when there are at least as many
+    shards as workers, else ceil(workers / shards) (a folder under 1,000 images is one shard: without parts it
+    would be decoded by one worker while the others idle)."""
+    return 1 if shards >= workers or shards == 0 else -(-workers // shards)
 
 
 def _feature_widths(backbone: Backbone, cfg: ExtractConfig) -> dict[str, int]:

@@ -32,6 +32,18 @@ class ShardEnd:
     failures: list[dict] = field(default_factory=list)
     damage: str | None = None  # permanent damage (tar cut off, unreadable member): shard still done
     error: str | None = None  # could not be read (missing, network): shard left undone, job fails
+    part: int = 0  # this end covers samples with index % parts == part (loader workers sharing one shard)
+    parts: int = 1
+
+    @staticmethod
+    def merge(ends: list[ShardEnd]) -> ShardEnd:
+        """The ends of all parts of one shard as one end: samples summed, failures in index order, the first
+        damage and error (every part reads the whole stream, so they see the same damage)."""
+        first = ends[0]
+        return ShardEnd(first.shard, sum(e.samples for e in ends),
+                        sorted((f for e in ends for f in e.failures), key=lambda f: f["index"]),
+                        next((e.damage for e in ends if e.damage), None),
+                        next((e.error for e in ends if e.error), None))
 
 
 def failure_row(shard: str, index: int, key: str, err: SampleError) -> dict:

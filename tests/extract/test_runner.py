@@ -271,3 +271,91 @@ def test_dynamic_resize_keeps_aspect_and_matches_dynamic_model(tmp_path, tiny_we
         with torch.no_grad():
             ref = model.forward_features(x)[0, 0].numpy()
         assert cosine_rows(np.asarray(df.loc[name, "cls"], np.float64)[None], ref[None].astype(np.float64))[0] > 0.99999
+
+
+def test_shard_parts_give_every_worker_work():
+    from pipeline.extract.runner import shard_parts
+
+    assert [shard_parts(n, 2) for n in (0, 1, 2, 5)] == [1, 2, 1, 1]
+    assert [shard_parts(n, 8) for n in (1, 3, 7, 8, 20)] == [8, 3, 2, 1, 1]
+    assert shard_parts(1, 0) == 1 and shard_parts(1, 1) == 1
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_one_shard_split_across_workers_equals_one_reader(tmp_path, workers):
+    """A shard with fewer shards than workers is split into interleaved parts, one per worker; the written
+    shard (rows in index order, failure rows, marker) is exactly what one reader writes."""
+    bad = tmp_path / "bad.tar"
+    expected = _bad_shard(bad)  # 7 samples, 5 of them bad; then 6 good ones, in one shard
+    extra = tmp_path / "tail.tar"
+    with TarWriter(str(extra), encoder=False) as sink:
+        for i in range(6):
+            sink.write({"__key__": f"tail_{i}", "jpg": jpeg_bytes(make_image(10 + i))})
+    combined = tmp_path / "bad-000000.tar"
+    with tarfile.open(combined, "w") as out, tarfile.open(bad) as a, tarfile.open(extra) as b:
+        for tf in (a, b):
+            for m in tf.getmembers():
+                out.addfile(m, tf.extractfile(m))
+    runs = {}
+    for w in (0, workers):
+        out = tmp_path / f"out{w}"
+        stats = run_extract(tiny_config(out, shards=(str(combined),), workers=w, batch_size=2, max_pixels=20000))
+        assert stats.written == 1 and stats.images == 8 and stats.failures == 5
+        runs[w] = (read_features(out), read_failures(out),
+                   json.loads((out / "_done" / "bad-000000.json").read_text()))
+    (df0, f0, m0), (df1, f1, m1) = runs[0], runs[workers]
+    assert list(df1.key) == list(df0.key) == ["good_a", "good_b", *[f"tail_{i}" for i in range(6)]]
+    assert list(df1["index"]) == list(df0["index"]) == [0, 6, 7, 8, 9, 10, 11, 12]
+    np.testing.assert_allclose(stack(df1.cls), stack(df0.cls), rtol=0, atol=1e-6)
+    assert f1.to_dict("records") == f0.to_dict("records") and dict(zip(f1.key, f1.reason)) == expected
+    assert list(f1["index"]) == sorted(f1["index"])
+    for k in ("samples", "rows", "failures", "failures_by_reason", "damage"):
+        assert m1[k] == m0[k], k
+    assert (m1["samples"], m1["rows"], m1["failures"]) == (13, 8, 5)
+
+
+def test_cut_shard_split_across_workers_records_the_damage_once(tmp_path):
+    shards, keys = write_shards(tmp_path / "shards", 1, 8)
+    data = Path(shards[0]).read_bytes()
+    with tarfile.open(shards[0]) as tf:
+        cut_member = tf.getmembers()[9]
+    Path(shards[0]).write_bytes(data[: cut_member.offset_data + cut_member.size // 2])
+    one = run_extract(tiny_config(tmp_path / "one", shards=tuple(shards)))
+    two = run_extract(tiny_config(tmp_path / "two", shards=tuple(shards), workers=2))
+    assert one.images == two.images and two.damaged == ["train-000000"] and two.failed == []
+    assert sorted(read_features(tmp_path / "two").key) == sorted(read_features(tmp_path / "one").key)
+    fails = read_failures(tmp_path / "two")
+    assert (fails.reason == "DamagedShard").sum() == 1 and len(fails) == len(read_failures(tmp_path / "one"))
+    m1, m2 = (json.loads((tmp_path / d / "_done" / "train-000000.json").read_text()) for d in ("one", "two"))
+    assert m2["samples"] == m1["samples"] and m2["damage"] == m1["damage"]
+
+
+def test_folder_of_one_shard_uses_every_worker(tmp_path, monkeypatch):
+    """A small folder is one shard; with 2 workers both decode (each its own interleaved part)."""
+    import pipeline.extract.loader as loader_module
+    from pipeline.extract.backbone import create_backbone
+    from pipeline.io.shards import create_folder_shards
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(9):
+        make_image(i).save(root / f"p{i}.jpg")
+    seen_parts = []
+    original = loader_module.ShardEnd
+
+    def spy(*args, **kwargs):
+        seen_parts.append(kwargs.get("part", 0))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, "ShardEnd", spy)  # only the main-process run below records (workers=0)
+    preprocess = create_backbone(tiny_config(tmp_path / "x", images=str(root)), torch.device("cpu")).preprocess
+    ds = loader_module.ExtractDataset(create_folder_shards(str(root), 1000), preprocess, 4, 10**9, parts=2)
+    batches = list(ds)
+    assert sorted(seen_parts) == [0, 1]
+    metas = [m for b in batches for m in b.metas]
+    assert sorted(m.index for m in metas) == list(range(9))
+    ends = [e for b in batches for e in b.ended]
+    assert [(e.part, e.parts, e.samples) for e in ends] == [(0, 2, 5), (1, 2, 4)]
+    stats = run_extract(tiny_config(tmp_path / "out", images=str(root), workers=2))
+    assert stats.images == 9 and stats.written == 1
+    assert sorted(read_features(tmp_path / "out").key) == sorted(f"p{i}.jpg" for i in range(9))
