@@ -88,8 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e = add_model_args(p, ExtractConfig, title="extraction (with --images)",
                        names=("model", "weights", "model_kwargs", "resolution", "batch_size", "device",
                               "precision"))
-    option(e, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: 1 on small "
-                                        "CPUs, more on GPUs)")
+    option(e, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: one per core up "
+                                        "to 8 on a CPU, at the lowest priority; cores - 1 up to 8 beside an "
+                                        "accelerator)")
     add_running_args(p, DedupConfig)
 
 

@@ -71,8 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(f, ExtractConfig, "dtype", "storage type of feature columns (default: %(default)s)", choices=DTYPES)
     r = p.add_argument_group("running")
     add_model_args(r, ExtractConfig, title=None, names=("batch_size",))
-    option(r, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: 1 on small "
-                                        "CPUs, more on GPUs)")
+    option(r, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: one per core up "
+                                        "to 8 on a CPU, at the lowest priority; cores - 1 up to 8 beside an "
+                                        "accelerator)")
     r.add_argument("--executor", default=os.environ.get("EXECUTOR") or EXECUTORS[0], choices=EXECUTORS,
                    help="local: this process (and torchrun ranks); ray: actors on a Ray cluster ($RAY_ADDRESS, "
                         "or a local one), one per GPU or per --ray-cpus-per-actor CPUs (default: %(default)s)")
