@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +68,14 @@ def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shar
     unreadable: list[str] = []
     paths = []
     items = list(keys.items())
+    packed_at = int(time.time())
     with tqdm(total=len(items), unit="img", disable=not progress, desc="pack") as bar:
         for start in range(0, len(items), shard_size):
             path = os.path.join(out, f"{prefix}-{start // shard_size:06d}.tar")
             tmp = path + ".tmp"
-            with TarWriter(tmp, encoder=False) as sink:
+            # Whole seconds: a float mtime (TarWriter's default, time.time()) makes tarfile add a PAX header
+            # to every member, which doubles the headers each reader parses (~0.15 ms per sample here).
+            with TarWriter(tmp, encoder=False, mtime=packed_at) as sink:
                 for key, rel in items[start:start + shard_size]:
                     bar.update(1)
                     ext = Path(rel).suffix.lower().lstrip(".")

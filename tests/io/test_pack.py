@@ -134,6 +134,19 @@ def test_tar_members_are_named_key_dot_ext(folder, tmp_path):
     assert all(ext in IMAGE_EXTS for _, ext in contents.values())
 
 
+def test_tar_members_carry_no_pax_header(folder, tmp_path):
+    """Whole-second mtimes: no PAX header per member (a float mtime adds one, doubling what readers parse)."""
+    root, _ = folder
+    (path,) = pack_folder(str(root), str(tmp_path / "out"), shard_size=100, progress=False)
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    assert members and all(m.pax_headers == {} and isinstance(m.mtime, int) and m.mtime > 0 for m in members)
+    raw = Path(path).read_bytes()
+    headers = [raw[o:o + 512] for o in range(0, len(raw), 512) if raw[o + 257:o + 262] == b"ustar"]
+    assert len(headers) == len(members)  # one header block per member, none of type 'x' (PAX)
+    assert all(h[156:157] == b"0" for h in headers)
+
+
 @pytest.mark.parametrize("names, keys", [
     (("x.jpg", "x.png"), ["x", "x_png"]),
     (("a.b.jpg", "a_b.jpg"), ["a_b", "a_b_jpg"]),
