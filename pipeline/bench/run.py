@@ -7,7 +7,9 @@ bench.json: "capability" (CPU model, cores, threads, kernel flags, torch's and F
 precision `--precision auto` resolves to here, and why), "matmul_limits" ({"fp32": {"gflops"}, "bf16":
 {"gflops"}, "int8": {"gops"} or {"skipped": why}}), "precisions" ({"fp32": block, "bf16": block}: each block
 holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_batch (its "around_rounds":
-the backbone measured before, between and after the end-to-end rounds), end_to_end (its "rounds"),
+the backbone measured before, between and after the end-to-end rounds), end_to_end (its "rounds", and measured
+inside each round, free of the drift between rounds: "forward_share_rounds", "loader_wait_share_rounds",
+"first_batch_seconds_rounds"),
 ratio_end_to_end_vs_backbone (median of "ratio_rounds") and backbone_fraction_of_limit), "loader_costs" (ms
 per image of each loader stage, one thread) and "headline". The top-level keys of earlier
 versions (matmul_gflops, backbone_sweep, backbone_at_batch, end_to_end, ratio_end_to_end_vs_backbone,
@@ -204,7 +206,12 @@ def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone,
     ref = float(np.median(around))
     e2e = {**ends[0], "images_per_second": float(np.median([e["images_per_second"] for e in ends])),
            "seconds": float(np.median([e["seconds"] for e in ends])),
-           "rounds": [e["images_per_second"] for e in ends]}
+           "rounds": [e["images_per_second"] for e in ends],
+           # measured inside each run, so free of the drift between runs: the share of the wall spent in the
+           # forward pass, and waiting for the loader (the first batch apart)
+           "forward_share_rounds": [e["forward_seconds"] / e["seconds"] for e in ends],
+           "loader_wait_share_rounds": [e["loader_wait_seconds"] / e["seconds"] for e in ends],
+           "first_batch_seconds_rounds": [e["first_batch_seconds"] for e in ends]}
     return {
         "precision": ecfg.precision, "matmul_gflops": limit_gflops,
         "ceiling_images_per_second": limit_gflops * 1e9 / flops,
@@ -249,6 +256,10 @@ def format_bench(result: dict) -> str:
                   f"(median of {len(e2e['rounds'])} rounds: {_join(e2e['rounds'], '.2f')}), each over the backbone "
                   f"around it: {_join(block['ratio_rounds'], '.3f')}; median = "
                   f"{block['ratio_end_to_end_vs_backbone']:.3f} × backbone"]
+        if "forward_share_rounds" in e2e:  # records of earlier versions lack it
+            lines.append(f"  inside each run: forward pass {_join(e2e['forward_share_rounds'], '.1%')} of the wall, "
+                         f"waiting for the loader {_join(e2e['loader_wait_share_rounds'], '.1%')}, first batch "
+                         f"{_join(e2e['first_batch_seconds_rounds'], '.2f')} s")
     ref = result["backbone_at_batch"]["images_per_second"]
     if "loader_costs" in result:
         lines.append(format_loader_costs(result["loader_costs"]))

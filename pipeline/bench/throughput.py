@@ -97,7 +97,8 @@ def end_to_end_throughput(cfg: ExtractConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-") as out:
         stats = run_extract(replace(cfg, out=str(Path(out) / "out"), progress=False))
     return {"images": stats.images, "failures": stats.failures, "seconds": stats.seconds,
-            "images_per_second": stats.images_per_second}
+            "images_per_second": stats.images_per_second, "first_batch_seconds": stats.first_batch_seconds,
+            "loader_wait_seconds": stats.loader_wait_seconds, "forward_seconds": stats.forward_seconds}
 
 
 def naive_loop(model_name: str, files: list[Path], resolution: int, weights_cfg: ExtractConfig) -> dict:

@@ -38,16 +38,29 @@ class ExtractStats:
     images: int = 0
     failures: int = 0
     seconds: float = 0.0
+    # Where the wall time went: waiting for the loader's next batch (the first one apart: workers starting),
+    # and in the forward pass (on the CPU the pass itself; on an accelerator only the time to queue it).
+    first_batch_seconds: float = 0.0
+    loader_wait_seconds: float = 0.0
+    forward_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def loader_wait_share(self) -> float:
+        """Fraction of the wall the model waited for the loader after the first batch: near 0 when the model
+        is the bound, large when decoding is (more `--workers`, or cores, would help)."""
+        return self.loader_wait_seconds / self.seconds if self.seconds > 0 else 0.0
+
     def summary(self) -> str:
         damaged = f", {len(self.damaged)} damaged (kept up to the damage)" if self.damaged else ""
+        waited = (f"; waited for the loader {self.loader_wait_share:.0%} of the wall (+{self.first_batch_seconds:.1f} s "
+                  f"for the first batch)" if self.forward_seconds > 0 else "")  # not measured: Ray's totals
         return (f"{self.images} images, {self.failures} failures, {self.images_per_second:.1f} images/s, "
                 f"{self.seconds:.1f} s wall; shards: {self.written} written{damaged}, {self.skipped} already done, "
-                f"{len(self.failed)} failed")
+                f"{len(self.failed)} failed{waited}")
 
 
 class ShardBuffer:
@@ -205,9 +218,21 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             bar.set_postfix(img_s=f"{stats.images / elapsed:.1f}" if elapsed else "-", fail=stats.failures,
                             **({"damaged": len(stats.damaged)} if stats.damaged else {}))
 
-        for batch in to_device_ahead(batches, device):
+        ahead, first = to_device_ahead(batches, device), True
+        while True:
+            t0 = time.perf_counter()
+            batch = next(ahead, None)
+            t1 = time.perf_counter()
+            if first:
+                stats.first_batch_seconds += t1 - t0
+                first = False
+            else:
+                stats.loader_wait_seconds += t1 - t0
+            if batch is None:
+                break
             _check_writes(pending)
             host = HostFeatures(backbone(batch.images), store_dtype) if batch.images is not None else None
+            stats.forward_seconds += time.perf_counter() - t1
             inflight.append((batch, host))
             while len(inflight) > lag:
                 finish(*inflight.popleft())

@@ -163,8 +163,9 @@ def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos, restore_threads):
         assert lines[0] == "auto → bf16 (the CPU computes bf16 natively (amx_bf16)): not measured (--precisions fp32)"
     assert lines[1].startswith("machine: ") and lines[2].startswith("matmul limits (128² product, ")
     assert "int8" not in text.split("\n", 3)[3]  # beyond the machine's int8 limit: no int8 path
-    # headline, machine, limits; per precision: ceiling, header, 2 sweep rows, 2 comparisons; loader, naive, dynamic
-    assert len(lines) == 3 + (1 + 1 + 2 + 2) + 3
+    # headline, machine, limits; per precision: ceiling, header, 2 sweep rows, 2 comparisons, the in-run shares;
+    # loader, naive, dynamic
+    assert len(lines) == 3 + (1 + 1 + 2 + 2 + 1) + 3
 
 
 def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, restore_threads):
@@ -194,6 +195,10 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
         assert block["ratio_rounds"] == pytest.approx([r / ((around[i] + around[i + 1]) / 2)
                                                        for i, r in enumerate(rounds)])
         assert block["ratio_end_to_end_vs_backbone"] == pytest.approx(float(np.median(block["ratio_rounds"])))
+        # measured inside each run: shares of its wall time, drift between runs cannot enter them
+        for fwd, wait in zip(e2e["forward_share_rounds"], e2e["loader_wait_share_rounds"]):
+            assert 0 < fwd < 1 and 0 <= wait < 1 and fwd + wait <= 1
+        assert len(e2e["first_batch_seconds_rounds"]) == 3 and min(e2e["first_batch_seconds_rounds"]) > 0
         assert block["matmul_gflops"] == result["matmul_limits"][name]["gflops"]
         assert block["backbone_fraction_of_limit"] == pytest.approx(at["images_per_second"] * flops / 1e9
                                                                     / block["matmul_gflops"])
@@ -211,12 +216,13 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
                         f"{bf16['end_to_end']['images_per_second']:.2f} images/s = "
                         f"{bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone") == result["headline"]
     assert "flags avx2 avx512f amx_bf16 amx_int8;" in lines[1]
-    assert lines[3].startswith("fp32: ceiling ") and lines[9].startswith("bf16: ceiling ")
-    assert lines[14].endswith(f"= {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
-    assert lines[15].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
+    assert lines[3].startswith("fp32: ceiling ") and lines[10].startswith("bf16: ceiling ")
+    assert lines[15].endswith(f"= {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
+    assert lines[16].startswith("  inside each run: forward pass ") and "waiting for the loader" in lines[16]
+    assert lines[17].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
     costs = result["loader_costs"]["ms_per_image"]
     assert set(costs) == {"sha1", "decode", "phash", "preprocess", "stack", "total"} and min(costs.values()) > 0
-    assert len(lines) == 3 + 2 * 6 + 1 + 1
+    assert len(lines) == 3 + 2 * 7 + 1 + 1
 
 
 def test_bench_config_mistakes_are_user_errors():

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -359,3 +360,28 @@ def test_folder_of_one_shard_uses_every_worker(tmp_path, monkeypatch):
     stats = run_extract(tiny_config(tmp_path / "out", images=str(root), workers=2))
     assert stats.images == 9 and stats.written == 1
     assert sorted(read_features(tmp_path / "out").key) == sorted(f"p{i}.jpg" for i in range(9))
+
+
+def test_stats_say_where_the_wall_time_went(tmp_path, monkeypatch):
+    """loader_wait_seconds counts the model's waits for batches after the first; a loader made slow on purpose
+    shows up there and in the summary, a fast one hardly."""
+    import pipeline.extract.loader as loader_module
+
+    shards, _ = write_shards(tmp_path / "shards", 2, 6)
+    fast = run_extract(tiny_config(tmp_path / "fast", shards=tuple(shards), batch_size=2))
+    original = loader_module.ExtractDataset.process
+
+    def slow(self, *args):
+        time.sleep(0.05)
+        return original(self, *args)
+
+    monkeypatch.setattr(loader_module.ExtractDataset, "process", slow)
+    slowed = run_extract(tiny_config(tmp_path / "slow", shards=tuple(shards), batch_size=2))
+    for st in (fast, slowed):
+        assert st.images == 12 and st.forward_seconds > 0 and st.first_batch_seconds > 0
+        assert st.first_batch_seconds + st.loader_wait_seconds + st.forward_seconds <= st.seconds
+    assert slowed.loader_wait_seconds >= 5 * 2 * 0.05 * 0.9  # 5 batches after the first, 2 images of 50 ms each
+    assert slowed.first_batch_seconds >= 2 * 0.05 * 0.9
+    assert slowed.loader_wait_share > 0.3 and "waited for the loader" in slowed.summary()
+    recorded = json.loads((tmp_path / "slow" / "stats.json").read_text())["last_run"]
+    assert recorded["loader_wait_seconds"] == pytest.approx(slowed.loader_wait_seconds)
