@@ -56,8 +56,9 @@ class ExtractStats:
 
     def summary(self) -> str:
         damaged = f", {len(self.damaged)} damaged (kept up to the damage)" if self.damaged else ""
-        waited = (f"; waited for the loader {self.loader_wait_share:.0%} of the wall (+{self.first_batch_seconds:.1f} s "
-                  f"for the first batch)" if self.forward_seconds > 0 else "")  # not measured: Ray's totals
+        waited = (f"; waited for the loader {self.loader_wait_share:.0%} of the wall "
+                  f"(+{self.first_batch_seconds:.1f} s for the first batch)"
+                  if self.forward_seconds > 0 else "")  # not measured: Ray's totals
         return (f"{self.images} images, {self.failures} failures, {self.images_per_second:.1f} images/s, "
                 f"{self.seconds:.1f} s wall; shards: {self.written} written{damaged}, {self.skipped} already done, "
                 f"{len(self.failed)} failed{waited}")
