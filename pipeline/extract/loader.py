@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
 from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
-from pipeline.io.samples import ShardEnd, failure_row, iter_samples, kept_values, pick_image
+from pipeline.io.samples import ShardEnd, failure_row, iter_part, kept_values, pick_image
 from pipeline.io.shards import Shard, split_by_rank
 from pipeline.io.stats import image_stats
 
@@ -96,9 +96,9 @@ class ExtractDataset(IterableDataset):
     """Shards (already split by rank) split again by DataLoader worker; yields Batch objects.
 
     `parts` > 1 (fewer shards than workers: a small folder is one shard) splits each shard into that many
-    interleaved parts, sample i in part i % parts, each part a unit of work for one worker: every worker reads
-    the whole stream and decodes its own samples, and each part ends with its own ShardEnd (the runner merges
-    the parts of a shard before it writes it)."""
+    interleaved parts, sample i in part i % parts (io.samples.iter_part), each part a unit of work for one
+    worker that decodes its own samples, and each part ends with its own ShardEnd (the runner merges the parts
+    of a shard before it writes it)."""
 
     def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
                  jpeg_draft: bool = True, image_key: str | None = None, keep_columns: tuple[str, ...] = (),
@@ -120,10 +120,7 @@ class ExtractDataset(IterableDataset):
         for shard, part in units:
             end = ShardEnd(shard.id, part=part, parts=self.parts)
             try:
-                samples = iter_samples(shard, end, self.keep_columns)
-                for index, sample in enumerate(samples):
-                    if index % self.parts != part:
-                        continue
+                for index, sample in iter_part(shard, end, self.keep_columns, part, self.parts):
                     end.samples += 1
                     key = sample.get("__key__", "")
                     try:

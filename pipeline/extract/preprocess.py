@@ -47,9 +47,8 @@ def image_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
 
 
 def _pil(img: Image.Image | np.ndarray) -> Image.Image:
-    if isinstance(img, Image.Image):
-        return img if img.mode == "RGB" else img.convert("RGB")
-    return pil_image(np.asarray(img)).convert("RGB")
+    img = img if isinstance(img, Image.Image) else pil_image(np.asarray(img))
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _size(img: Image.Image | np.ndarray) -> tuple[int, int]:

@@ -38,7 +38,7 @@ class ShardEnd:
     @staticmethod
     def merge(ends: list[ShardEnd]) -> ShardEnd:
         """The ends of all parts of one shard as one end: samples summed, failures in index order, the first
-        damage and error (every part reads the whole stream, so they see the same damage)."""
+        damage and error (the parts of a stream each read it whole, so they see the same damage)."""
         first = ends[0]
         return ShardEnd(first.shard, sum(e.samples for e in ends),
                         sorted((f for e in ends for f in e.failures), key=lambda f: f["index"]),
@@ -146,12 +146,14 @@ def _parquet_sample(image, key, shard: Shard, stem: str, row: int) -> dict:
 def iter_folder(shard: Shard) -> Iterator[dict]:
     """Files of a folder chunk as samples keyed by their relative path; unreadable files carry the error."""
     for rel in shard.files:
-        try:
-            data = Path(shard.root, rel).read_bytes()
-        except OSError as exc:
-            yield {"__key__": rel, "__error__": SampleError("read", type(exc).__name__, str(exc))}
-            continue
-        yield {"__key__": rel, "image": data}
+        yield _folder_sample(shard, rel)
+
+
+def _folder_sample(shard: Shard, rel: str) -> dict:
+    try:
+        return {"__key__": rel, "image": Path(shard.root, rel).read_bytes()}
+    except OSError as exc:
+        return {"__key__": rel, "__error__": SampleError("read", type(exc).__name__, str(exc))}
 
 
 def pick_image(sample: dict, image_key: str | None) -> bytes:
@@ -171,6 +173,20 @@ def iter_samples(shard: Shard, end: ShardEnd, columns: tuple[str, ...] = ()) -> 
     if shard.url is None:
         return iter_folder(shard)
     return iter_parquet(shard, end, columns) if shard.is_parquet else iter_tar(shard, end)
+
+
+def iter_part(shard: Shard, end: ShardEnd, columns: tuple[str, ...] = (), part: int = 0,
+              parts: int = 1) -> Iterator[tuple[int, dict]]:
+    """(index, sample) for the samples of `shard` whose index % parts == part, in order (parts > 1: loader
+    workers sharing one shard). A folder chunk reads only its own files; a tar or Parquet unit is a stream,
+    read whole, the other parts' samples passed over."""
+    if shard.url is None:
+        for index in range(part, len(shard.files), parts):
+            yield index, _folder_sample(shard, shard.files[index])
+        return
+    for index, sample in enumerate(iter_samples(shard, end, columns)):
+        if index % parts == part:
+            yield index, sample
 
 
 LIFTED_FROM_JSON = ("url", "caption")  # img2dataset's .json member holds these
