@@ -143,17 +143,16 @@ def _parquet_sample(image, key, shard: Shard, stem: str, row: int) -> dict:
     return sample
 
 
-def iter_folder(shard: Shard) -> Iterator[dict]:
-    """Files of a folder chunk as samples keyed by their relative path; unreadable files carry the error."""
-    for rel in shard.files:
-        yield _folder_sample(shard, rel)
-
-
-def _folder_sample(shard: Shard, rel: str) -> dict:
-    try:
-        return {"__key__": rel, "image": Path(shard.root, rel).read_bytes()}
-    except OSError as exc:
-        return {"__key__": rel, "__error__": SampleError("read", type(exc).__name__, str(exc))}
+def iter_folder(shard: Shard, part: int = 0, parts: int = 1) -> Iterator[dict]:
+    """Files of a folder chunk as samples keyed by their relative path; unreadable files carry the error.
+    Only files part, part + parts, ... are read (see iter_part)."""
+    for rel in shard.files[part::parts]:
+        try:
+            data = Path(shard.root, rel).read_bytes()
+        except OSError as exc:
+            yield {"__key__": rel, "__error__": SampleError("read", type(exc).__name__, str(exc))}
+            continue
+        yield {"__key__": rel, "image": data}
 
 
 def pick_image(sample: dict, image_key: str | None) -> bytes:
@@ -181,8 +180,7 @@ def iter_part(shard: Shard, end: ShardEnd, columns: tuple[str, ...] = (), part: 
     workers sharing one shard). A folder chunk reads only its own files; a tar or Parquet unit is a stream,
     read whole, the other parts' samples passed over."""
     if shard.url is None:
-        for index in range(part, len(shard.files), parts):
-            yield index, _folder_sample(shard, shard.files[index])
+        yield from zip(range(part, len(shard.files), parts), iter_folder(shard, part, parts))
         return
     for index, sample in enumerate(iter_samples(shard, end, columns)):
         if index % parts == part:

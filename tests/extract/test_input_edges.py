@@ -104,9 +104,9 @@ def test_a_file_deleted_between_listing_and_reading_is_a_failure_row(tmp_path, m
 
     real = samples.iter_folder
 
-    def vanish(shard):
+    def vanish(shard, *part):
         (folder / "p1.jpg").unlink()
-        yield from real(shard)
+        yield from real(shard, *part)
 
     monkeypatch.setattr(samples, "iter_folder", vanish)
     run_extract(tiny_config(tmp_path / "out", images=str(folder)))
