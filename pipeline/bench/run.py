@@ -9,8 +9,10 @@ precision `--precision auto` resolves to here, and why), "matmul_limits" ({"fp32
 holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_batch (its "around_rounds":
 the backbone measured before, between and after the end-to-end rounds), end_to_end (its "rounds", and measured
 inside each round, free of the drift between rounds: "forward_share_rounds", "loader_wait_share_rounds",
-"first_batch_seconds_rounds"),
-ratio_end_to_end_vs_backbone (median of "ratio_rounds") and backbone_fraction_of_limit), "loader_costs" (ms
+"first_batch_seconds_rounds", "reference_rounds" (the backbone alone, timed between the run's batches with
+the loader's workers paused: bench/paired.py) and "reference_forwards_rounds"), ratio_end_to_end_vs_backbone (median of
+"ratio_rounds": each run over its in-run backbone, or over the backbone around it where "ratio_kind_rounds"
+says "between runs"), "ratio_rounds_between_runs" and backbone_fraction_of_limit), "loader_costs" (ms
 per image of each loader stage, one thread) and "headline". The top-level keys of earlier
 versions (matmul_gflops, backbone_sweep, backbone_at_batch, end_to_end, ratio_end_to_end_vs_backbone,
 backbone_fraction_of_limit) stay, and are the fp32 block's; naive_loop, fast_paths and dynamic_resolution are
@@ -37,6 +39,7 @@ from pipeline.bench.machine import (
     format_limits,
     matmul_limits,
 )
+from pipeline.bench.paired import InRunReference
 from pipeline.bench.throughput import (
     backbone_throughput,
     dynamic_resolution,
@@ -85,6 +88,9 @@ class BenchConfig:
     fast_paths: bool = True  # torch.compile and dynamic resolution against fp32
     compile: bool = True  # torch.compile among the fast paths (~1 min)
     rounds: int = 3  # end-to-end runs per precision, each between two backbone measurements
+    # inside each run, the backbone alone is timed after every this many batches (bench/paired.py): ~1/3 of the
+    # run's wall at 2, and its ratio then covers the same seconds as the run
+    reference_every: int = 2
     loader_photos: int = 200  # real photos for the loader's per-stage costs
     matmul_size: int = 2048  # side of the matrix products that measure the machine's limits
     # Precisions of the backbone and end-to-end runs, fp32 always among them (the reference); None: every
@@ -97,8 +103,8 @@ class BenchConfig:
             if unknown or not self.precisions:
                 raise ConfigError(f"precisions must be among {','.join(BENCH_PRECISIONS)}, got "
                                   f"{','.join(unknown) or 'none'}")
-        if self.images < 1 or self.naive_images < 1 or self.rounds < 1 or self.loader_photos < 1:
-            raise ConfigError("images, naive_images, rounds and loader_photos must be >= 1")
+        if min(self.images, self.naive_images, self.rounds, self.loader_photos, self.reference_every) < 1:
+            raise ConfigError("images, naive_images, rounds, loader_photos and reference_every must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1 or self.batch_size < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} and {list(self.batch_sizes)}")
 
@@ -193,16 +199,22 @@ def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone,
     """One precision's block: the backbone sweep; then `cfg.rounds` end-to-end `run_extract`s, each between two
     measurements of the backbone alone at the comparison batch (B E B E B ...). This machine's speed drifts by
     up to 2× within seconds (another tenant on the core: the same work takes twice the cycles), so each
-    round's ratio is its end-to-end over the mean of the backbone just before and just after it, and the
-    block's ratio is the median of the rounds' ratios; every round is kept."""
+    round's ratio is its end-to-end over the backbone alone measured inside that run, between its batches
+    with the loader's workers paused (bench/paired.py: the same seconds, so the drift cancels); a run in which
+    none could be made (no /proc to find the workers) falls back to the mean of the backbone just before and
+    just after it ("ratio_kind_rounds" says which). The block's ratio is the median of the rounds' ratios;
+    every round is kept, and the ratios against the backbone around each run too ("ratio_rounds_between_runs").
+    """
     swept = sweep(backbone, list(cfg.batch_sizes), warmup=cfg.warmup, repeats=cfg.repeats)
     at_batch = max(3, 64 // cfg.batch_size)
     first = backbone_throughput(backbone, cfg.batch_size, warmup=2, repeats=at_batch)
     around, ends = [first["images_per_second"]], []
     for _ in range(cfg.rounds):
-        ends.append(end_to_end_throughput(ecfg))
+        ends.append(end_to_end_throughput(ecfg, InRunReference(ecfg.batch_size, cfg.reference_every)))
         around.append(backbone_throughput(backbone, cfg.batch_size, warmup=1, repeats=at_batch)["images_per_second"])
-    ratios = [e["images_per_second"] / ((around[i] + around[i + 1]) / 2) for i, e in enumerate(ends)]
+    between = [e["images_per_second"] / ((around[i] + around[i + 1]) / 2) for i, e in enumerate(ends)]
+    inside = [e["reference_images_per_second"] for e in ends]
+    ratios = [e["images_per_second"] / ref if ref else b for e, ref, b in zip(ends, inside, between)]
     ref = float(np.median(around))
     e2e = {**ends[0], "images_per_second": float(np.median([e["images_per_second"] for e in ends])),
            "seconds": float(np.median([e["seconds"] for e in ends])),
@@ -211,7 +223,9 @@ def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone,
            # forward pass, and waiting for the loader (the first batch apart)
            "forward_share_rounds": [e["forward_seconds"] / e["seconds"] for e in ends],
            "loader_wait_share_rounds": [e["loader_wait_seconds"] / e["seconds"] for e in ends],
-           "first_batch_seconds_rounds": [e["first_batch_seconds"] for e in ends]}
+           "first_batch_seconds_rounds": [e["first_batch_seconds"] for e in ends],
+           # the backbone alone inside each run, and how many forwards measured it
+           "reference_rounds": inside, "reference_forwards_rounds": [e["reference_forwards"] for e in ends]}
     return {
         "precision": ecfg.precision, "matmul_gflops": limit_gflops,
         "ceiling_images_per_second": limit_gflops * 1e9 / flops,
@@ -220,6 +234,8 @@ def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone,
         "end_to_end": e2e,
         "ratio_end_to_end_vs_backbone": float(np.median(ratios)),
         "ratio_rounds": ratios,
+        "ratio_kind_rounds": ["in-run" if ref else "between runs" for ref in inside],
+        "ratio_rounds_between_runs": between,
         "backbone_fraction_of_limit": ref * flops / 1e9 / limit_gflops,
     }
 
@@ -253,9 +269,16 @@ def format_bench(result: dict) -> str:
                   f"{_join(at['around_rounds'], '.2f')}) = {block['backbone_fraction_of_limit']:.0%} of the {name} "
                   f"limit",
                   f"  end-to-end extract: {e2e['images_per_second']:.2f} images/s over {e2e['images']} real JPEGs "
-                  f"(median of {len(e2e['rounds'])} rounds: {_join(e2e['rounds'], '.2f')}), each over the backbone "
-                  f"around it: {_join(block['ratio_rounds'], '.3f')}; median = "
-                  f"{block['ratio_end_to_end_vs_backbone']:.3f} × backbone"]
+                  f"(median of {len(e2e['rounds'])} rounds: {_join(e2e['rounds'], '.2f')})"]
+        inside = " ".join("-" if r is None else f"{r:.2f}" for r in e2e["reference_rounds"])
+        kinds = ["" if k == "in-run" else "*" for k in block["ratio_kind_rounds"]]
+        lines += [f"  backbone alone inside each run ({_join(e2e['reference_forwards_rounds'], 'd')} forwards "
+                  f"between its batches, loader paused): {inside} images/s; end-to-end over it: "
+                  + " ".join(f"{r:.3f}{k}" for r, k in zip(block["ratio_rounds"], kinds))
+                  + f"; median = {block['ratio_end_to_end_vs_backbone']:.3f} × backbone"
+                  + (" (* no in-run forward: over the backbone around the run)" if any(kinds) else ""),
+                  f"  over the backbone measured before and after each run (drifts between them): "
+                  f"{_join(block['ratio_rounds_between_runs'], '.3f')}"]
         if "forward_share_rounds" in e2e:  # records of earlier versions lack it
             lines.append(f"  inside each run: forward pass {_join(e2e['forward_share_rounds'], '.1%')} of the wall, "
                          f"waiting for the loader {_join(e2e['loader_wait_share_rounds'], '.1%')}, first batch "

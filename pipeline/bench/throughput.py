@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline.bench.machine import sync
+from pipeline.bench.paired import InRunReference
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import run_extract
@@ -92,13 +93,26 @@ def dynamic_resolution(cfg: ExtractConfig, files: list[Path]) -> dict:
     return result
 
 
-def end_to_end_throughput(cfg: ExtractConfig) -> dict:
-    """A full `run_extract` into a fresh temporary OUT; images/s over the run's wall time (model load excluded)."""
+def end_to_end_throughput(cfg: ExtractConfig, reference: InRunReference | None = None) -> dict:
+    """A full `run_extract` into a fresh temporary OUT; images/s over the run's wall time (model load excluded).
+
+    With `reference`, the backbone alone is also measured inside the run (bench/paired.py): its forwards'
+    seconds are taken out of the wall time ("seconds"; "seconds_with_reference" is the raw wall), and
+    "reference_images_per_second" is the backbone's rate over the same stretch of time (None: no reference
+    forward could be made: the loader's workers could not be found or paused)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as out:
-        stats = run_extract(replace(cfg, out=str(Path(out) / "out"), progress=False))
-    return {"images": stats.images, "failures": stats.failures, "seconds": stats.seconds,
-            "images_per_second": stats.images_per_second, "first_batch_seconds": stats.first_batch_seconds,
-            "loader_wait_seconds": stats.loader_wait_seconds, "forward_seconds": stats.forward_seconds}
+        stats = run_extract(replace(cfg, out=str(Path(out) / "out"), progress=False), between_batches=reference)
+    seconds = stats.seconds
+    result = {"images": stats.images, "failures": stats.failures, "first_batch_seconds": stats.first_batch_seconds,
+              "loader_wait_seconds": stats.loader_wait_seconds, "forward_seconds": stats.forward_seconds}
+    if reference is not None:
+        result["seconds_with_reference"] = seconds
+        seconds -= reference.seconds + reference.setup_seconds
+        result.update(reference_forwards=reference.forwards, reference_put_off=reference.put_off,
+                      reference_paused_workers=reference.paused,
+                      reference_seconds=reference.seconds,
+                      reference_images_per_second=reference.images_per_second)
+    return {**result, "seconds": seconds, "images_per_second": stats.images / seconds if seconds > 0 else 0.0}
 
 
 def naive_loop(model_name: str, files: list[Path], resolution: int, weights_cfg: ExtractConfig) -> dict:

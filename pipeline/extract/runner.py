@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -26,6 +27,8 @@ from pipeline.io.stats import STATS_COLUMNS
 from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
+
+BetweenBatches = Callable[[Backbone], None]
 
 
 @dataclass
@@ -107,17 +110,19 @@ def resolved_inputs(cfg: ExtractConfig) -> dict:
     return config
 
 
-def run_extract(cfg: ExtractConfig) -> ExtractStats:
+def run_extract(cfg: ExtractConfig, between_batches: BetweenBatches | None = None) -> ExtractStats:
     """Extract features for every shard of this rank that is not done yet; outputs as in docs/FORMAT.md.
 
-    The rank holds an exclusive lock on OUT while it runs: a second run of the same rank is refused at once."""
+    The rank holds an exclusive lock on OUT while it runs: a second run of the same rank is refused at once.
+    `between_batches(backbone)`, if given, is called after each batch's forward pass (the bench measures the
+    backbone alone there, inside the run: pipeline/bench/paired.py); its time counts in `stats.seconds`."""
     store = OutputRoot(cfg.out)
     store.prepare()
     with store.lock(cfg.rank):
-        return _run_locked(cfg, store)
+        return _run_locked(cfg, store, between_batches)
 
 
-def _run_locked(cfg: ExtractConfig, store: OutputRoot) -> ExtractStats:
+def _run_locked(cfg: ExtractConfig, store: OutputRoot, between_batches: BetweenBatches | None = None) -> ExtractStats:
     _, _, local_rank = rank_from_env()
     device = resolve_device(cfg.device, local_rank)
     threads = configure_threads(device, cfg.threads)
@@ -136,7 +141,7 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot) -> ExtractStats:
              workers, threads, cfg.model, provenance["weights"]["source"], provenance["input_size"], cfg.resize_mode)
     start = time.perf_counter()
     if todo:
-        extract_shards(cfg, backbone, provenance, store, todo, workers, stats)
+        extract_shards(cfg, backbone, provenance, store, todo, workers, stats, between_batches)
     stats.seconds = time.perf_counter() - start
     store.write_stats({**asdict(stats), "rank": cfg.rank, "world_size": cfg.world_size, "device": str(device),
                        "workers": workers, "threads": threads, "images_per_second": stats.images_per_second})
@@ -145,7 +150,8 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot) -> ExtractStats:
 
 
 def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, store: OutputRoot,
-                   todo: list[Shard], workers: int, stats: ExtractStats) -> None:
+                   todo: list[Shard], workers: int, stats: ExtractStats,
+                   between_batches: BetweenBatches | None = None) -> None:
     """Read, embed and write `todo` with a model already on its device; counts go into `stats`.
 
     Used by `run_extract` for all of a rank's shards, and by each Ray actor for one shard at a time."""
@@ -237,6 +243,8 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             inflight.append((batch, host))
             while len(inflight) > lag:
                 finish(*inflight.popleft())
+            if between_batches is not None and batch.images is not None:
+                between_batches(backbone)
         while inflight:
             finish(*inflight.popleft())
         _check_writes(pending, wait=True)

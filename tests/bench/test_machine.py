@@ -84,6 +84,10 @@ def test_precisions_option_and_its_mistakes():
         BenchConfig(precisions=("int8",))
     with pytest.raises(ConfigError):
         BenchConfig(precisions=())
+    assert config_from(BenchConfig, parser.parse_args([])).reference_every == 2
+    assert config_from(BenchConfig, parser.parse_args(["--reference-every", "3"])).reference_every == 3
+    with pytest.raises(ConfigError, match="reference_every must be >= 1"):
+        BenchConfig(reference_every=0)
 
 
 def test_matmul_limits_per_precision_and_the_int8_rule():

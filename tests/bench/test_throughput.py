@@ -163,9 +163,10 @@ def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos, restore_threads):
         assert lines[0] == "auto → bf16 (the CPU computes bf16 natively (amx_bf16)): not measured (--precisions fp32)"
     assert lines[1].startswith("machine: ") and lines[2].startswith("matmul limits (128² product, ")
     assert "int8" not in text.split("\n", 3)[3]  # beyond the machine's int8 limit: no int8 path
-    # headline, machine, limits; per precision: ceiling, header, 2 sweep rows, 2 comparisons, the in-run shares;
-    # loader, naive, dynamic
-    assert len(lines) == 3 + (1 + 1 + 2 + 2 + 1) + 3
+    # headline, machine, limits; per precision: ceiling, header, 2 sweep rows, backbone, end-to-end, the ratio
+    # over the in-run backbone, the ratio over the backbone around the run, the in-run shares; loader, naive,
+    # dynamic
+    assert len(lines) == 3 + (1 + 1 + 2 + 4 + 1) + 3
 
 
 def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, restore_threads):
@@ -187,13 +188,18 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
         at, e2e = block["backbone_at_batch"], block["end_to_end"]
         assert block["precision"] == name and e2e["images"] == 8 and e2e["failures"] == 0
         assert [r["batch_size"] for r in block["backbone_sweep"]] == [1, 2]
-        # B E B E B E B: each round's end-to-end against the mean of the backbone around it; medians reported
+        # B E B E B E B, and inside each E the backbone alone between its batches: each round's end-to-end over
+        # its in-run backbone (4 batches of 2, one reference forward after every 2: workers=0, nothing to
+        # pause), and over the mean of the backbone around it
         around, rounds = at["around_rounds"], e2e["rounds"]
         assert len(around) == 4 and len(rounds) == 3 == len(block["ratio_rounds"])
         assert at["images_per_second"] == pytest.approx(float(np.median(around)))
         assert e2e["images_per_second"] == pytest.approx(float(np.median(rounds)))
-        assert block["ratio_rounds"] == pytest.approx([r / ((around[i] + around[i + 1]) / 2)
-                                                       for i, r in enumerate(rounds)])
+        assert e2e["reference_forwards_rounds"] == [2, 2, 2] and min(e2e["reference_rounds"]) > 0
+        assert block["ratio_kind_rounds"] == ["in-run"] * 3
+        assert block["ratio_rounds"] == pytest.approx([r / ref for r, ref in zip(rounds, e2e["reference_rounds"])])
+        assert block["ratio_rounds_between_runs"] == pytest.approx([r / ((around[i] + around[i + 1]) / 2)
+                                                                    for i, r in enumerate(rounds)])
         assert block["ratio_end_to_end_vs_backbone"] == pytest.approx(float(np.median(block["ratio_rounds"])))
         # measured inside each run: shares of its wall time, drift between runs cannot enter them
         for fwd, wait in zip(e2e["forward_share_rounds"], e2e["loader_wait_share_rounds"]):
@@ -216,13 +222,17 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
                         f"{bf16['end_to_end']['images_per_second']:.2f} images/s = "
                         f"{bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone") == result["headline"]
     assert "flags avx2 avx512f amx_bf16 amx_int8;" in lines[1]
-    assert lines[3].startswith("fp32: ceiling ") and lines[10].startswith("bf16: ceiling ")
-    assert lines[15].endswith(f"= {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
-    assert lines[16].startswith("  inside each run: forward pass ") and "waiting for the loader" in lines[16]
-    assert lines[17].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
+    assert lines[3].startswith("fp32: ceiling ") and lines[12].startswith("bf16: ceiling ")
+    assert lines[18].startswith("  backbone alone inside each run (2 2 2 forwards between its batches, loader "
+                                "paused): ")
+    assert lines[18].endswith(f"; median = {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
+    assert lines[19] == ("  over the backbone measured before and after each run (drifts between them): "
+                         + " ".join(f"{r:.3f}" for r in bf16["ratio_rounds_between_runs"]))
+    assert lines[20].startswith("  inside each run: forward pass ") and "waiting for the loader" in lines[20]
+    assert lines[21].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
     costs = result["loader_costs"]["ms_per_image"]
     assert set(costs) == {"sha1", "decode", "phash", "preprocess", "stack", "total"} and min(costs.values()) > 0
-    assert len(lines) == 3 + 2 * 7 + 1 + 1
+    assert len(lines) == 3 + 2 * 9 + 1 + 1
 
 
 def test_bench_config_mistakes_are_user_errors():
