@@ -40,12 +40,13 @@ def child_pids(proc: Path = PROC, pid: int | None = None) -> set[int] | None:
 
 
 def is_stopped(child: int, proc: Path = PROC) -> bool:
-    """True when the process is stopped (/proc state T or t) or gone."""
+    """True when the process is stopped (/proc state T or t), or has ended: a zombie (Z: a loader worker that
+    finished its shards and exited, not reaped yet; it can run no more), dead (X) or gone."""
     try:
         stat = _read(proc / str(child) / "stat")
     except OSError:
         return True
-    return stat[stat.rindex(")") + 2] in "Tt"  # the state follows the command name, which may hold spaces
+    return stat[stat.rindex(")") + 2] in "TtZX"  # the state follows the command name, which may hold spaces
 
 
 def _read(path: Path) -> str:

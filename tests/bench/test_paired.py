@@ -34,10 +34,12 @@ def fake_proc(root: Path, children: dict[str, str], states: dict[str, str]) -> P
 
 def test_child_pids_and_is_stopped_read_proc(tmp_path):
     proc = fake_proc(tmp_path, {"100": "200 ", "101": "300 400 ", "102": ""},
-                     {"200": "T", "300": "t", "400": "S", "500": "R"})
+                     {"200": "T", "300": "t", "400": "S", "500": "R", "700": "Z", "800": "D", "900": "X"})
     assert child_pids(proc, 100) == {200, 300, 400}  # every thread's list: a worker may be forked by any
     assert child_pids(tmp_path / "absent", 100) is None  # not Linux: cannot tell
-    assert [is_stopped(p, proc) for p in (200, 300, 400, 500, 600)] == [True, True, False, False, True]  # 600: gone
+    # stopped, stopped, asleep, running, gone, exited (a worker done with its shards), in I/O, dead
+    assert ([is_stopped(p, proc) for p in (200, 300, 400, 500, 600, 700, 800, 900)]
+            == [True, True, False, False, True, True, False, True])
 
 
 def cpu_ticks(pid: int) -> int:
