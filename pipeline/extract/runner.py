@@ -8,6 +8,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig, rank_from_env
 from pipeline.extract.device import configure_threads, default_workers, is_accelerator, resolve_device
-from pipeline.extract.loader import Batch, ExtractDataset, SampleMeta, create_loader
+from pipeline.extract.loader import Batch, ExtractDataset, ForwardGate, SampleMeta, create_loader
 from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
 from pipeline.io.samples import ShardEnd
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
@@ -160,8 +161,10 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     parts = shard_parts(len(todo), workers)
     workers = min(workers, len(todo) * parts)
+    # On a CPU the workers decode between forward passes only (ForwardGate); on an accelerator they never wait
+    gate = ForwardGate() if device.type == "cpu" and workers > 0 else None
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
-                             cfg.image_key, cfg.keep_columns, signals, parts)
+                             cfg.image_key, cfg.keep_columns, signals, parts, gate)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=device.type == "cpu")
     batches = iter(loader)  # the workers start now and decode the first batches during the dry forward below
@@ -238,7 +241,10 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             if batch is None:
                 break
             _check_writes(pending)
-            host = HostFeatures(backbone(batch.images), store_dtype) if batch.images is not None else None
+            host = None
+            if batch.images is not None:
+                with gate.closed() if gate is not None else nullcontext():
+                    host = HostFeatures(backbone(batch.images), store_dtype)
             stats.forward_seconds += time.perf_counter() - t1
             inflight.append((batch, host))
             while len(inflight) > lag:

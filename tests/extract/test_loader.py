@@ -1,14 +1,18 @@
-"""The DataLoader side of extraction: workers that yield the CPU to the model when they share its cores."""
+"""The DataLoader side of extraction: workers that yield the CPU to the model when they share its cores, and
+wait at the forward gate while it runs."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
+from contextlib import contextmanager, nullcontext
 
 import pytest
 from torch.utils.data import IterableDataset
 
 from pipeline.extract import runner
-from pipeline.extract.loader import WORKER_NICENESS, create_loader
+from pipeline.extract.loader import WORKER_NICENESS, ForwardGate, create_loader
 from tests.conftest import tiny_config, write_shards
 
 
@@ -38,3 +42,96 @@ def test_extract_on_the_cpu_asks_its_workers_to_yield(tmp_path, monkeypatch):
     shards, _ = write_shards(tmp_path / "shards", 1, 3)
     stats = runner.run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=1))
     assert stats.images == 3 and seen == [(1, False, True)]
+
+
+def test_forward_gate_closes_for_a_block_and_always_opens_again():
+    gate = ForwardGate()
+    assert gate.is_open
+    gate.wait()  # open: returns at once
+    with gate.closed():
+        assert not gate.is_open
+    assert gate.is_open
+    with pytest.raises(RuntimeError), gate.closed():
+        raise RuntimeError("the forward pass failed")
+    assert gate.is_open  # a failed forward pass never leaves the workers waiting
+
+
+def test_a_worker_waits_at_a_closed_gate_until_it_opens():
+    gate, ctx = ForwardGate(), multiprocessing.get_context("fork")
+    passed = ctx.Value("d", 0.0)
+
+    def worker():
+        gate.wait()
+        passed.value = time.monotonic()
+
+    with gate.closed():
+        child = ctx.Process(target=worker)
+        child.start()
+        time.sleep(0.3)
+        assert passed.value == 0.0  # still waiting
+        opened = time.monotonic()
+    child.join(10)
+    assert child.exitcode == 0 and passed.value >= opened
+
+
+def test_a_worker_whose_parent_is_gone_leaves_the_gate(monkeypatch):
+    gate = ForwardGate()
+    monkeypatch.setattr(ForwardGate, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(os, "getppid", lambda: 1)  # reparented: the model's process died with the gate closed
+    with gate.closed(), pytest.raises(SystemExit):
+        gate.wait()
+
+
+class CountingGate(ForwardGate):
+    """The runner's gate, counting the samples the workers start (shared across the fork)."""
+
+    def __init__(self, closes: bool = True) -> None:
+        super().__init__()
+        self.started = multiprocessing.get_context("fork").Value("i", 0)
+        self.closes = closes
+        self.during: list[int] = []  # samples started inside each forward pass, after a grace for ones in flight
+
+    def wait(self) -> None:
+        super().wait()
+        with self.started.get_lock():
+            self.started.value += 1
+        time.sleep(0.04)  # a sample takes a while to decode, as a real photo does
+
+    @contextmanager
+    def closed(self):
+        with super().closed() if self.closes else nullcontext():
+            time.sleep(0.1)  # a sample a worker began before the gate closed finishes (~0.04 s)
+            before = self.started.value
+            yield
+            time.sleep(0.2)  # the forward pass made long, so that workers with work would show it
+            self.during.append(self.started.value - before)
+
+
+@pytest.mark.parametrize("closes", [True, False])
+def test_on_the_cpu_workers_start_no_sample_while_the_model_runs(tmp_path, monkeypatch, closes):
+    """With the gate (CPU) no sample is begun during a forward pass; the same run with a gate that never
+    closes shows the workers decoding then, with the queue's free places to fill (so the check can fail)."""
+    gates = []
+
+    def make_gate():
+        gates.append(CountingGate(closes))
+        return gates[-1]
+
+    monkeypatch.setattr(runner, "ForwardGate", make_gate)
+    shards, keys = write_shards(tmp_path / "shards", 2, 24)
+    stats = runner.run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=2, batch_size=4))
+    assert stats.images == len(keys) == 48 and len(gates) == 1
+    gate = gates[0]
+    assert gate.started.value == 48 and len(gate.during) == 12 and gate.is_open
+    if closes:
+        assert gate.during == [0] * 12
+    else:
+        assert sum(gate.during) > 0
+
+
+def test_no_gate_without_workers_or_off_the_cpu(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(runner, "ForwardGate", lambda: made.append(1) or ForwardGate())
+    shards, _ = write_shards(tmp_path / "shards", 1, 3)
+    assert runner.run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=0)).images == 3
+    assert made == []  # the loader runs in the model's process: nothing to keep off the cores
