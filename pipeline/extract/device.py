@@ -97,7 +97,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def default_workers(device: torch.device, cpus: int | None = None) -> int:
     """DataLoader workers (`cpus`: the CPUs this process may use, read when None). Accelerators: one core left
     to the host loop, up to 8. CPU: one per core, up to 8. There the workers run at the lowest priority
-    (loader.create_loader) and fill only the moments the model leaves its cores idle; when the model waits
+    (loader.create_loader) and decode only between forward passes (loader.ForwardGate); when the model waits
     for a batch, every core should be decoding: one worker decodes on one core, so with one worker on two
     cores half the machine idled in every wait (bf16 on 2 cores, 400 photos, rounds alternated in one process:
     end-to-end/backbone 0.68–1.04 with one worker, 0.95–0.99 with two)."""

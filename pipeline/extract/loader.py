@@ -208,8 +208,9 @@ WORKER_NICENESS = 19
 def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool, yield_cpu: bool = False) -> DataLoader:
     """Batches come ready-made from the workers (batch_size=None); pinned for accelerators (torch pins for
     the current accelerator, torch-npu's included). `yield_cpu` (the model runs on these same cores): the
-    workers run at the lowest priority, so that they fill the cores' idle moments instead of taking a core
-    from the model's threads in the middle of an operation, which stalls the other threads at its barrier."""
+    workers run at the lowest priority, so that they do not take a core from the model's threads in the middle
+    of an operation, which stalls the other threads at its barrier (the runner also keeps them waiting during
+    each forward pass: ForwardGate)."""
     kwargs = dict(batch_size=None, num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
         kwargs["prefetch_factor"] = 4
