@@ -104,7 +104,8 @@ def end_to_end_throughput(cfg: ExtractConfig, reference: InRunReference | None =
         stats = run_extract(replace(cfg, out=str(Path(out) / "out"), progress=False), between_batches=reference)
     seconds = stats.seconds
     result = {"images": stats.images, "failures": stats.failures, "first_batch_seconds": stats.first_batch_seconds,
-              "loader_wait_seconds": stats.loader_wait_seconds, "forward_seconds": stats.forward_seconds}
+              "loader_wait_seconds": stats.loader_wait_seconds, "forward_seconds": stats.forward_seconds,
+              "loader_cpu_seconds": stats.loader_cpu_seconds}
     if reference is not None:
         result["seconds_with_reference"] = seconds
         seconds -= reference.seconds + reference.setup_seconds

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class Batch:
     images: torch.Tensor | None  # uint8 NCHW, all one shape
     metas: list[SampleMeta]
     ended: list[ShardEnd]
+    # CPU time of the worker process (all its threads) since the batch it sent before: what the loader really
+    # spends in a run (reading, decoding, hashing, resizing, batching, sending); 0 without workers
+    cpu_seconds: float = 0.0
 
     def pin_memory(self) -> Batch:
         if self.images is not None:
@@ -153,11 +157,16 @@ class ExtractDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
-        units = [(shard, part) for shard in self.shards for part in range(self.parts)]
-        units = units if info is None else split_by_rank(units, info.id, info.num_workers)
         if info is not None:
             torch.set_num_threads(1)
-        gate = self.gate if info is not None else None  # in the model's own process it is never closed: no use
+            yield from _with_cpu_time(self._batches(self.gate))
+        else:  # in the model's own process: its CPU time is the model's too, and the gate is never closed
+            yield from self._batches(None)
+
+    def _batches(self, gate: ForwardGate | None) -> Iterator[Batch]:
+        info = get_worker_info()
+        units = [(shard, part) for shard in self.shards for part in range(self.parts)]
+        units = units if info is None else split_by_rank(units, info.id, info.num_workers)
         batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)
         for shard, part in units:
             end = ShardEnd(shard.id, part=part, parts=self.parts)
@@ -200,6 +209,16 @@ class ExtractDataset(IterableDataset):
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
         return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes, stats=stats)
+
+
+def _with_cpu_time(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Each batch stamped with this process's CPU time since the previous one was handed on."""
+    start = time.process_time()
+    for batch in batches:
+        now = time.process_time()
+        batch.cpu_seconds = now - start
+        yield batch
+        start = now  # sending it (pickling into shared memory, in the queue's thread) counts for the next
 
 
 WORKER_NICENESS = 19

@@ -47,6 +47,8 @@ class ExtractStats:
     first_batch_seconds: float = 0.0
     loader_wait_seconds: float = 0.0
     forward_seconds: float = 0.0
+    # CPU time the loader's workers spent (all of them, all their threads): 0 without workers
+    loader_cpu_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -63,6 +65,8 @@ class ExtractStats:
         waited = (f"; waited for the loader {self.loader_wait_share:.0%} of the wall "
                   f"(+{self.first_batch_seconds:.1f} s for the first batch)"
                   if self.forward_seconds > 0 else "")  # not measured: Ray's totals
+        if self.loader_cpu_seconds > 0 and self.images:
+            waited += f", its workers' CPU {self.loader_cpu_seconds / self.images * 1e3:.1f} ms per image"
         return (f"{self.images} images, {self.failures} failures, {self.images_per_second:.1f} images/s, "
                 f"{self.seconds:.1f} s wall; shards: {self.written} written{damaged}, {self.skipped} already done, "
                 f"{len(self.failed)} failed{waited}")
@@ -240,6 +244,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                 stats.loader_wait_seconds += t1 - t0
             if batch is None:
                 break
+            stats.loader_cpu_seconds += batch.cpu_seconds
             _check_writes(pending)
             host = None
             if batch.images is not None:

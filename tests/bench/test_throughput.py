@@ -205,6 +205,7 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
         for fwd, wait in zip(e2e["forward_share_rounds"], e2e["loader_wait_share_rounds"]):
             assert 0 < fwd < 1 and 0 <= wait < 1 and fwd + wait <= 1
         assert len(e2e["first_batch_seconds_rounds"]) == 3 and min(e2e["first_batch_seconds_rounds"]) > 0
+        assert e2e["loader_cpu_ms_per_image_rounds"] == [0.0] * 3  # workers=0: no loader process to count
         assert block["matmul_gflops"] == result["matmul_limits"][name]["gflops"]
         assert block["backbone_fraction_of_limit"] == pytest.approx(at["images_per_second"] * flops / 1e9
                                                                     / block["matmul_gflops"])

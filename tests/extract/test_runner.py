@@ -385,3 +385,36 @@ def test_stats_say_where_the_wall_time_went(tmp_path, monkeypatch):
     assert slowed.loader_wait_share > 0.3 and "waited for the loader" in slowed.summary()
     recorded = json.loads((tmp_path / "slow" / "stats.json").read_text())["last_run"]
     assert recorded["loader_wait_seconds"] == pytest.approx(slowed.loader_wait_seconds)
+
+
+def test_the_workers_cpu_time_is_counted_and_sleep_is_not(tmp_path, monkeypatch):
+    """loader_cpu_seconds: the workers' own CPU time (busy work counts, waiting does not), 0 without workers."""
+    import pipeline.extract.loader as loader_module
+
+    shards, _ = write_shards(tmp_path / "shards", 2, 6)
+    none = run_extract(tiny_config(tmp_path / "none", shards=tuple(shards), batch_size=2, workers=0))
+    assert none.images == 12 and none.loader_cpu_seconds == 0 and "workers' CPU" not in none.summary()
+    original = loader_module.ExtractDataset.process
+
+    def busy(self, *args):
+        end = time.process_time() + 0.03
+        while time.process_time() < end:
+            pass
+        return original(self, *args)
+
+    def idle(self, *args):
+        time.sleep(0.03)
+        return original(self, *args)
+
+    runs = {}
+    for name, process in (("busy", busy), ("idle", idle)):
+        monkeypatch.setattr(loader_module.ExtractDataset, "process", process)
+        runs[name] = run_extract(tiny_config(tmp_path / name, shards=tuple(shards), batch_size=2, workers=2))
+        assert runs[name].images == 12
+    assert runs["busy"].loader_cpu_seconds >= 12 * 0.03  # every image's busy work, in whichever worker
+    assert runs["idle"].loader_cpu_seconds < 12 * 0.03 / 2  # the sleeps are not CPU
+    assert runs["idle"].loader_cpu_seconds > 0
+    per_image = runs["busy"].loader_cpu_seconds / 12 * 1e3
+    assert f"its workers' CPU {per_image:.1f} ms per image" in runs["busy"].summary()
+    recorded = json.loads((tmp_path / "busy" / "stats.json").read_text())["last_run"]
+    assert recorded["loader_cpu_seconds"] == pytest.approx(runs["busy"].loader_cpu_seconds)
