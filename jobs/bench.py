@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(m, BenchConfig, "rounds", "end-to-end runs per precision, each between two backbone measurements; the "
                                      "ratio is the median of the rounds' (default: %(default)s)")
     option(m, BenchConfig, "reference_every", "inside each end-to-end run, time the backbone alone after every N "
-                                              "batches, when the loader's workers sleep: each round's ratio is over "
-                                              "it, the same seconds as the run (default: %(default)s)", metavar="N")
+                                              "batches, with the loader's workers paused: each round's ratio is "
+                                              "over it, the same seconds as the run (default: %(default)s)",
+           metavar="N")
     option(m, BenchConfig, "loader_photos", "photos for the loader's per-stage costs (default: %(default)s)")
     option(m, BenchConfig, "naive_images", "JPEGs for the naive timm loop (default: %(default)s)")
     option(m, BenchConfig, "warmup", "per batch size (default: 2)")

@@ -11,10 +11,10 @@ the backbone measured before, between and after the end-to-end rounds), end_to_e
 inside each round, free of the drift between rounds: "forward_share_rounds", "loader_wait_share_rounds",
 "first_batch_seconds_rounds", "loader_cpu_ms_per_image_rounds" (the workers' CPU time per image, all their
 threads: above the one-thread "loader_costs", which times `process` alone), "reference_rounds" (the backbone
-alone, timed between the run's batches with
-the loader's workers paused: bench/paired.py) and "reference_forwards_rounds"), ratio_end_to_end_vs_backbone (median of
-"ratio_rounds": each run over its in-run backbone, or over the backbone around it where "ratio_kind_rounds"
-says "between runs"), "ratio_rounds_between_runs" and backbone_fraction_of_limit), "loader_costs" (ms
+alone, timed between the run's batches with the loader's workers paused: bench/paired.py) and
+"reference_forwards_rounds"), ratio_end_to_end_vs_backbone (median of "ratio_rounds": each run over its in-run
+backbone, or over the backbone around it where "ratio_kind_rounds" says "between runs"),
+"ratio_rounds_between_runs" and backbone_fraction_of_limit), "loader_costs" (ms
 per image of each loader stage, one thread) and "headline". The top-level keys of earlier
 versions (matmul_gflops, backbone_sweep, backbone_at_batch, end_to_end, ratio_end_to_end_vs_backbone,
 backbone_fraction_of_limit) stay, and are the fp32 block's; naive_loop, fast_paths and dynamic_resolution are

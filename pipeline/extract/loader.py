@@ -103,8 +103,9 @@ class ForwardGate:
 
     On a CPU the model's threads and the workers share the cores. A worker that takes a core in the middle of
     a forward pass stalls the model's other threads at the operation's barrier, so its CPU time costs the model
-    up to twice that in wall time (bench/paired.py measured it: a 2-core AMX machine, bf16, end-to-end over the
-    backbone 0.920 median beside 0.934 with the gate, 6 rounds each alternated). With the gate, the workers
+    up to twice that in wall time (with bench/paired.py's in-run reference on a 2-core AMX machine, bf16:
+    end-to-end over the backbone 0.920 median without the gate, 0.934 with it, 6 rounds each alternated; whole
+    `make bench` runs, 0.924 without and 0.924-0.928 with, within their noise). With the gate, the workers
     decode between forward passes only, when the model waits for them or writes, and a batch costs its loader
     CPU time spread over the workers, no more. The runner closes the gate around each forward pass; a worker
     waits at it before each sample (so at most one sample's work, ~3 ms, overlaps a forward)."""
@@ -159,12 +160,11 @@ class ExtractDataset(IterableDataset):
         info = get_worker_info()
         if info is not None:
             torch.set_num_threads(1)
-            yield from _with_cpu_time(self._batches(self.gate))
+            yield from _with_cpu_time(self._batches(info, self.gate))
         else:  # in the model's own process: its CPU time is the model's too, and the gate is never closed
-            yield from self._batches(None)
+            yield from self._batches(None, None)
 
-    def _batches(self, gate: ForwardGate | None) -> Iterator[Batch]:
-        info = get_worker_info()
+    def _batches(self, info, gate: ForwardGate | None) -> Iterator[Batch]:
         units = [(shard, part) for shard in self.shards for part in range(self.parts)]
         units = units if info is None else split_by_rank(units, info.id, info.num_workers)
         batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)

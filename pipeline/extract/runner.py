@@ -165,12 +165,14 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     parts = shard_parts(len(todo), workers)
     workers = min(workers, len(todo) * parts)
-    # On a CPU the workers decode between forward passes only (ForwardGate); on an accelerator they never wait
-    gate = ForwardGate() if device.type == "cpu" and workers > 0 else None
+    # On a CPU the workers share the model's cores: they run at the lowest priority and decode between forward
+    # passes only (ForwardGate); on an accelerator they never wait
+    shares_cores = device.type == "cpu"
+    gate = ForwardGate() if shares_cores and workers > 0 else None
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
                              cfg.image_key, cfg.keep_columns, signals, parts, gate)
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
-                           yield_cpu=device.type == "cpu")
+                           yield_cpu=shares_cores)
     batches = iter(loader)  # the workers start now and decode the first batches during the dry forward below
     widths = _feature_widths(backbone, cfg)
     schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns, STATS_COLUMNS if signals else ())
