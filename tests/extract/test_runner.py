@@ -418,3 +418,58 @@ def test_the_workers_cpu_time_is_counted_and_sleep_is_not(tmp_path, monkeypatch)
     assert f"its workers' CPU {per_image:.1f} ms per image" in runs["busy"].summary()
     recorded = json.loads((tmp_path / "busy" / "stats.json").read_text())["last_run"]
     assert recorded["loader_cpu_seconds"] == pytest.approx(runs["busy"].loader_cpu_seconds)
+
+
+def _count_forwards(monkeypatch) -> list[int]:
+    """Batch sizes of every forward pass of the Backbone from now on."""
+    from pipeline.extract.backbone import Backbone
+
+    sizes: list[int] = []
+    original = Backbone.__call__
+
+    def counted(self, images):
+        sizes.append(int(images.shape[0]))
+        return original(self, images)
+
+    monkeypatch.setattr(Backbone, "__call__", counted)
+    return sizes
+
+
+def test_the_schema_comes_from_the_first_batch_without_a_forward_of_its_own(tmp_path, monkeypatch):
+    """One forward pass per batch and no other (the widths come from the first batch's features); the files
+    are the same as those of a run that knew the widths beforehand (a dry forward, as before)."""
+    import pyarrow.parquet as pq
+
+    shards, keys = write_shards(tmp_path / "shards", 2, 5)
+    sizes = _count_forwards(monkeypatch)
+    run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), batch_size=2, extras=("registers", "gem")))
+    assert sizes == [2, 2, 2, 2, 2]  # 10 images, batch 2, one shard's rest batched with the next one's
+    df = read_features(tmp_path / "out")
+    assert sorted(df.key) == sorted(keys)
+    d = dict(TINY_KWARGS)["embed_dim"]
+    assert {c: len(df[c].iloc[0]) for c in ("cls", "patch_mean", "patch_gem")} == {"cls": d, "patch_mean": d,
+                                                                                    "patch_gem": d}
+    assert len(df["registers"].iloc[0]) == 4 * d
+    schemas = {pq.read_schema(p).remove_metadata() for p in (tmp_path / "out" / "features").glob("*.parquet")}
+    assert len(schemas) == 1
+
+
+def test_a_first_shard_without_images_gets_the_schema_from_a_dry_forward(tmp_path, monkeypatch):
+    """Every sample of the first shard fails, so its (empty) feature file is written before any batch: one dry
+    forward pass of one image gives the widths, and its schema is the later shards' schema exactly."""
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "shards" / "a-000000.tar"
+    bad.parent.mkdir(parents=True)
+    with TarWriter(str(bad), encoder=False) as sink:
+        sink.write({"__key__": "text", "jpg": b"not an image"})
+        sink.write({"__key__": "empty", "jpg": b""})
+    good, keys = write_shards(tmp_path / "shards", 1, 3, prefix="b")
+    sizes = _count_forwards(monkeypatch)
+    stats = run_extract(tiny_config(tmp_path / "out", shards=(str(bad), *good), batch_size=2))
+    assert sizes == [1, 2, 1]  # the dry pass, then the good shard's 3 images
+    assert stats.images == 3 and stats.failures == 2 and stats.written == 2
+    files = {p.stem: p for p in (tmp_path / "out" / "features").glob("*.parquet")}
+    empty, full = pq.read_table(files["a-000000"]), pq.read_table(files["b-000000"])
+    assert empty.num_rows == 0 and full.num_rows == 3
+    assert empty.schema.equals(full.schema, check_metadata=True)
