@@ -9,11 +9,14 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import pytest
+import torch
 from torch.utils.data import IterableDataset
 
 from pipeline.extract import runner
-from pipeline.extract.loader import WORKER_NICENESS, ForwardGate, create_loader
-from tests.conftest import tiny_config, write_shards
+from pipeline.extract.loader import WORKER_NICENESS, Batch, ExtractDataset, ForwardGate, create_loader
+from pipeline.extract.preprocess import Preprocess
+from pipeline.io.decode import SampleError
+from tests.conftest import jpeg_bytes, make_image, tiny_config, write_shards
 
 
 class Niceness(IterableDataset):
@@ -83,24 +86,25 @@ def test_a_worker_whose_parent_is_gone_leaves_the_gate(monkeypatch):
 
 
 class CountingGate(ForwardGate):
-    """The runner's gate, counting the samples the workers start (shared across the fork)."""
+    """The runner's gate, counting the steps the workers start (shared across the fork): each sample, each of
+    its stages after the decode, each batch assembly."""
 
     def __init__(self, closes: bool = True) -> None:
         super().__init__()
         self.started = multiprocessing.get_context("fork").Value("i", 0)
         self.closes = closes
-        self.during: list[int] = []  # samples started inside each forward pass, after a grace for ones in flight
+        self.during: list[int] = []  # steps started inside each forward pass, after a grace for ones in flight
 
     def wait(self) -> None:
         super().wait()
         with self.started.get_lock():
             self.started.value += 1
-        time.sleep(0.04)  # a sample takes a while to decode, as a real photo does
+        time.sleep(0.04)  # a step takes a while, as decoding a real photo does
 
     @contextmanager
     def closed(self):
         with super().closed() if self.closes else nullcontext():
-            time.sleep(0.1)  # a sample a worker began before the gate closed finishes (~0.04 s)
+            time.sleep(0.1)  # a step a worker began before the gate closed finishes (~0.04 s)
             before = self.started.value
             yield
             time.sleep(0.2)  # the forward pass made long, so that workers with work would show it
@@ -109,8 +113,9 @@ class CountingGate(ForwardGate):
 
 @pytest.mark.parametrize("closes", [True, False])
 def test_on_the_cpu_workers_start_no_sample_while_the_model_runs(tmp_path, monkeypatch, closes):
-    """With the gate (CPU) no sample is begun during a forward pass; the same run with a gate that never
-    closes shows the workers decoding then, with the queue's free places to fill (so the check can fail)."""
+    """With the gate (CPU) no sample, stage of one or batch assembly is begun during a forward pass; the same
+    run with a gate that never closes shows the workers working then, with the queue's free places to fill (so
+    the check can fail)."""
     gates = []
 
     def make_gate():
@@ -122,7 +127,9 @@ def test_on_the_cpu_workers_start_no_sample_while_the_model_runs(tmp_path, monke
     stats = runner.run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=2, batch_size=4))
     assert stats.images == len(keys) == 48 and len(gates) == 1
     gate = gates[0]
-    assert gate.started.value == 48 and len(gate.during) == 12 and gate.is_open
+    # per sample: before it, after its decode, after its pHashes, before it joins a batch (4 × 48); per worker
+    # (one shard each): before its shard's end and before its last flush (2 × 2)
+    assert gate.started.value == 4 * 48 + 2 * 2 and len(gate.during) == 12 and gate.is_open
     if closes:
         assert gate.during == [0] * 12
     else:
@@ -135,3 +142,35 @@ def test_no_gate_without_workers_or_off_the_cpu(tmp_path, monkeypatch):
     shards, _ = write_shards(tmp_path / "shards", 1, 3)
     assert runner.run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=0)).images == 3
     assert made == []  # the loader runs in the model's process: nothing to keep off the cores
+
+
+def test_process_calls_between_after_the_decode_and_after_the_phashes():
+    """The gate's checks inside a sample: `between` runs once after each of the two first stages, and a sample
+    that fails to decode stops before any."""
+    calls = []
+    preprocess = Preprocess(input_size=(3, 56, 56), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3,
+                            crop_pct=0.875, crop_mode="center", resize_mode="fixed", patch_size=14)
+    dataset = ExtractDataset([], preprocess, 4, 10**8)
+    tensor, meta = dataset.process("s", 0, "k", jpeg_bytes(make_image(0)), between=lambda: calls.append(1))
+    assert calls == [1, 1] and tensor.dtype == torch.uint8 and meta.key == "k"
+    with pytest.raises(SampleError):
+        dataset.process("s", 1, "bad", b"not an image", between=lambda: calls.append(1))
+    assert calls == [1, 1]
+
+
+@pytest.mark.parametrize("in_worker", [True, False])
+def test_batches_leave_a_worker_in_shared_memory_after_the_gate(in_worker):
+    """In a worker a batch's images are put into shared memory as it is shipped (not later by the queue's
+    feeder thread, during a forward pass), after one pass of the gate; in the model's own process they are not
+    (nothing to send)."""
+    passes = []
+
+    class Gate:
+        def wait(self):
+            passes.append(1)
+
+    images = torch.zeros((2, 3, 4, 4), dtype=torch.uint8)
+    batches = [Batch(images, [], []), Batch(None, [], [])]
+    shipped = list(ExtractDataset._ship(iter(batches), object() if in_worker else None, Gate()))
+    assert shipped == batches and passes == [1]
+    assert shipped[0].images.is_shared() is in_worker

@@ -371,9 +371,9 @@ def test_stats_say_where_the_wall_time_went(tmp_path, monkeypatch):
     fast = run_extract(tiny_config(tmp_path / "fast", shards=tuple(shards), batch_size=2))
     original = loader_module.ExtractDataset.process
 
-    def slow(self, *args):
+    def slow(self, *args, **kwargs):
         time.sleep(0.05)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(loader_module.ExtractDataset, "process", slow)
     slowed = run_extract(tiny_config(tmp_path / "slow", shards=tuple(shards), batch_size=2))
@@ -396,15 +396,15 @@ def test_the_workers_cpu_time_is_counted_and_sleep_is_not(tmp_path, monkeypatch)
     assert none.images == 12 and none.loader_cpu_seconds == 0 and "workers' CPU" not in none.summary()
     original = loader_module.ExtractDataset.process
 
-    def busy(self, *args):
+    def busy(self, *args, **kwargs):
         end = time.process_time() + 0.03
         while time.process_time() < end:
             pass
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
-    def idle(self, *args):
+    def idle(self, *args, **kwargs):
         time.sleep(0.03)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     runs = {}
     for name, process in (("busy", busy), ("idle", idle)):
