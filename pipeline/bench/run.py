@@ -10,7 +10,8 @@ holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_
 the backbone measured before, between and after the end-to-end rounds), end_to_end (its "rounds", and measured
 inside each round, free of the drift between rounds: "forward_share_rounds", "loader_wait_share_rounds",
 "first_batch_seconds_rounds", "loader_cpu_ms_per_image_rounds" (the workers' CPU time per image, all their
-threads: above the one-thread "loader_costs", which times `process` alone), "reference_rounds" (the backbone
+threads: above the one-thread "loader_costs", which times `process` alone), "loader_cpu_in_forward_ms_per_image_rounds"
+(the part of it spent while a forward pass ran), "reference_rounds" (the backbone
 alone, timed between the run's batches with the loader's workers paused: bench/paired.py) and
 "reference_forwards_rounds"), ratio_end_to_end_vs_backbone (median of "ratio_rounds": each run over its in-run
 backbone, or over the backbone around it where "ratio_kind_rounds" says "between runs"),
@@ -228,6 +229,9 @@ def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone,
            "first_batch_seconds_rounds": [e["first_batch_seconds"] for e in ends],
            # what the loader's workers really spent per image in the run (their CPU time, all threads)
            "loader_cpu_ms_per_image_rounds": [e["loader_cpu_seconds"] / max(1, e["images"]) * 1e3 for e in ends],
+           # ... of which while a forward pass ran on the same cores (what the forward gate keeps small)
+           "loader_cpu_in_forward_ms_per_image_rounds": [e["loader_cpu_in_forward_seconds"] / max(1, e["images"])
+                                                         * 1e3 for e in ends],
            # the backbone alone inside each run, and how many forwards measured it
            "reference_rounds": inside, "reference_forwards_rounds": [e["reference_forwards"] for e in ends]}
     return {
@@ -287,7 +291,9 @@ def format_bench(result: dict) -> str:
             lines.append(f"  inside each run: forward pass {_join(e2e['forward_share_rounds'], '.1%')} of the wall, "
                          f"waiting for the loader {_join(e2e['loader_wait_share_rounds'], '.1%')}, first batch "
                          f"{_join(e2e['first_batch_seconds_rounds'], '.2f')} s, the workers' CPU "
-                         f"{_join(e2e['loader_cpu_ms_per_image_rounds'], '.2f')} ms per image")
+                         f"{_join(e2e['loader_cpu_ms_per_image_rounds'], '.2f')} ms per image"
+                         + (f" ({_join(e2e['loader_cpu_in_forward_ms_per_image_rounds'], '.2f')} of it during forward "
+                            f"passes)" if "loader_cpu_in_forward_ms_per_image_rounds" in e2e else ""))
     ref = result["backbone_at_batch"]["images_per_second"]
     if "loader_costs" in result:
         lines.append(format_loader_costs(result["loader_costs"]))

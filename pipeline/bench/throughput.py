@@ -105,7 +105,8 @@ def end_to_end_throughput(cfg: ExtractConfig, reference: InRunReference | None =
     seconds = stats.seconds
     result = {"images": stats.images, "failures": stats.failures, "first_batch_seconds": stats.first_batch_seconds,
               "loader_wait_seconds": stats.loader_wait_seconds, "forward_seconds": stats.forward_seconds,
-              "loader_cpu_seconds": stats.loader_cpu_seconds}
+              "loader_cpu_seconds": stats.loader_cpu_seconds,
+              "loader_cpu_in_forward_seconds": stats.loader_cpu_in_forward_seconds}
     if reference is not None:
         result["seconds_with_reference"] = seconds
         seconds -= reference.seconds + reference.setup_seconds

@@ -245,6 +245,27 @@ def _with_cpu_time(batches: Iterator[Batch]) -> Iterator[Batch]:
 WORKER_NICENESS = 19
 
 
+def processes_cpu_seconds(pids: list[int], proc: str = "/proc") -> float | None:
+    """CPU time so far of these processes, all their threads, to the nanosecond (Linux's
+    /proc/PID/task/TID/schedstat; an exited thread or process counts no more); None where there is no such
+    file (not Linux)."""
+    total, seen = 0, False
+    for pid in pids:
+        tasks = f"{proc}/{pid}/task"
+        try:
+            tids = os.listdir(tasks)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"{tasks}/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                seen = True
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9 if seen else None
+
+
 def create_loader(dataset: ExtractDataset, workers: int, pin_memory: bool, yield_cpu: bool = False) -> DataLoader:
     """Batches come ready-made from the workers (batch_size=None); pinned for accelerators (torch pins for
     the current accelerator, torch-npu's included). `yield_cpu` (the model runs on these same cores): the

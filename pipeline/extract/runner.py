@@ -19,7 +19,14 @@ from tqdm import tqdm
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig, rank_from_env
 from pipeline.extract.device import configure_threads, default_workers, is_accelerator, resolve_device
-from pipeline.extract.loader import Batch, ExtractDataset, ForwardGate, SampleMeta, create_loader
+from pipeline.extract.loader import (
+    Batch,
+    ExtractDataset,
+    ForwardGate,
+    SampleMeta,
+    create_loader,
+    processes_cpu_seconds,
+)
 from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
 from pipeline.io.samples import ShardEnd
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
@@ -49,6 +56,8 @@ class ExtractStats:
     forward_seconds: float = 0.0
     # CPU time the loader's workers spent (all of them, all their threads): 0 without workers
     loader_cpu_seconds: float = 0.0
+    # ... of which while the model's forward pass ran on the same cores (the gate closed; Linux only, else 0)
+    loader_cpu_in_forward_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -174,6 +183,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=shares_cores)
     batches = iter(loader)  # the workers start now, while the rest is set up
+    worker_pids = [w.pid for w in getattr(batches, "_workers", ())]  # the DataLoader's worker processes
     stats_columns = STATS_COLUMNS if signals else ()
     # The feature files' schema, from the widths of the first batch's features: no forward pass of its own (a
     # dry one cost ~0.1-0.2 s per run, ~0.5 % of a 400-image run on 2 cores); made by a dry pass only when a
@@ -261,7 +271,11 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             host = None
             if batch.images is not None:
                 with gate.closed() if gate is not None else nullcontext():
+                    cpu = processes_cpu_seconds(worker_pids) if gate is not None else None
                     host = HostFeatures(backbone(batch.images), store_dtype)
+                    if cpu is not None:
+                        after = processes_cpu_seconds(worker_pids)  # a worker that exited meanwhile: less
+                        stats.loader_cpu_in_forward_seconds += max(0.0, (after or cpu) - cpu)
             stats.forward_seconds += time.perf_counter() - t1
             inflight.append((batch, host))
             while len(inflight) > lag:

@@ -3,6 +3,7 @@ wait at the forward gate while it runs."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -13,7 +14,14 @@ import torch
 from torch.utils.data import IterableDataset
 
 from pipeline.extract import runner
-from pipeline.extract.loader import WORKER_NICENESS, Batch, ExtractDataset, ForwardGate, create_loader
+from pipeline.extract.loader import (
+    WORKER_NICENESS,
+    Batch,
+    ExtractDataset,
+    ForwardGate,
+    create_loader,
+    processes_cpu_seconds,
+)
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io.decode import SampleError
 from tests.conftest import jpeg_bytes, make_image, tiny_config, write_shards
@@ -174,3 +182,69 @@ def test_batches_leave_a_worker_in_shared_memory_after_the_gate(in_worker):
     shipped = list(ExtractDataset._ship(iter(batches), object() if in_worker else None, Gate()))
     assert shipped == batches and passes == [1]
     assert shipped[0].images.is_shared() is in_worker
+
+
+def test_processes_cpu_seconds_sums_every_thread_of_every_process(tmp_path):
+    """From /proc/PID/task/TID/schedstat (ns on the CPU first): threads and processes summed; a process or
+    thread that is gone, or a file that cannot be read, counts nothing; None when nothing could be read."""
+    tree = {10: {10: "1500000000 7 3\n", 11: "250000000 1 1\n"}, 20: {20: "5 0 0\n", 21: "garbage\n"}}
+    for pid, tids in tree.items():
+        for tid, text in tids.items():
+            (tmp_path / str(pid) / "task" / str(tid)).mkdir(parents=True)
+            (tmp_path / str(pid) / "task" / str(tid) / "schedstat").write_text(text)
+    assert processes_cpu_seconds([10], proc=str(tmp_path)) == 1.75
+    assert processes_cpu_seconds([10, 20, 99], proc=str(tmp_path)) == pytest.approx(1.750000005, abs=1e-12)
+    assert processes_cpu_seconds([99], proc=str(tmp_path)) is None
+    assert processes_cpu_seconds([], proc=str(tmp_path)) is None
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task"), reason="no /proc/PID/task on this OS")
+def test_processes_cpu_seconds_sees_a_real_child_spin_and_not_sleep():
+    ctx = multiprocessing.get_context("fork")
+    go, done = ctx.Event(), ctx.Event()
+
+    def child():
+        go.wait()
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        done.set()
+        time.sleep(5)
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    try:
+        time.sleep(0.2)
+        before = processes_cpu_seconds([proc.pid])
+        go.set()
+        assert done.wait(10)
+        spun = processes_cpu_seconds([proc.pid]) - before
+        time.sleep(0.3)
+        slept = processes_cpu_seconds([proc.pid]) - before - spun
+    finally:
+        proc.kill()
+        proc.join()
+    assert 0.25 < spun < 1.0 and slept < 0.05
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_the_workers_cpu_during_each_forward_pass_is_added_up(tmp_path, monkeypatch, workers):
+    """Read before and after each forward pass that has images, behind the gate, for the DataLoader's workers;
+    a counter that moves 0.25 s per read gives 0.25 s per forward (6 here); without workers, none is read."""
+    reads = []
+
+    def fake(pids):
+        reads.append(sorted(pids))
+        return 0.25 * len(reads)
+
+    monkeypatch.setattr(runner, "processes_cpu_seconds", fake)
+    shards, keys = write_shards(tmp_path / "shards", 2, 6)
+    stats = runner.run_extract(tiny_config(tmp_path / "out", shards=tuple(shards), workers=workers, batch_size=2))
+    assert stats.images == 12
+    if workers:
+        assert len(reads) == 12 and all(len(r) == 2 for r in reads)  # two worker pids, two reads per forward
+        assert stats.loader_cpu_in_forward_seconds == pytest.approx(6 * 0.25)
+    else:
+        assert reads == [] and stats.loader_cpu_in_forward_seconds == 0
+    recorded = json.loads((tmp_path / "out" / "stats.json").read_text())["last_run"]
+    assert recorded["loader_cpu_in_forward_seconds"] == pytest.approx(stats.loader_cpu_in_forward_seconds)
