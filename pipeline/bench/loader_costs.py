@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.extract.loader import ExtractDataset
+from pipeline.extract.loader import ExtractDataset, assemble
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io.decode import decode_image
 from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
@@ -38,7 +38,7 @@ def loader_costs(preprocess: Preprocess, files: list[Path], batch_size: int = 16
                                                               draft=jpeg_draft)),
             "phash": _per_item(decoded, lambda x: phash64_orientations(x.view, FAST_REDUCING_GAP)),
             "preprocess": _per_item(decoded, lambda x: preprocess(x.pixels, (x.width, x.height))),
-            "stack": _per_item([same] * 8, torch.stack) / max(1, len(same)),
+            "stack": _per_item([same] * 8, assemble) / max(1, len(same)),
             "total": _per_item(datas, lambda d: dataset.process("bench", 0, "k", d)),
         }
     finally:

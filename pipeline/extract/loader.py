@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -88,7 +89,7 @@ class Batcher:
 
     def _emit(self, shape: tuple) -> Batch:
         items = self.buckets.pop(shape)
-        images = torch.stack([t for t, _ in items])
+        images = assemble([t for t, _ in items], shared=get_worker_info() is not None)
         return Batch(images, [m for _, m in items], self._ready())
 
     def _ready(self) -> list[ShardEnd]:
@@ -96,6 +97,24 @@ class Batcher:
         ready = [e for e in self.pending if e.shard not in held]
         self.pending = [e for e in self.pending if e.shard in held]
         return ready
+
+
+def assemble(tensors: list[torch.Tensor], shared: bool = False) -> torch.Tensor:
+    """Same-shape CPU tensors stacked into one new contiguous batch; `shared`: made in shared memory (a
+    DataLoader worker's batch, sent to the model's process without another copy, as torch's default_collate
+    does). The copy is numpy's: the images are strided views (the channels of an RGBX resize), which numpy
+    copies faster than torch.stack (a 16-image 224 px batch, alternated 5 times: 0.11 vs 0.20 ms per image; in
+    shared memory 0.31 vs 0.40 for stack + share_memory_)."""
+    first = tensors[0]
+    if shared:
+        storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
+        out = torch.empty(0, dtype=first.dtype).set_(storage).view(len(tensors), *first.shape)
+    else:
+        out = torch.empty((len(tensors), *first.shape), dtype=first.dtype)
+    dst = out.numpy()
+    for i, t in enumerate(tensors):
+        np.copyto(dst[i], t.numpy())
+    return out
 
 
 class ForwardGate:

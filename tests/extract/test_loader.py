@@ -19,6 +19,7 @@ from pipeline.extract.loader import (
     Batch,
     ExtractDataset,
     ForwardGate,
+    assemble,
     create_loader,
     processes_cpu_seconds,
 )
@@ -248,3 +249,17 @@ def test_the_workers_cpu_during_each_forward_pass_is_added_up(tmp_path, monkeypa
         assert reads == [] and stats.loader_cpu_in_forward_seconds == 0
     recorded = json.loads((tmp_path / "out" / "stats.json").read_text())["last_run"]
     assert recorded["loader_cpu_in_forward_seconds"] == pytest.approx(stats.loader_cpu_in_forward_seconds)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_assemble_equals_torch_stack_of_strided_views(shared):
+    """A batch from the resize's RGBX views (channel stride 1, pixel stride 4), byte for byte torch.stack's,
+    contiguous NCHW, in shared memory when asked for (and only then)."""
+    gen = torch.Generator().manual_seed(0)
+    rgbx = torch.randint(0, 256, (5, 40, 50, 4), dtype=torch.uint8, generator=gen)
+    views = [rgbx[i, 3:35, 7:39].permute(2, 0, 1)[:3] for i in range(5)]
+    assert not views[0].is_contiguous()
+    batch = assemble(views, shared=shared)
+    assert torch.equal(batch, torch.stack(views)) and batch.shape == (5, 3, 32, 32) and batch.dtype == torch.uint8
+    assert batch.is_contiguous() and batch.is_shared() is shared
+    assert torch.equal(assemble(views[:1], shared=shared), views[0][None])
