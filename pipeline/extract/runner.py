@@ -29,7 +29,7 @@ from pipeline.extract.loader import (
 )
 from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
 from pipeline.io.samples import ShardEnd
-from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table
+from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table, warm_arrow
 from pipeline.io.shards import Shard, create_folder_shards, create_shards, is_url, split_by_rank
 from pipeline.io.stats import STATS_COLUMNS
 from pipeline.layout import OutputRoot
@@ -184,6 +184,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                            yield_cpu=shares_cores)
     batches = iter(loader)  # the workers start now, while the rest is set up
     worker_pids = [w.pid for w in getattr(batches, "_workers", ())]  # the DataLoader's worker processes
+    warm_arrow()  # while the workers decode the first batch, not in the writer thread during a forward pass
     stats_columns = STATS_COLUMNS if signals else ()
     # The feature files' schema, from the widths of the first batch's features: no forward pass of its own (a
     # dry one cost ~0.1-0.2 s per run, ~0.5 % of a 400-image run on 2 cores); made by a dry pass only when a

@@ -55,3 +55,9 @@ def feature_table(schema: pa.Schema, rows: dict[str, list], features: dict[str, 
         else:
             columns.append(pa.array(rows[field.name], type=field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def warm_arrow() -> None:
+    """pyarrow's one-time lazy import, done now: its first `pa.array` of a Python list imports pandas (~0.3 s of
+    CPU), which a run otherwise paid in its writer thread at the first shard, during a forward pass."""
+    pa.array([""], type=pa.string())

@@ -473,3 +473,30 @@ def test_a_first_shard_without_images_gets_the_schema_from_a_dry_forward(tmp_pat
     empty, full = pq.read_table(files["a-000000"]), pq.read_table(files["b-000000"])
     assert empty.num_rows == 0 and full.num_rows == 3
     assert empty.schema.equals(full.schema, check_metadata=True)
+
+
+
+def test_the_writer_thread_imports_nothing_heavy(tmp_path):
+    """pyarrow imports pandas (~0.3 s of CPU) on its first `pa.array` of a list: a run used to do that in its
+    writer thread at the first shard, during a forward pass; it now happens before the first batch."""
+    shards, _ = write_shards(tmp_path / "shards", 2, 3)
+    code = (
+        "import json, sys\n"
+        "import pipeline.extract.runner as runner\n"
+        "from pipeline.extract.config import ExtractConfig\n"
+        "new = []\n"
+        "original = runner._write_shard\n"
+        "def write(*args, **kwargs):\n"
+        "    before = set(sys.modules)\n"
+        "    original(*args, **kwargs)\n"
+        "    new.extend(sorted(set(sys.modules) - before))\n"
+        "runner._write_shard = write\n"
+        f"cfg = ExtractConfig(out={str(tmp_path / 'out')!r}, shards={tuple(shards)!r}, model={TINY_MODEL!r}, "
+        f"weights='random', model_kwargs={TINY_KWARGS!r}, resolution={TINY_RES}, batch_size=2, workers=0, "
+        "progress=False, device='cpu', precision='fp32')\n"
+        "stats = runner.run_extract(cfg)\n"
+        "print(stats.images, stats.written, json.dumps([m for m in new if m.split('.')[0] == 'pandas']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["6", "2", "[]"]
