@@ -128,8 +128,8 @@ class ForwardGate:
     decode between forward passes only, when the model waits for them or writes, and a batch costs its loader
     CPU time spread over the workers, no more. The runner closes the gate around each forward pass; a worker
     waits at it before each sample, between its stages and before it assembles a batch, so at most one stage's
-    work (~1 ms) overlaps a forward (bf16, 2 cores, the workers' CPU time while the gate was closed, read
-    from /proc/PID/task/*/schedstat: 3.7-6.3 ms per forward with a check per sample, 2.2-3.2 with these)."""
+    work (~1 ms) overlaps a forward (bf16, 16-image batches, 2 cores: the workers' CPU time while the gate was
+    closed, `processes_cpu_seconds`, 3.7-6.3 ms per forward with a check per sample, 1.6-3.7 with these)."""
 
     POLL_SECONDS = 1.0  # how often a waiting worker checks that the process that made the gate still runs
 
@@ -189,40 +189,33 @@ class ExtractDataset(IterableDataset):
         units = [(shard, part) for shard in self.shards for part in range(self.parts)]
         units = units if info is None else split_by_rank(units, info.id, info.num_workers)
         batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)
+        # the gate, passed before each sample, between its stages and before any batch is assembled (~3 ms for
+        # 16 images, into shared memory in a worker: see `assemble`)
+        wait = gate.wait if gate is not None else None
         for shard, part in units:
             end = ShardEnd(shard.id, part=part, parts=self.parts)
             try:
                 for index, sample in iter_part(shard, end, self.keep_columns, part, self.parts):
-                    if gate is not None:
-                        gate.wait()
+                    _call(wait)
                     end.samples += 1
                     key = sample.get("__key__", "")
                     try:
                         tensor, meta = self.process(shard.id, index, key, pick_image(sample, self.image_key),
-                                                    between=None if gate is None else gate.wait)
+                                                    between=wait)
                         if self.keep_columns:
                             meta.kept = kept_values(sample, self.keep_columns)
                     except SampleError as err:
                         end.failures.append(failure_row(shard.id, index, key, err))
                         continue
-                    yield from self._ship(batcher.add(tensor, meta), info, gate)
+                    _call(wait)
+                    yield from batcher.add(tensor, meta)
             except OSError as exc:  # missing file, network, pipe: leave the shard for a rerun
                 end.error = f"{type(exc).__name__}: {exc}"[:500]
                 log.error("shard %s (%s) could not be read: %s", shard.id, shard.source, end.error)
-            yield from self._ship(batcher.end_shard(end), info, gate)
-        yield from self._ship(batcher.flush(), info, gate)
-
-    @staticmethod
-    def _ship(batches: Iterator[Batch], info, gate: ForwardGate | None) -> Iterator[Batch]:
-        """Batches as they leave a worker: assembled only while the gate is open (a 16-image stack is ~3 ms of
-        work) and put into shared memory here, behind the gate, rather than later by the queue's feeder thread,
-        which could copy them there during the next forward pass."""
-        if gate is not None:
-            gate.wait()
-        for batch in batches:
-            if info is not None and batch.images is not None:
-                batch.images.share_memory_()
-            yield batch
+            _call(wait)
+            yield from batcher.end_shard(end)
+        _call(wait)
+        yield from batcher.flush()
 
     def decode_target(self, width: int, height: int) -> tuple[int, int]:
         """What the model needs, but never less than HASH_FLOOR px on the short side: JPEG draft then keeps
@@ -237,18 +230,21 @@ class ExtractDataset(IterableDataset):
         called between the stages (decode ~1 ms, pHashes ~0.4, resize ~0.5): the workers' ForwardGate."""
         sha1 = hashlib.sha1(data).digest()
         decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
-        if between is not None:
-            between()
+        _call(between)
         try:
             hashes = phash64_orientations(decoded.view, FAST_REDUCING_GAP)
-            if between is not None:
-                between()
+            _call(between)
             tensor = self.preprocess(decoded.pixels, (decoded.width, decoded.height))
             # quality signals on the model's input, already made: < 0.3 ms (io/stats.py)
             stats = image_stats(tensor.numpy(), decoded.width, decoded.height) if self.stats else ()
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc
         return tensor, SampleMeta(key, shard, index, decoded.width, decoded.height, sha1, *hashes, stats=stats)
+
+
+def _call(fn: Callable[[], None] | None) -> None:
+    if fn is not None:
+        fn()
 
 
 def _with_cpu_time(batches: Iterator[Batch]) -> Iterator[Batch]:

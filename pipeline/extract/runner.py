@@ -185,11 +185,14 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     batches = iter(loader)  # the workers start now, while the rest is set up
     worker_pids = [w.pid for w in getattr(batches, "_workers", ())]  # the DataLoader's worker processes
     warm_arrow()  # while the workers decode the first batch, not in the writer thread during a forward pass
-    stats_columns = STATS_COLUMNS if signals else ()
     # The feature files' schema, from the widths of the first batch's features: no forward pass of its own (a
     # dry one cost ~0.1-0.2 s per run, ~0.5 % of a 400-image run on 2 cores); made by a dry pass only when a
     # shard ends before any batch had an image (every sample of it failed).
     schema: pa.Schema | None = None
+
+    def schema_for(widths: dict[str, int]) -> pa.Schema:
+        return feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns, STATS_COLUMNS if signals else ())
+
     sizes = {s.id: len(s.files) for s in todo if s.url is None}
     folder_total = sum(sizes.values()) if todo[0].url is None else None
     bar = tqdm(total=folder_total or len(todo), unit="img" if folder_total else "shard", dynamic_ncols=True,
@@ -210,8 +213,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             if host is not None:
                 feats = host.numpy()
                 if schema is None:
-                    widths = {name: int(values.shape[1]) for name, values in feats.items()}
-                    schema = feature_schema(provenance, widths, cfg.dtype, cfg.keep_columns, stats_columns)
+                    schema = schema_for({name: int(values.shape[1]) for name, values in feats.items()})
                 by_shard: dict[str, list[int]] = {}
                 for i, meta in enumerate(batch.metas):
                     by_shard.setdefault(meta.shard, []).append(i)
@@ -241,8 +243,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                 if end.damage:
                     stats.damaged.append(end.shard)
                 if schema is None:
-                    schema = feature_schema(provenance, _feature_widths(backbone, cfg), cfg.dtype, cfg.keep_columns,
-                                            stats_columns)
+                    schema = schema_for(_feature_widths(backbone, cfg))
                 pending.append(writer.submit(_write_shard, store, schema, end, buffer, provenance,
                                              digests[end.shard], started_unix))
                 stats.written += 1

@@ -16,7 +16,6 @@ from torch.utils.data import IterableDataset
 from pipeline.extract import runner
 from pipeline.extract.loader import (
     WORKER_NICENESS,
-    Batch,
     ExtractDataset,
     ForwardGate,
     assemble,
@@ -157,9 +156,7 @@ def test_process_calls_between_after_the_decode_and_after_the_phashes():
     """The gate's checks inside a sample: `between` runs once after each of the two first stages, and a sample
     that fails to decode stops before any."""
     calls = []
-    preprocess = Preprocess(input_size=(3, 56, 56), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3,
-                            crop_pct=0.875, crop_mode="center", resize_mode="fixed", patch_size=14)
-    dataset = ExtractDataset([], preprocess, 4, 10**8)
+    dataset = ExtractDataset([], tiny_preprocess(), 4, 10**8)
     tensor, meta = dataset.process("s", 0, "k", jpeg_bytes(make_image(0)), between=lambda: calls.append(1))
     assert calls == [1, 1] and tensor.dtype == torch.uint8 and meta.key == "k"
     with pytest.raises(SampleError):
@@ -167,22 +164,39 @@ def test_process_calls_between_after_the_decode_and_after_the_phashes():
     assert calls == [1, 1]
 
 
+def tiny_preprocess() -> Preprocess:
+    return Preprocess(input_size=(3, 56, 56), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3,
+                      crop_pct=0.875, crop_mode="center", resize_mode="fixed", patch_size=14)
+
+
 @pytest.mark.parametrize("in_worker", [True, False])
-def test_batches_leave_a_worker_in_shared_memory_after_the_gate(in_worker):
-    """In a worker a batch's images are put into shared memory as it is shipped (not later by the queue's
-    feeder thread, during a forward pass), after one pass of the gate; in the model's own process they are not
-    (nothing to send)."""
+def test_batches_leave_a_worker_in_shared_memory_after_the_gate(tmp_path, monkeypatch, in_worker):
+    """In a worker a batch's images are assembled straight into shared memory (not copied there later by the
+    queue's feeder thread, during a forward pass), and only after a pass of the gate; in the model's own
+    process they are not (nothing to send). The batches are the same either way."""
+    import pipeline.extract.loader as loader_module
+
     passes = []
 
     class Gate:
         def wait(self):
             passes.append(1)
 
-    images = torch.zeros((2, 3, 4, 4), dtype=torch.uint8)
-    batches = [Batch(images, [], []), Batch(None, [], [])]
-    shipped = list(ExtractDataset._ship(iter(batches), object() if in_worker else None, Gate()))
-    assert shipped == batches and passes == [1]
-    assert shipped[0].images.is_shared() is in_worker
+    class Info:
+        id, num_workers = 0, 1
+
+    shards, keys = write_shards(tmp_path / "shards", 1, 2)
+    cfg = tiny_config(tmp_path / "out", shards=tuple(shards))
+    dataset = ExtractDataset(runner.list_shards(cfg), tiny_preprocess(), 2, 10**8)
+    reference = list(dataset._batches(None, None))
+    monkeypatch.setattr(loader_module, "get_worker_info", lambda: Info() if in_worker else None)
+    batches = list(dataset._batches(Info() if in_worker else None, Gate()))
+    assert [b.metas for b in batches] == [b.metas for b in reference] and [m.key for m in batches[0].metas] == keys
+    assert torch.equal(batches[0].images, reference[0].images)
+    # per sample: before it, after its decode, after its pHashes, before it joins a batch; then before the
+    # shard's end and before the last flush
+    assert passes == [1] * (4 * 2 + 2)
+    assert batches[0].images.is_shared() is in_worker
 
 
 def test_processes_cpu_seconds_sums_every_thread_of_every_process(tmp_path):
