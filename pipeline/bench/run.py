@@ -15,7 +15,8 @@ threads: above the one-thread "loader_costs", which times `process` alone), "loa
 alone, timed between the run's batches with the loader's workers paused: bench/paired.py) and
 "reference_forwards_rounds"), ratio_end_to_end_vs_backbone (median of "ratio_rounds": each run over its in-run
 backbone, or over the backbone around it where "ratio_kind_rounds" says "between runs"),
-"ratio_rounds_between_runs" and backbone_fraction_of_limit), "loader_costs" (ms
+"ratio_rounds_between_runs", backbone_fraction_of_limit and, on a CPU, "loader_budget": the workers' CPU per
+image allowed for 0.95 × the backbone at its in-run speed, beside what they spent), "loader_costs" (ms
 per image of each loader stage, one thread) and "headline". The top-level keys of earlier
 versions (matmul_gflops, backbone_sweep, backbone_at_batch, end_to_end, ratio_end_to_end_vs_backbone,
 backbone_fraction_of_limit) stay, and are the fp32 block's; naive_loop, fast_paths and dynamic_resolution are
@@ -56,7 +57,13 @@ from pipeline.bench.throughput import (
 from pipeline.errors import ConfigError
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
-from pipeline.extract.device import configure_threads, cpu_flags, resolve_device, resolve_precision
+from pipeline.extract.device import (
+    configure_threads,
+    cpu_flags,
+    default_workers,
+    resolve_device,
+    resolve_precision,
+)
 from pipeline.io.pack import pack_folder
 from pipeline.io.shards import list_image_files
 
@@ -64,6 +71,7 @@ log = logging.getLogger(__name__)
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 COPYDAYS = SHARED_DATA / "pimmi_copydays_like"
+TARGET_RATIO = 0.95  # end-to-end over the backbone alone that the loader's budget is reckoned for
 FAST_PATH_PHOTOS = 32  # real photos for the fast paths' fidelity
 DYNAMIC_PHOTOS = 16  # real photos for dynamic resolution's cosine against fixed mode
 
@@ -174,6 +182,10 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
         del backbone
     costs = loader_costs(base.preprocess, files[: cfg.loader_photos], cfg.batch_size)
     naive = naive_loop(cfg.model, files[: cfg.naive_images], cfg.resolution, ecfg)
+    if device.type == "cpu":  # the forward gate's arithmetic: accelerators overlap the loader instead
+        workers = cfg.workers if cfg.workers is not None else default_workers(device)
+        for block in blocks.values():
+            block["loader_budget"] = loader_budget(block, cores=max(1, min(workers, threads)))
     fp32 = blocks["fp32"]
     result = {
         "model": cfg.model, "resolution": cfg.resolution, "batch_size": cfg.batch_size,
@@ -248,6 +260,27 @@ def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone,
     }
 
 
+def loader_budget_ms(backbone_images_per_second: float, cores: int, ratio: float = TARGET_RATIO) -> float:
+    """The CPU time per image a CPU run's loader workers may spend for end-to-end to reach `ratio` × the
+    backbone alone. With the forward gate (extract/loader.py) the workers run only between forward passes, on
+    all `cores` at once, so an image costs its forward time plus loader CPU / cores of wall time, and
+    ratio = forward / (forward + loader / cores): budget = cores × forward × (1 / ratio - 1)."""
+    if backbone_images_per_second <= 0 or cores < 1 or not 0 < ratio <= 1:
+        raise ValueError("need a positive backbone rate, cores >= 1 and 0 < ratio <= 1")
+    return cores * 1e3 / backbone_images_per_second * (1 / ratio - 1)
+
+
+def loader_budget(block: dict, cores: int, ratio: float = TARGET_RATIO) -> dict:
+    """A precision block's loader budget at its backbone's in-run speed (the median over the rounds; the
+    backbone around the runs where no in-run forward was made), beside what the workers spent (median)."""
+    e2e = block["end_to_end"]
+    inside = [r for r in e2e["reference_rounds"] if r]
+    rate = float(np.median(inside)) if inside else block["backbone_at_batch"]["images_per_second"]
+    return {"ratio": ratio, "cores": cores, "backbone_images_per_second": rate,
+            "ms_per_image": loader_budget_ms(rate, cores, ratio),
+            "spent_ms_per_image": float(np.median(e2e["loader_cpu_ms_per_image_rounds"]))}
+
+
 def headline(result: dict) -> str:
     """`auto → bf16 (why): end-to-end X images/s = R × backbone`, for the precision `auto` picks here."""
     auto = result["auto"]
@@ -294,6 +327,11 @@ def format_bench(result: dict) -> str:
                          f"{_join(e2e['loader_cpu_ms_per_image_rounds'], '.2f')} ms per image"
                          + (f" ({_join(e2e['loader_cpu_in_forward_ms_per_image_rounds'], '.2f')} of it during forward "
                             f"passes)" if "loader_cpu_in_forward_ms_per_image_rounds" in e2e else ""))
+        if "loader_budget" in block:
+            b = block["loader_budget"]
+            lines.append(f"  loader budget for {b['ratio']:.2f} × backbone at {b['backbone_images_per_second']:.2f} "
+                         f"images/s on {b['cores']} cores: {b['ms_per_image']:.2f} ms of the workers' CPU per image; "
+                         f"spent {b['spent_ms_per_image']:.2f} (median)")
     ref = result["backbone_at_batch"]["images_per_second"]
     if "loader_costs" in result:
         lines.append(format_loader_costs(result["loader_costs"]))

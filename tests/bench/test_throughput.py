@@ -164,9 +164,9 @@ def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos, restore_threads):
     assert lines[1].startswith("machine: ") and lines[2].startswith("matmul limits (128² product, ")
     assert "int8" not in text.split("\n", 3)[3]  # beyond the machine's int8 limit: no int8 path
     # headline, machine, limits; per precision: ceiling, header, 2 sweep rows, backbone, end-to-end, the ratio
-    # over the in-run backbone, the ratio over the backbone around the run, the in-run shares; loader, naive,
-    # dynamic
-    assert len(lines) == 3 + (1 + 1 + 2 + 4 + 1) + 3
+    # over the in-run backbone, the ratio over the backbone around the run, the in-run shares, the loader's
+    # budget; loader, naive, dynamic
+    assert len(lines) == 3 + (1 + 1 + 2 + 4 + 1 + 1) + 3
 
 
 def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, restore_threads):
@@ -223,17 +223,38 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
                         f"{bf16['end_to_end']['images_per_second']:.2f} images/s = "
                         f"{bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone") == result["headline"]
     assert "flags avx2 avx512f amx_bf16 amx_int8;" in lines[1]
-    assert lines[3].startswith("fp32: ceiling ") and lines[12].startswith("bf16: ceiling ")
-    assert lines[18].startswith("  backbone alone inside each run (2 2 2 forwards between its batches, loader "
+    assert lines[3].startswith("fp32: ceiling ") and lines[13].startswith("bf16: ceiling ")
+    assert lines[19].startswith("  backbone alone inside each run (2 2 2 forwards between its batches, loader "
                                 "paused): ")
-    assert lines[18].endswith(f"; median = {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
-    assert lines[19] == ("  over the backbone measured before and after each run (drifts between them): "
+    assert lines[19].endswith(f"; median = {bf16['ratio_end_to_end_vs_backbone']:.3f} × backbone")
+    assert lines[20] == ("  over the backbone measured before and after each run (drifts between them): "
                          + " ".join(f"{r:.3f}" for r in bf16["ratio_rounds_between_runs"]))
-    assert lines[20].startswith("  inside each run: forward pass ") and "waiting for the loader" in lines[20]
-    assert lines[21].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
+    assert lines[21].startswith("  inside each run: forward pass ") and "waiting for the loader" in lines[21]
+    # workers=0: the loader runs in the model's process, one core; its budget at the in-run backbone's median
+    rate = float(np.median(bf16["end_to_end"]["reference_rounds"]))
+    assert bf16["loader_budget"] == pytest.approx({"ratio": 0.95, "cores": 1, "backbone_images_per_second": rate,
+                                                   "ms_per_image": 1e3 / rate * (1 / 0.95 - 1),
+                                                   "spent_ms_per_image": 0.0})
+    assert lines[22] == (f"  loader budget for 0.95 × backbone at {rate:.2f} images/s on 1 cores: "
+                         f"{1e3 / rate * (1 / 0.95 - 1):.2f} ms of the workers' CPU per image; spent 0.00 (median)")
+    assert lines[23].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
     costs = result["loader_costs"]["ms_per_image"]
     assert set(costs) == {"sha1", "decode", "phash", "preprocess", "stack", "total"} and min(costs.values()) > 0
-    assert len(lines) == 3 + 2 * 9 + 1 + 1
+    assert len(lines) == 3 + 2 * 10 + 1 + 1
+
+
+def test_loader_budget_is_what_keeps_the_gated_run_at_the_ratio():
+    """With the forward gate an image costs its forward time plus the loader's CPU over the cores: the budget is
+    the loader CPU at which that comes to exactly the ratio (the issue's AMX machine: bf16 at ~47 images/s)."""
+    forward_ms = 1e3 / 47
+    budget = bench_run.loader_budget_ms(47.0, cores=2)
+    assert budget == pytest.approx(2 * forward_ms * (1 / 0.95 - 1)) == pytest.approx(2.2396, abs=1e-4)
+    assert forward_ms / (forward_ms + budget / 2) == pytest.approx(0.95)
+    assert bench_run.loader_budget_ms(16.0, cores=2) == pytest.approx(6.5789, abs=1e-4)  # this EPYC, bf16
+    assert bench_run.loader_budget_ms(16.0, cores=1, ratio=1.0) == 0.0
+    for bad in ((0.0, 2, 0.95), (16.0, 0, 0.95), (16.0, 2, 0.0), (16.0, 2, 1.5)):
+        with pytest.raises(ValueError):
+            bench_run.loader_budget_ms(bad[0], cores=bad[1], ratio=bad[2])
 
 
 def test_bench_config_mistakes_are_user_errors():
