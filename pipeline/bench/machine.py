@@ -68,7 +68,8 @@ def capability(device: torch.device, flags: set[str] | None = None, cpuinfo: str
 
 
 def format_capability(cap: dict) -> str:
-    """One line: `machine: <CPU>, N cores, torch T threads; flags ...; torch ...; Faiss ...[; device ...]`."""
+    """One line: `machine: <CPU>, N cores, torch T threads; flags ...; torch ...; Faiss ...[; device ...]`, and on
+    a CPU whether the forward passes' freed memory is kept for reuse (extract/allocator.py)."""
     flags = " ".join(cap["flags"]) if cap["flags"] else f"none of {', '.join(KERNEL_FLAGS)}"
     torch_view = f"oneDNN {'yes' if cap['mkldnn'] else 'no'}"
     if cap["cpu_capability"]:
@@ -77,6 +78,9 @@ def format_capability(cap: dict) -> str:
             f"torch {cap['torch']} ({torch_view}); Faiss {cap['faiss'] or 'not installed'}")
     if cap["device_name"]:
         line += f"; device {cap['device']} = {cap['device_name']}"
+    kept = cap.get("freed_memory_kept")  # set by run_bench once a CPU backbone exists (extract/allocator.py)
+    if kept is not None:
+        line += "; freed memory kept for reuse" if kept else "; the allocator's own settings"
     return line
 
 

@@ -3,7 +3,8 @@
 Everything is measured in one process, so that ratios hold on a noisy machine; `run_bench` writes
 `bench.json` and `bench.png` into `cfg.out` and returns the record, `format_bench` prints it.
 
-bench.json: "capability" (CPU model, cores, threads, kernel flags, torch's and Faiss's view), "auto" (the
+bench.json: "capability" (CPU model, cores, threads, kernel flags, torch's and Faiss's view; on a CPU
+"freed_memory_kept": whether glibc keeps the forward passes' freed memory, extract/allocator.py), "auto" (the
 precision `--precision auto` resolves to here, and why), "matmul_limits" ({"fp32": {"gflops"}, "bf16":
 {"gflops"}, "int8": {"gops"} or {"skipped": why}}), "precisions" ({"fp32": block, "bf16": block}: each block
 holds its matmul_gflops, ceiling_images_per_second, backbone_sweep, backbone_at_batch (its "around_rounds":
@@ -55,6 +56,7 @@ from pipeline.bench.throughput import (
     sweep,
 )
 from pipeline.errors import ConfigError
+from pipeline.extract.allocator import keep_freed_memory
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
 from pipeline.extract.device import (
@@ -173,6 +175,8 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
     cap = capability(device, flags)
     limits = matmul_limits(precisions, cfg.matmul_size, device, flags)
     base = create_backbone(ecfg, device)
+    if device.type == "cpu":  # in force from the first CPU backbone on: every figure below ran with it
+        cap["freed_memory_kept"] = keep_freed_memory()
     flops = flops_per_image(base)
     blocks = {}
     for precision in precisions:

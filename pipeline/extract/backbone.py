@@ -11,6 +11,7 @@ from timm.data import resolve_model_data_config
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, WeightsError
+from pipeline.extract.allocator import keep_freed_memory
 from pipeline.extract.config import EVAL_CROP_PCT, EXTRA_COLUMNS, ExtractConfig
 from pipeline.extract.device import autocast, resolve_precision
 from pipeline.extract.preprocess import Preprocess
@@ -95,7 +96,9 @@ class Backbone:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 NCHW on the device → float32 features on the device: cls, patch_mean and the extras."""
-        x = (images.float() - self.mean) / self.std
+        # in place on one new float copy: two fewer 4-byte copies of the batch (~10 MB each for 16 images at
+        # 224 px) to allocate and fault in per pass, the same arithmetic
+        x = images.to(torch.float32, copy=True).sub_(self.mean).div_(self.std)
         extras = self.cfg.extras
         with autocast(self.device, self.precision):
             if "layers" in extras:
@@ -158,7 +161,10 @@ def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:
 
 
 def create_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:
-    """Weights resolved, model built and checked against the config, moved to `device` once."""
+    """Weights resolved, model built and checked against the config, moved to `device` once. On the CPU the
+    process keeps the forward passes' freed memory for the next one (extract/allocator.py)."""
+    if device.type == "cpu":
+        keep_freed_memory()
     weights = resolve_weights(cfg.model, cfg.weights)
     model = create_model(cfg, weights)
     check_resolution(model, cfg)

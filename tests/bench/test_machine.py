@@ -48,6 +48,8 @@ def test_the_capability_line_lists_exactly_the_flags_of_the_cpuinfo_file(tmp_pat
                     f"Faiss {cap['faiss']}")
     for absent in ("avx512_vnni", "amx_int8", "sha_ni", "fpu"):
         assert absent not in line
+    assert format_capability({**cap, "freed_memory_kept": True}) == line + "; freed memory kept for reuse"
+    assert format_capability({**cap, "freed_memory_kept": False}) == line + "; the allocator's own settings"
 
 
 def test_injected_flags_win_over_the_file_and_none_present_is_said(tmp_path):

@@ -27,6 +27,7 @@ from pipeline.bench.throughput import (
     sweep,
 )
 from pipeline.errors import ConfigError
+from pipeline.extract import allocator
 from pipeline.extract.backbone import create_backbone
 from pipeline.extract.runner import run_extract
 from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, make_image, tiny_config, write_shards
@@ -152,6 +153,7 @@ def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos, restore_threads):
     assert Image.open(tmp_path / "out" / "bench.png").size[0] > 500
     assert list(result["precisions"]) == ["fp32"] and result["capability"]["flags"] == ["amx_tile", "amx_bf16"]
     assert result["threads"] == result["capability"]["torch_threads"] == 1
+    assert result["capability"]["freed_memory_kept"] is allocator.keep_freed_memory()  # the process's state
     assert [r["batch_size"] for r in result["backbone_sweep"]] == [1, 2]
     assert result["end_to_end"]["images"] == 4 and result["naive_loop"]["images"] == 2
     assert result["fast_paths"] == {} and result["dynamic_resolution"]["images"] == 4  # compile=False

@@ -36,3 +36,17 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32(tmp_path):
     assert bf16.dtype == torch.float32
     cos = torch.nn.functional.cosine_similarity(fp32, bf16)
     assert cos.min() > 0.99
+
+
+def test_normalisation_in_place_is_the_same_arithmetic_and_leaves_the_input_alone(tmp_path):
+    """The batch is normalised in place on one float copy: bit-equal to (x - mean) / std made out of place,
+    and a caller's float batch is not changed."""
+    backbone = create_backbone(tiny_config(tmp_path, images=str(tmp_path)), torch.device("cpu"))
+    x = torch.randint(0, 256, (2, 3, TINY_RES, TINY_RES), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        tokens = backbone.model.forward_features((x.float() - backbone.mean) / backbone.std)
+    torch.testing.assert_close(backbone(x)["cls"], tokens[:, 0], rtol=0, atol=0)
+    xf = x.float()
+    kept = xf.clone()
+    torch.testing.assert_close(backbone(xf)["cls"], tokens[:, 0], rtol=0, atol=0)
+    assert torch.equal(xf, kept)
