@@ -333,8 +333,9 @@ def format_bench(result: dict) -> str:
                             f"passes)" if "loader_cpu_in_forward_ms_per_image_rounds" in e2e else ""))
         if "loader_budget" in block:
             b = block["loader_budget"]
+            cores = f"{b['cores']} core{'s' if b['cores'] > 1 else ''}"
             lines.append(f"  loader budget for {b['ratio']:.2f} × backbone at {b['backbone_images_per_second']:.2f} "
-                         f"images/s on {b['cores']} cores: {b['ms_per_image']:.2f} ms of the workers' CPU per image; "
+                         f"images/s on {cores}: {b['ms_per_image']:.2f} ms of the workers' CPU per image; "
                          f"spent {b['spent_ms_per_image']:.2f} (median)")
     ref = result["backbone_at_batch"]["images_per_second"]
     if "loader_costs" in result:

@@ -237,7 +237,7 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
     assert bf16["loader_budget"] == pytest.approx({"ratio": 0.95, "cores": 1, "backbone_images_per_second": rate,
                                                    "ms_per_image": 1e3 / rate * (1 / 0.95 - 1),
                                                    "spent_ms_per_image": 0.0})
-    assert lines[22] == (f"  loader budget for 0.95 × backbone at {rate:.2f} images/s on 1 cores: "
+    assert lines[22] == (f"  loader budget for 0.95 × backbone at {rate:.2f} images/s on 1 core: "
                          f"{1e3 / rate * (1 / 0.95 - 1):.2f} ms of the workers' CPU per image; spent 0.00 (median)")
     assert lines[23].startswith("loader, one thread, ms per image over 8 photos: sha1 ")
     costs = result["loader_costs"]["ms_per_image"]
