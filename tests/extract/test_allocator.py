@@ -113,9 +113,9 @@ print(json.dumps({{"applied": allocator._applied, "faults": faults}}))
 @pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
 def test_the_next_pass_reuses_the_last_ones_pages_instead_of_faulting_them_in():
     """Ten forward passes of a 1-block ViT-S/14 (16 images at 224 px: activations of 2-20 MB) in a fresh
-    process, through the real `create_backbone`: with glibc's defaults (the opt-out set) every pass faults
-    thousands of pages in again (here 14-23k); kept, the passes after the first two fault next to none (a pass
-    may still grow the heap once in a while: 0-1.6k seen)."""
+    process, through the real `create_backbone`: with glibc's defaults (the opt-out set) most passes fault
+    thousands of pages in again (here 6-23k; its adaptive threshold spares one now and then); kept, the passes
+    after the first two fault next to none (a pass may still grow the heap once in a while: 0-1.6k seen)."""
     script = FAULTS.format(repo=str(REPO))
     runs = {}
     for mode, keep in (("default", "0"), ("keep", "1")):
@@ -125,6 +125,6 @@ def test_the_next_pass_reuses_the_last_ones_pages_instead_of_faulting_them_in():
         runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     assert runs["keep"]["applied"] is True and runs["default"]["applied"] is False
     default, kept = runs["default"]["faults"][2:], runs["keep"]["faults"][2:]
-    assert min(default) > 2000, runs  # ~8 MB or more faulted in again on every pass
+    assert sorted(default)[len(default) // 2] > 2000, runs  # ~8 MB or more faulted in again on most passes
     assert sorted(kept)[len(kept) // 2] < 100, runs  # most passes fault nothing in
     assert sum(kept) < sum(default) / 10, runs
