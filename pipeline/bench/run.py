@@ -62,9 +62,9 @@ from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
 from pipeline.extract.device import (
     configure_threads,
     cpu_flags,
-    default_workers,
     resolve_device,
     resolve_precision,
+    resolve_workers,
 )
 from pipeline.io.pack import pack_folder
 from pipeline.io.shards import list_image_files
@@ -187,7 +187,7 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
     costs = loader_costs(base.preprocess, files[: cfg.loader_photos], cfg.batch_size)
     naive = naive_loop(cfg.model, files[: cfg.naive_images], cfg.resolution, ecfg)
     if device.type == "cpu":  # the forward gate's arithmetic: accelerators overlap the loader instead
-        workers = cfg.workers if cfg.workers is not None else default_workers(device)
+        workers = resolve_workers(cfg.workers, device)  # as run_extract resolves them
         for block in blocks.values():
             block["loader_budget"] = loader_budget(block, cores=max(1, min(workers, threads)))
     fp32 = blocks["fp32"]

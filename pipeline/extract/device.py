@@ -94,6 +94,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def resolve_workers(requested: int | None, device: torch.device) -> int:
+    """The DataLoader workers a run uses: `--workers` when given, else `default_workers`."""
+    return requested if requested is not None else default_workers(device)
+
+
 def default_workers(device: torch.device, cpus: int | None = None) -> int:
     """DataLoader workers (`cpus`: the CPUs this process may use, read when None). Accelerators: one core left
     to the host loop, up to 8. CPU: one per core, up to 8. There the workers run at the lowest priority

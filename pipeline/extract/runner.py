@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig, rank_from_env
-from pipeline.extract.device import configure_threads, default_workers, is_accelerator, resolve_device
+from pipeline.extract.device import configure_threads, is_accelerator, resolve_device, resolve_workers
 from pipeline.extract.loader import (
     Batch,
     ExtractDataset,
@@ -149,7 +149,7 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot, between_batches: BetweenB
     fp = provenance["fingerprint"]
     todo = [s for s in shards if not store.is_done(s.id, fp, s.digest)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
-    workers = cfg.workers if cfg.workers is not None else default_workers(device)
+    workers = resolve_workers(cfg.workers, device)
     log.info("rank %d/%d: %d shards, %d already done, %d to do on %s (%d workers, %d threads); model %s, "
              "weights %s, input %s %s", cfg.rank, cfg.world_size, len(shards), stats.skipped, len(todo), device,
              workers, threads, cfg.model, provenance["weights"]["source"], provenance["input_size"], cfg.resize_mode)
