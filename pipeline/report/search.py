@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.io.sources import ImageSource, Item, key_locations, open_source
 from pipeline.layout import OutputRoot
 from pipeline.report.html import Page, esc, fmt_similarity, tile
-from pipeline.report.sources import ImageSource, Item, key_locations, open_source
 from pipeline.report.thumbnails import THUMBS, Thumbnails
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Where the report's images come from: an image folder, the shards of an extract root, or one file.
+"""Where images come from: an image folder, the shards of an extract root, or one file (report, keeper).
 
 A folder's key is the path relative to it; shards are the inputs an extract root records (read through
 `pipeline.io.samples`); a file is a single-image search query. Only the images a page shows are read.
