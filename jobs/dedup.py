@@ -73,10 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            metavar="EXPR")
     option(d, DedupConfig, "memory_budget_gb", "memory the k-NN index may use (default: %(default)s)",
            flag="--memory-budget", metavar="GiB")
-    option(d, DedupConfig, "keep", "which image of a group is kept: largest = most pixels; hard / easy = "
-                                   "SemDeDup's farthest from / closest to its k-means cluster centroid "
-                                   "(needs the embedding stage); random = seeded by --seed and the key; ties "
-                                   "go to the smallest key (default: %(default)s)", choices=KEEP_POLICIES)
+    option(d, DedupConfig, "keep", "which image of a group is kept: quality = the copy a person would keep, "
+                                   "read from the files: most pixels, colour over greyscale, sharper, less "
+                                   "compressed, has EXIF, earliest modified, shortest path (why it won: "
+                                   "keep_reason in groups.parquet and duplicates.csv); largest = most pixels; "
+                                   "hard / easy = SemDeDup's farthest from / closest to its k-means cluster "
+                                   "centroid (needs the embedding stage); random = seeded by --seed and the key; "
+                                   "ties go to the smallest key (default: %(default)s)", choices=KEEP_POLICIES)
     option(d, DedupConfig, "clusters", "k-means clusters of the pool for --keep hard/easy (default: √N, at "
                                        "most 1000)")
     option(d, DedupConfig, "seed", "seed of the k-means and of --keep random (default: %(default)s)")
@@ -139,7 +142,10 @@ def print_summary(summary: dict, root: str) -> None:
     print(f"  weights: {summary['weights'].get('source')}; stages: "
           + ", ".join(f"{k} {v.get('edges', 0)} edges" for k, v in summary["stages"].items()))
     keep = summary.get("keep", {})
-    if keep.get("policy", "largest") != "largest":
+    if keep.get("policy") == "quality":
+        unread = f"; {keep['unreadable']} grouped files could not be checked" if keep.get("unreadable") else ""
+        print(f"  kept per group: the best copy (pixels, colour, sharpness, compression, EXIF, age, path){unread}")
+    elif keep.get("policy", "largest") != "largest":
         over = f" over {keep['clusters']} k-means clusters" if "clusters" in keep else ""
         print(f"  kept per group: {keep['policy']}{over} (seed {keep['seed']})")
     if "warning" in summary:

@@ -118,6 +118,16 @@ class OutputRoot:
         return self.root / "dedup"
 
     @property
+    def groups_path(self) -> Path:
+        """dedup/groups.parquet: one row per image, its component and whether it is kept."""
+        return self.dedup_dir / "groups.parquet"
+
+    @property
+    def duplicates_csv_path(self) -> Path:
+        """duplicates.csv of a folder's root: each duplicate file with the file kept (decisions applied)."""
+        return self.root / "duplicates.csv"
+
+    @property
     def curate_dir(self) -> Path:
         return self.root / "curate"
 

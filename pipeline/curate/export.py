@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from pipeline.dedup.decisions import apply_review
+from pipeline.dedup.decided import decided_groups
 from pipeline.errors import ConfigError, InputError, SelectionError
 from pipeline.index.rows import where_mask
 from pipeline.io.features import open_features, read_meta
@@ -98,7 +98,7 @@ def read_selection(path: str | Path) -> list[tuple[str, int, str]]:
     """(shard, index, key) of every selected sample, in shard/index order."""
     table = pq.read_table(path)
     if "keep" in table.column_names:  # dedup groups: export the keepers, as reviewed in make serve
-        table = apply_review(table, path)
+        table, _ = decided_groups(path)
         table = table.filter(table.column("keep"))
     rows = sorted(zip(table.column("shard").to_pylist(), table.column("index").to_pylist(),
                       table.column("key").to_pylist()))

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
 
-# Which member of a duplicate component is kept: most pixels, or SemDeDup's policies over k-means clusters of
-# the pool (hard = farthest from its cluster centroid, easy = closest), or a seeded random member.
-KEEP_POLICIES = ("largest", "hard", "easy", "random")
+# Which member of a duplicate component is kept: the copy a person would keep (dedup/keeper.py: pixels, colour,
+# sharpness, compression, EXIF, age, path, read from the files), most pixels only, SemDeDup's policies over
+# k-means clusters of the pool (hard = farthest from its cluster centroid, easy = closest), or a seeded random one.
+KEEP_POLICIES = ("quality", "largest", "hard", "easy", "random")
 CENTROID_POLICIES = ("hard", "easy")  # the ones that need the k-means clusters
 
 
@@ -39,7 +40,7 @@ class DedupConfig:
     memory_budget_gb: float = 4.0
     large_component: int = 1000  # warn when a component is larger
     progress: bool = True
-    keep: str = "largest"  # one of KEEP_POLICIES
+    keep: str = "quality"  # one of KEEP_POLICIES
     clusters: int | None = None  # k-means clusters for keep hard/easy; None: auto_clusters(N)
     seed: int = 0  # k-means seeding and the random keep policy
     # dry run: count what each threshold would remove from one k-NN graph; writes dedup/sweep.parquet only
@@ -56,8 +57,9 @@ class DedupConfig:
             raise ConfigError(f"--keep {self.keep} ranks images by their embedding (distance to their k-means "
                               "centroid), which --no-embedding turns off: drop --no-embedding, or use --keep "
                               "largest or random")
-        if self.keep != "largest" and self.against:
-            raise ConfigError("--against keeps the largest new image of each group of new images; drop --keep")
+        if self.keep not in ("quality", "largest") and self.against:
+            raise ConfigError("--against keeps the best new image of each group of new images (--keep quality or "
+                              "largest); drop --keep")
         for t in self.sweep:
             if not 0 < t <= 1:
                 raise ConfigError(f"--sweep thresholds are cosine similarities in (0, 1]; got {t}")

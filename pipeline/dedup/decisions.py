@@ -1,7 +1,7 @@
 """Review decisions on dedup groups (another keeper, "not a duplicate"): appended by people, applied by export.
 
 `OUT/review/decisions.parquet` is an append-only log, one row per decision, oldest first (docs/FORMAT.md §9).
-`make serve` writes it; `make export` and `duplicates.csv` read `groups.parquet` through `apply_decisions`, so
+`make serve` writes it; every reader of the groups applies it through `apply_decisions` (dedup/decided.py), so
 a reviewed keeper is exported and listed in place of the one dedup chose. Nothing is ever deleted or moved.
 """
 
@@ -126,8 +126,10 @@ def apply_decisions(groups: pa.Table, decisions: pa.Table) -> pa.Table:
     original = np.array(groups.column("reason").to_pylist(), dtype=object) if n else np.array([], dtype=object)
     reason = original.copy()
     alone: set[int] = set()
+    has_why = "keep_reason" in groups.column_names
+    why = groups.column("keep_reason").to_pylist() if has_why else [None] * n
     skipped = {"gone": 0, "contaminated": 0, "keeper": 0}
-    for action, row in zip(decisions.column("action").to_pylist(), rows):
+    for action, who, row in zip(decisions.column("action").to_pylist(), decisions.column("who").to_pylist(), rows):
         if row is None:
             skipped["gone"] += 1
             continue
@@ -140,22 +142,26 @@ def apply_decisions(groups: pa.Table, decisions: pa.Table) -> pa.Table:
                 np.searchsorted(by_component, component[row], side="right")
             for m in order[lo:hi]:
                 if keep[m] and m not in alone and m != row:
-                    keep[m], reason[m] = False, REVIEWED
-            keep[row], reason[row] = True, "keep"
+                    keep[m], reason[m], why[m] = False, REVIEWED, None
+            keep[row], reason[row], why[row] = True, "keep", f"chosen in review by {who}"
             alone.discard(row)
         elif is_keeper:
             skipped["keeper"] += 1
         elif action == NOT_DUPLICATE:
-            keep[row], reason[row] = True, NOT_DUPLICATE
+            keep[row], reason[row], why[row] = True, NOT_DUPLICATE, f"not a duplicate, said {who} in review"
             alone.add(row)
         elif action == DUPLICATE and row in alone:
             alone.discard(row)
             keep[row], reason[row] = False, original[row] if original[row] not in ("keep", "unique") else REVIEWED
+            why[row] = None
     if any(skipped.values()):
         log.info("review: %d decisions applied, skipped: %s", decisions.num_rows - sum(skipped.values()),
                  {k: v for k, v in skipped.items() if v})
     out = groups.set_column(groups.schema.get_field_index("keep"), "keep", pa.array(keep, pa.bool_()))
-    return out.set_column(out.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+    out = out.set_column(out.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+    if has_why:
+        out = out.set_column(out.schema.get_field_index("keep_reason"), "keep_reason", pa.array(why, pa.string()))
+    return out
 
 
 def _rows_of(groups: pa.Table, decisions: pa.Table) -> list[int | None]:

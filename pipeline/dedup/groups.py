@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.dedup.decisions import NOT_DUPLICATE, apply_review
 from pipeline.dedup.edges import EMBEDDING, EXACT, PHASH
-from pipeline.io.files import write_text_atomic
 
 GROUP_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),
     ("component", pa.int64()), ("component_size", pa.int32()), ("keep", pa.bool_()),
     ("nearest_key", pa.string()), ("nearest_similarity", pa.float32()), ("reason", pa.string()),
 ])
+
+KEEP_REASON = "keep_reason"  # why a keeper won (dedup/keeper.py); null on every other row
 
 
 def components(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,22 +81,3 @@ def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarra
     reason = np.where(grouped & keep, "keep", reason)
     reason = np.where(~grouped, "unique", reason)
     return nearest, best, reason.astype(str)
-
-
-def write_duplicates_csv(groups: str | Path, folder: str | Path, out: str | Path) -> int:
-    """`duplicates.csv`: each duplicate file → the file kept in its group (paths under `folder`); never
-    touches the files themselves. Returns the number of rows."""
-    table = apply_review(pq.read_table(groups), groups).to_pylist()  # decisions made in make serve win
-    keeper = {r["component"]: r["key"] for r in table if r["keep"] and r["reason"] != NOT_DUPLICATE}
-    rows = [r for r in table if not r["keep"] and r["component"] in keeper]
-    rows.sort(key=lambda r: (keeper[r["component"]], r["key"]))
-    folder = Path(folder)
-    text = io.StringIO()
-    w = csv.writer(text)
-    w.writerow(["duplicate", "kept", "reason", "nearest_similarity", "group_size"])
-    for r in rows:
-        w.writerow([str(folder / r["key"]), str(folder / keeper[r["component"]]), r["reason"],
-                    f"{r['nearest_similarity']:.4f}" if r["nearest_similarity"] is not None else "",
-                    r["component_size"]])
-    write_text_atomic(text.getvalue(), out)
-    return len(rows)

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.decided import refresh_duplicates_csv, write_duplicates_csv
 from pipeline.dedup.edges import (
     EMBEDDING,
     EXACT,
@@ -24,7 +25,8 @@ from pipeline.dedup.edges import (
     phash_candidate_edges,
     phash_edges,
 )
-from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason, write_duplicates_csv
+from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason
+from pipeline.dedup.keeper import source_reader
 from pipeline.dedup.semantic import choose_by_policy
 from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
@@ -69,7 +71,8 @@ def run_dedup(cfg: DedupConfig) -> dict:
     component, sizes = components(n, src, dst)
     pixels = (meta.column("width").fill_null(0).to_numpy().astype(np.int64)  # made elsewhere: unknown, 0
               * meta.column("height").fill_null(0).to_numpy())
-    keepers = choose_by_policy(cfg, component, sizes, pixels, keys, vectors, use_embedding)
+    keepers = choose_by_policy(cfg, component, sizes, pixels, keys, vectors, use_embedding, meta,
+                               source_reader(fs.root) if cfg.keep == "quality" and not fs.external else None)
     keep = keepers.keep
     nearest, nearest_sim, reason = nearest_and_reason(n, src, dst, kind, vectors, keep, component, sizes)
 
@@ -90,6 +93,7 @@ def run_dedup(cfg: DedupConfig) -> dict:
                 f"first (make report), raise --reference-threshold, or pass --force to drop them anyway")
         keep = keep & ~contaminated
         reason = np.where(contaminated, "contaminated", reason)
+        keepers.drop_reasons(contaminated)
 
     reason = np.where(excluded, "excluded", reason)
     table = pa.table({
@@ -101,6 +105,8 @@ def run_dedup(cfg: DedupConfig) -> dict:
         "reason": reason,
     }, schema=GROUP_SCHEMA)
     write_parquet_atomic(keepers.add_columns(table), out / "groups.parquet")
+    if not fs.external and out.resolve() == OutputRoot(fs.root).dedup_dir.resolve():
+        refresh_duplicates_csv(fs.root)  # a folder's duplicates.csv never lags its groups
     summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
     summary["keep"] = keepers.info
     if cfg.where:
@@ -220,6 +226,6 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
     if cfg.sweep:  # a dry run: the sweep record, no duplicates.csv
         return FolderDedup(stats, summary, None)
     out = Path(cfg.out) if cfg.out else root.dedup_dir
-    csv = root.root / "duplicates.csv"
+    csv = root.duplicates_csv_path
     n = write_duplicates_csv(out / "groups.parquet", extract.images, csv)
     return FolderDedup(stats, summary, csv, n)

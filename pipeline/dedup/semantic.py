@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import CENTROID_POLICIES, DedupConfig
-from pipeline.dedup.groups import keep_highest
+from pipeline.dedup.groups import KEEP_REASON, keep_highest
+from pipeline.dedup.keeper import SignalReader, choose
 from pipeline.errors import ConfigError
 from pipeline.index.kmeans import assign, kmeans
 
@@ -60,6 +61,20 @@ def cluster_pool(vectors: np.ndarray, k: int, seed: int = 0, rows: np.ndarray | 
     return Clusters(centroids, assignment, distance)
 
 
+def _simple_reasons(keep: np.ndarray, component: np.ndarray, sizes: np.ndarray, score: np.ndarray | None,
+                    text: str) -> pa.Array:
+    """`text` on each grouped keeper; with a `score`, "tie on <text>: first by name" where another member ties."""
+    grouped = sizes[component] > 1 if len(keep) else np.zeros(0, bool)
+    out: list[str | None] = [None] * len(keep)
+    tied: set[int] = set()
+    if score is not None and len(keep):
+        best = {int(c): score[i] for i, c in enumerate(component) if keep[i]}
+        tied = {int(c) for i, c in enumerate(component) if not keep[i] and score[i] == best[int(c)]}
+    for i in np.flatnonzero(keep & grouped):
+        out[i] = f"tie on {text}: first by name" if int(component[i]) in tied else text
+    return pa.array(out, pa.string())
+
+
 def random_scores(keys: list[str], seed: int) -> np.ndarray:
     """A seeded pseudo-random 63-bit score per key: the same image wins on a rerun, even after shards are
     added (the score depends on the key and the seed, not on the row's position)."""
@@ -77,6 +92,12 @@ class Keepers:
     info: dict
     columns: dict[str, pa.Array] = field(default_factory=dict)
 
+    def drop_reasons(self, rows: np.ndarray) -> None:
+        """No keep_reason on `rows` (keepers that a later step removed, e.g. contaminated)."""
+        if KEEP_REASON in self.columns and rows.any():
+            values = self.columns[KEEP_REASON].to_pylist()
+            self.columns[KEEP_REASON] = pa.array([None if r else v for v, r in zip(values, rows)], pa.string())
+
     def add_columns(self, table: pa.Table) -> pa.Table:
         for name, column in self.columns.items():
             table = table.append_column(name, column)
@@ -84,8 +105,12 @@ class Keepers:
 
 
 def choose_by_policy(cfg: DedupConfig, component: np.ndarray, sizes: np.ndarray, pixels: np.ndarray,
-                     keys: list[str], vectors: np.ndarray, use_embedding: bool) -> Keepers:
-    """One keeper per component by `cfg.keep`; ties always go to the smallest key.
+                     keys: list[str], vectors: np.ndarray, use_embedding: bool, meta: pa.Table | None = None,
+                     reader: SignalReader | None = None) -> Keepers:
+    """One keeper per component by `cfg.keep`, with a `keep_reason` column (why each keeper won).
+
+    quality (dedup/keeper.py) reads each grouped image through `reader` (shard, index and sha1 from `meta`);
+    the other policies break ties by the smallest key.
 
     hard/easy follow SemDeDup (facebookresearch/SemDeDup, clustering/sort_clusters.py `rank_within_cluster`:
     `keep_hard` sorts each k-means cluster by distance to its centroid, descending, and semdedup.py keeps the
@@ -96,11 +121,22 @@ def choose_by_policy(cfg: DedupConfig, component: np.ndarray, sizes: np.ndarray,
     """
     t0 = time.perf_counter()
     info: dict = {"policy": cfg.keep}
+    if cfg.keep == "quality":
+        n = len(keys)
+        shards = meta.column("shard").to_pylist() if meta is not None else [""] * n
+        index = meta.column("index").fill_null(-1).to_numpy() if meta is not None else np.full(n, -1)
+        sha1 = meta.column("sha1").to_pylist() if meta is not None else [None] * n
+        keep, why, counts = choose(component, sizes, pixels, keys, shards, index, sha1, reader)
+        info.update(counts)
+        return Keepers(keep, info, {KEEP_REASON: pa.array(why, pa.string())})
     if cfg.keep == "largest":
-        return Keepers(keep_highest(component, np.asarray(pixels, np.int64), keys), info)
+        keep = keep_highest(component, np.asarray(pixels, np.int64), keys)
+        return Keepers(keep, info, {KEEP_REASON: _simple_reasons(keep, component, sizes, pixels, "most pixels")})
     if cfg.keep == "random":
         info["seed"] = cfg.seed
-        return Keepers(keep_highest(component, random_scores(keys, cfg.seed), keys), info)
+        keep = keep_highest(component, random_scores(keys, cfg.seed), keys)
+        text = f"seeded random pick (--keep random, seed {cfg.seed})"
+        return Keepers(keep, info, {KEEP_REASON: _simple_reasons(keep, component, sizes, None, text)})
     if cfg.keep not in CENTROID_POLICIES:
         raise ValueError(f"unknown keep policy {cfg.keep!r}")  # DedupConfig validates it: our bug
     if not use_embedding:
@@ -123,7 +159,10 @@ def choose_by_policy(cfg: DedupConfig, component: np.ndarray, sizes: np.ndarray,
     log.info("dedup: keep %s over %d k-means clusters (%d grouped rows) in %.1f s", cfg.keep,
              info["clusters"], len(grouped), info["seconds"])
     missing = clusters.assignment < 0
+    text = ("farthest from its k-means centroid (--keep hard)" if cfg.keep == "hard"
+            else "closest to its k-means centroid (--keep easy)")
     columns = {
+        KEEP_REASON: _simple_reasons(keep, component, sizes, None, text),
         "cluster": pa.array(clusters.assignment.astype(np.int32), pa.int32(), mask=missing),
         "centroid_distance": pa.array(clusters.distance, pa.float32(), mask=missing),
     }

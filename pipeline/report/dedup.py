@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.dedup.decided import decided_groups
 from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, read_summary
 from pipeline.report.html import Page, esc, facts_html, fmt_similarity, tile
 from pipeline.report.plots import plot_component_sizes, plot_similarities
@@ -23,13 +24,12 @@ from pipeline.report.plots import plot_component_sizes, plot_similarities
 if TYPE_CHECKING:
     from pipeline.report.run import Report
 
-GROUPS = "groups.parquet"
 
 
 def dedup_section(rep: Report, root: OutputRoot) -> None:
     """Counts, the similarity histogram with the threshold, component sizes, then the groups (paged)."""
     dedup = root.dedup_dir
-    groups = pq.read_table(dedup / GROUPS)
+    groups, _ = decided_groups(root.groups_path)  # as duplicates.csv, export and make serve: decisions applied
     summary = read_summary(dedup) or {}
     dcfg = summary.get("config", {})
     threshold = float(dcfg.get("threshold", 0.6))
@@ -163,7 +163,8 @@ def _group_html(rep: Report, page: Page, n: int, component: int, rows: list[dict
         thumb = rep.thumbs.want(rep.source, r["key"], r["shard"], r["index"])
         badge = '<span class="badge">kept</span> ' if r["keep"] else '<span class="badge drop">dup</span> '
         caption = (f'{esc(r["key"])}<br>{esc(r["reason"])} · {fmt_similarity(r["nearest_similarity"])}'
-                   + (f' to {esc(r["nearest_key"])}' if r["nearest_key"] and not r["keep"] else ""))
+                   + (f' to {esc(r["nearest_key"])}' if r["nearest_key"] and not r["keep"] else "")
+                   + (f'<br><i>kept: {esc(r["keep_reason"])}</i>' if r["keep"] and r.get("keep_reason") else ""))
         page.add(*tile(thumb, caption, kind="keeper" if r["keep"] else "", badge=badge))
     page.add("</div>")
     if size > len(rows):

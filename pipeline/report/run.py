@@ -16,14 +16,14 @@ from pathlib import Path
 
 from pipeline.errors import MissingInputError
 from pipeline.io.files import write_json_atomic
+from pipeline.io.sources import ImageSource, open_source
 from pipeline.layout import CONFIG, OutputRoot
 from pipeline.report.curate import SELECTED, curate_section
-from pipeline.report.dedup import GROUPS, dedup_section
+from pipeline.report.dedup import dedup_section
 from pipeline.report.extract import extract_section
 from pipeline.report.html import Page, esc
 from pipeline.report.quality import has_quality, quality_section
 from pipeline.report.search import read_table, search_html
-from pipeline.report.sources import ImageSource, open_source
 from pipeline.report.thumbnails import THUMBS, Thumbnails
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def run_report(cfg: ReportConfig) -> dict:
                     "from the current directory): thumbnails will be missing", source.path, root.config_path)
     rep = Report(cfg, folder, source, Thumbnails(folder / THUMBS, cfg.thumb_size))
     rep.index.add(f"<h1>{esc(root.root.resolve())}</h1>")
-    if (root.dedup_dir / GROUPS).exists():
+    if root.groups_path.exists():
         rep.sections.append("dedup")
         dedup_section(rep, root)
     if cfg.search:

@@ -1,6 +1,7 @@
 """The review the server offers: dedup groups with the decisions applied and curate selections, paged.
 
-Decisions are written through `pipeline.dedup.decisions` (append only: nothing is deleted or moved)."""
+Decisions are written through `pipeline.dedup.decided.record_decisions` (append only, then duplicates.csv is
+brought up to date: nothing is deleted or moved)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.dedup.decided import decided_groups, record_decisions
 from pipeline.dedup.decisions import (
     CONTAMINATED,
     DUPLICATE,
     KEEPER,
     NOT_DUPLICATE,
-    append_decisions,
-    apply_decisions,
     read_decisions,
 )
 from pipeline.layout import OutputRoot
 from pipeline.serve.errors import ServeError
 
-GROUPS, SELECTED = "groups.parquet", "selected.parquet"
+SELECTED = "selected.parquet"
 
 
 class ReviewError(ServeError):
@@ -60,7 +60,7 @@ class Review:
 
     def __init__(self, root: str | os.PathLike, reviewer: str | None = None) -> None:
         self.layout, self.reviewer = OutputRoot(root), reviewer
-        self.groups_path = self.layout.dedup_dir / GROUPS
+        self.groups_path = self.layout.groups_path
         self.selected_path = self.layout.curate_dir / SELECTED
         self.lock = threading.Lock()
         self.view: GroupsView | None = None
@@ -80,10 +80,9 @@ class Review:
             return self.view
 
     def _read_groups(self) -> GroupsView:
-        table = pq.read_table(self.groups_path)
+        table, _ = decided_groups(self.groups_path)  # the same derivation as duplicates.csv, export, the report
         grouped = table.filter(pc.greater(table.column("component_size"), 1))
         decisions = read_decisions(self.layout.root)
-        grouped = apply_decisions(grouped, decisions)
         alone = pc.equal(grouped.column("reason"), NOT_DUPLICATE)
         keeper = pc.and_(grouped.column("keep"), pc.invert(alone))
         grouped = grouped.append_column("keeper", keeper)
@@ -139,7 +138,7 @@ class Review:
             raise ReviewError(409, f"{row['key']} is marked as not a duplicate already")
         if action == DUPLICATE and row["reason"] != NOT_DUPLICATE:
             raise ReviewError(409, f"{row['key']} is not marked as not a duplicate: nothing to undo")
-        append_decisions(self.layout.root, [{"action": action, "key": row["key"], "shard": row["shard"],
+        record_decisions(self.layout.root, [{"action": action, "key": row["key"], "shard": row["shard"],
                                              "index": row["index"], "id": row["id"], "component": row["component"]}],
                          who=self.reviewer)
         with self.lock:

@@ -56,13 +56,17 @@ def test_planted_groups_and_chain_become_components_with_one_keeper(tmp_path):
     summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
     df = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
     assert list(df.columns) == ["key", "shard", "index", "id", "component", "component_size", "keep",
-                                "nearest_key", "nearest_similarity", "reason"]
+                                "nearest_key", "nearest_similarity", "reason", "keep_reason"]
     assert found_components(df) == expected_components(len(x), groups)
     kept = df.groupby("component").keep.sum()
     assert (kept == 1).all()
     by_id = df.set_index("id")
     assert by_id.loc[12, "keep"] and not by_id.loc[10, "keep"]
     assert by_id.loc[50, "keep"] and not by_id.loc[51, "keep"]  # tie on pixels: smallest key
+    # no image to read (features written in code): ranked by the extracted size, then the path
+    assert by_id.loc[12, "keep_reason"].endswith("most pixels (500 px against 100 px)")
+    assert by_id.loc[50, "keep_reason"].endswith("first by name")
+    assert by_id.loc[~by_id.keep | (by_id.component_size == 1), "keep_reason"].isna().all()
     assert set(by_id.loc[[10, 11, 13], "reason"]) == {"embedding"} and by_id.loc[12, "reason"] == "keep"
     assert by_id.loc[0, "reason"] == "unique" and pd.isna(by_id.loc[0, "nearest_key"])
     assert by_id.loc[102, "nearest_key"] == keys[101]

@@ -114,7 +114,7 @@ def test_hard_and_easy_keep_the_member_farthest_from_or_closest_to_its_own_centr
 
 def test_largest_keeps_most_pixels_then_smallest_key(pool):
     root, _, keys, pixels = pool
-    table, summary = groups_of(root)
+    table, summary = groups_of(root, keep="largest")
     assert summary["keep"] == {"policy": "largest"}
     assert "cluster" not in table.column_names  # the groups.parquet columns of before
     assert kept(table) == brute_keepers(table.column("component").to_numpy(), pixels.astype(float), keys)
@@ -154,7 +154,7 @@ def test_hard_on_random_weights_or_without_embedding_is_a_clear_error(tmp_path):
         run_dedup(DedupConfig(features=str(tmp_path), keep="hard", progress=False))
     with pytest.raises(ConfigError, match="--no-embedding"):
         DedupConfig(features="f", keep="easy", embedding=False)
-    with pytest.raises(ConfigError, match="keep must be one of largest, hard, easy, random"):
+    with pytest.raises(ConfigError, match="keep must be one of quality, largest, hard, easy, random"):
         DedupConfig(features="f", keep="newest")
     with pytest.raises(ConfigError, match="--against"):
         DedupConfig(features="f", keep="random", against="old")

@@ -38,6 +38,7 @@ def test_dedup_images_one_command_writes_duplicates_csv_and_touches_no_file(tmp_
     proc = run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
     assert "2 duplicates" in proc.stdout and "embedding 0 edges" in proc.stdout
     with open(out / "duplicates.csv") as f:
+        assert f.readline().startswith("# dinocurate: ")
         rows = list(csv.DictReader(f))
     assert [(Path(r["duplicate"]).name, Path(r["kept"]).name) for r in rows] == [("a_copy.png", "a.png"),
                                                                                  ("a_mirror.png", "a.png")]

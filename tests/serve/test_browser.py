@@ -68,9 +68,10 @@ def test_upload_search_follow_and_change_a_keeper_in_chromium(folder_root, tmp_p
 
             browser.load(f"{url}/groups")
             first = "document.querySelector('section.group')"
-            assert browser.evaluate(f"{first}.querySelector('figure.keeper .key').textContent") == "copies/img00_a.jpg"
-            act(browser, f"{first}.querySelectorAll('button.make-keeper')[1].click()")  # img00.jpg's button
+            # byte-identical copies: the shortest path is kept
             assert browser.evaluate(f"{first}.querySelector('figure.keeper .key').textContent") == "img00.jpg"
+            act(browser, f"{first}.querySelectorAll('button.make-keeper')[0].click()")  # copies/img00_a.jpg's
+            assert browser.evaluate(f"{first}.querySelector('figure.keeper .key').textContent") == "copies/img00_a.jpg"
             assert "keeper by chromium" in browser.evaluate(f"{first}.textContent")
             assert images_loaded(browser) == []
             browser.screenshot(artifacts / "serve-groups.png")
@@ -78,6 +79,6 @@ def test_upload_search_follow_and_change_a_keeper_in_chromium(folder_root, tmp_p
         finally:
             browser.close()
     log = read_decisions(root).to_pylist()
-    assert [(d["action"], d["key"], d["who"]) for d in log] == [("keeper", "img00.jpg", "chromium")]
+    assert [(d["action"], d["key"], d["who"]) for d in log] == [("keeper", "copies/img00_a.jpg", "chromium")]
     assert errors == []
     assert Image.open(artifacts / "serve-search.png").size == (1200, 900)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.curate.export import ExportConfig, run_export
+from pipeline.dedup.decided import write_duplicates_csv
 from pipeline.dedup.decisions import (
     DECISION_SCHEMA,
     append_decisions,
@@ -20,7 +21,7 @@ from pipeline.dedup.decisions import (
     read_decisions,
     review_root,
 )
-from pipeline.dedup.groups import GROUP_SCHEMA, write_duplicates_csv
+from pipeline.dedup.groups import GROUP_SCHEMA
 from pipeline.errors import InputError
 from pipeline.io.lock import FileLock
 from pipeline.layout import OutputRoot
@@ -120,6 +121,7 @@ def test_duplicates_csv_lists_the_reviewed_keeper(tmp_path):
     def rows() -> list[tuple[str, str, str]]:
         write_duplicates_csv(root / "dedup" / "groups.parquet", "/photos", root / "duplicates.csv")
         with open(root / "duplicates.csv") as f:
+            assert f.readline().startswith("# dinocurate: ")  # what it reflects
             return [(r["duplicate"], r["kept"], r["reason"]) for r in csv.DictReader(f)]
 
     assert rows() == [("/photos/b", "/photos/a", "exact"), ("/photos/c", "/photos/a", "phash")]

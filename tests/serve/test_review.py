@@ -30,20 +30,21 @@ def members(group: dict) -> dict[str, dict]:
 def test_a_new_keeper_replaces_the_old_one_and_is_logged(review):
     client, root = review
     group = client.get("/api/groups").json()["groups"][0]
-    old, new = group["members"][0], members(group)["img00.jpg"]
+    old, new = group["members"][0], members(group)["copies/img00_a.jpg"]
     assert old["keeper"] and not new["keeper"]
     answer = client.post("/api/decisions", json={"action": "keeper", "id": new["id"]})
     assert answer.status_code == 200
     now = members(answer.json()["group"])
-    assert now["img00.jpg"]["keeper"] and now["img00.jpg"]["reason"] == "keep"
+    assert now["copies/img00_a.jpg"]["keeper"] and now["copies/img00_a.jpg"]["reason"] == "keep"
     assert not now[old["key"]]["keeper"] and now[old["key"]]["reason"] == "reviewed"
-    assert answer.json()["group"]["members"][0]["key"] == "img00.jpg"  # the keeper first
-    assert now["img00.jpg"]["decision"]["who"] == "alice" and now["img00.jpg"]["decision"]["action"] == "keeper"
+    assert answer.json()["group"]["members"][0]["key"] == "copies/img00_a.jpg"  # the keeper first
+    decision = now["copies/img00_a.jpg"]["decision"]
+    assert decision["who"] == "alice" and decision["action"] == "keeper"
     log = read_decisions(root).to_pylist()
     assert [(d["who"], d["action"], d["key"], d["id"], d["component"]) for d in log] == [
-        ("alice", "keeper", "img00.jpg", new["id"], group["component"])]
+        ("alice", "keeper", "copies/img00_a.jpg", new["id"], group["component"])]
     assert client.get("/api/groups").json()["groups"][0] == answer.json()["group"]  # re-read from the log
-    assert client.get("/api/decisions").json()["decisions"][0]["key"] == "img00.jpg"
+    assert client.get("/api/decisions").json()["decisions"][0]["key"] == "copies/img00_a.jpg"
 
 
 def test_not_a_duplicate_and_its_undo(review):
