@@ -48,6 +48,22 @@ def _announce(features: str, root: str) -> None:
              features, root)
 
 
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Two paths naming one file or folder (resolved: `..`, trailing slashes and symlinks do not count)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """`path` is `root` or lies below it (both resolved)."""
+    path, root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return path == root or root in path.parents
+
+
+def _input_of(config: dict) -> str | None:
+    """The input a root's config names, in words: its image folder, or None for shards (bound per unit)."""
+    return f"the image folder {config['images']}" if config.get("images") else None
+
+
 def npy_export_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     """(emb.npy, keys.parquet) of an export-npy output folder."""
     return tuple(Path(out) / name for name in NPY_EXPORT_FILES)
@@ -223,17 +239,32 @@ class OutputRoot:
             return
         old = self.read_config() or {}
         old_prov = old.get("provenance", {})
-        if old_prov.get("fingerprint") == provenance["fingerprint"]:
+        same_settings = old_prov.get("fingerprint") == provenance["fingerprint"]
+        other_input = self._other_input(old.get("config") or {}, config)
+        if same_settings and other_input is None:
             return
         if not self.markers() and not self.feature_files() and not self.other_runs(rank):
             log.warning("%s was claimed by a run that finished no shard (%s); replacing its settings", self.root,
-                        "; ".join(differences(old_prov, provenance)) or "fingerprint only")
+                        "; ".join(differences(old_prov, provenance)) or other_input or "fingerprint only")
             write_json_atomic(record, self.config_path)
             return
-        diffs = differences(old_prov, provenance)
-        raise ConfigMismatchError(
-            f"{self.root} already holds features made another way; refusing to mix them. "
-            f"Differences: {'; '.join(diffs) or 'fingerprint only'}. Use a new OUT, or delete {self.root}.")
+        if not same_settings:
+            diffs = differences(old_prov, provenance)
+            raise ConfigMismatchError(
+                f"{self.root} already holds features made another way; refusing to mix them. "
+                f"Differences: {'; '.join(diffs) or 'fingerprint only'}. Use a new OUT, or delete {self.root}.")
+        raise InputError(other_input)
+
+    def _other_input(self, old: dict, new: dict) -> str | None:
+        """Why this run's input is not the one the root holds (one line naming both), or None when it is. An
+        image folder binds the whole root; shards bind each unit (its marker), so a root may grow by shards."""
+        was, now = _input_of(old), _input_of(new)
+        if was is None and now is None or was and now and same_path(old["images"], new["images"]):
+            return None
+        was = was or "shards"
+        now = now or "shards"
+        return (f"{self.root} holds the features of {was}, not of {now}: one OUT holds one input. "
+                f"Use another OUT for {now} (or delete {self.root} to start over)")
 
     def foreign_shards(self) -> list[str]:
         """Shards whose marker was made with another fingerprint than config.json's (a mixed root)."""
@@ -259,7 +290,11 @@ class OutputRoot:
     def read_marker(self, shard: str) -> dict | None:
         return _read_record(self.marker_path(shard), "the shard will be redone")
 
-    def is_done(self, shard: str, fingerprint: str, digest: str | None) -> bool:
+    def is_done(self, shard: str, fingerprint: str, digest: str | None, origin: dict | None = None,
+                files: tuple[str, ...] = ()) -> bool:
+        """Whether a unit is done with these settings, from this input (`Shard.origin`) and these members
+        (`digest`; `files` name them, for the log). A unit done from another input is refused: one OUT never
+        holds two inputs' units under one name. A unit whose members or file changed is redone, saying why."""
         marker = self.read_marker(shard)
         if marker is None:
             return False
@@ -268,10 +303,38 @@ class OutputRoot:
                 f"shard {shard} in {self.root} was made with other settings than this run (marker "
                 f"{self.marker_path(shard).name}); the root is mixed. Rerun with --repair to drop the shards "
                 f"made another way, or use a new OUT")
+        held = marker.get("origin")  # absent in markers written before units were bound to their input
+        if held and origin and not same_path(held["input"], origin["input"]):
+            raise InputError(f"{self.root} holds {shard} from {held['input']}, not from {origin['input']}: one "
+                             f"OUT holds one input's units. Use another OUT for {origin['input']} (or delete "
+                             f"{self.root} to start over)")
         if marker.get("digest") != digest:
-            log.info("shard %s: its file list changed since it was done; redoing it", shard)
+            log.warning("%s: %s since the last run: redoing it", shard, self._member_change(shard, files))
+            return False
+        if held and origin and held.get("stamp") != origin.get("stamp"):
+            log.warning("%s: %s changed (size or mtime) since the last run: redoing it", shard, origin["input"])
             return False
         return self.feature_path(shard).exists() and self.failure_path(shard).exists()
+
+    def held_keys(self, shard: str) -> set[str]:
+        """Keys of a unit's rows and failed samples as written (a folder chunk's members)."""
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        for path in (self.feature_path(shard), self.failure_path(shard)):
+            if path.exists():
+                keys.update(k for k in pq.read_table(path, columns=["key"]).column("key").to_pylist() if k)
+        return keys
+
+    def _member_change(self, shard: str, files: tuple[str, ...]) -> str:
+        """What changed in a folder chunk, in words: files added and removed, else files replaced or touched."""
+        held = self.held_keys(shard) if files else set()
+        added, removed = len(set(files) - held), len(held - set(files))
+        if not held:
+            return "its file list changed"
+        if added or removed:
+            return f"{added} files added, {removed} removed"
+        return "files were replaced or touched (size or mtime changed)"
 
     def write_shard(self, shard: str, features: pa.Table, failures: pa.Table, marker: dict) -> None:
         """Data files first (atomically), the marker last: a shard with a marker is complete."""
