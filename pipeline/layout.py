@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from pipeline.errors import ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
+from pipeline.io.inputs import member_change, other_root_input, other_unit_input
 from pipeline.io.lock import FileLock, is_locked, read_holder
 from pipeline.provenance import differences
 
@@ -46,22 +47,6 @@ def is_external(path: str | os.PathLike) -> bool:
 def _announce(features: str, root: str) -> None:
     log.info("%s is made elsewhere and has no output root: this stage writes under %s (--out to choose)",
              features, root)
-
-
-def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Two paths naming one file or folder (resolved: `..`, trailing slashes and symlinks do not count)."""
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
-    """`path` is `root` or lies below it (both resolved)."""
-    path, root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
-    return path == root or root in path.parents
-
-
-def _input_of(config: dict) -> str | None:
-    """The input a root's config names, in words: its image folder, or None for shards (bound per unit)."""
-    return f"the image folder {config['images']}" if config.get("images") else None
 
 
 def npy_export_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -240,7 +225,7 @@ class OutputRoot:
         old = self.read_config() or {}
         old_prov = old.get("provenance", {})
         same_settings = old_prov.get("fingerprint") == provenance["fingerprint"]
-        other_input = self._other_input(old.get("config") or {}, config)
+        other_input = other_root_input(self.root, old.get("config") or {}, config)
         if same_settings and other_input is None:
             return
         if not self.markers() and not self.feature_files() and not self.other_runs(rank):
@@ -254,17 +239,6 @@ class OutputRoot:
                 f"{self.root} already holds features made another way; refusing to mix them. "
                 f"Differences: {'; '.join(diffs) or 'fingerprint only'}. Use a new OUT, or delete {self.root}.")
         raise InputError(other_input)
-
-    def _other_input(self, old: dict, new: dict) -> str | None:
-        """Why this run's input is not the one the root holds (one line naming both), or None when it is. An
-        image folder binds the whole root; shards bind each unit (its marker), so a root may grow by shards."""
-        was, now = _input_of(old), _input_of(new)
-        if was is None and now is None or was and now and same_path(old["images"], new["images"]):
-            return None
-        was = was or "shards"
-        now = now or "shards"
-        return (f"{self.root} holds the features of {was}, not of {now}: one OUT holds one input. "
-                f"Use another OUT for {now} (or delete {self.root} to start over)")
 
     def foreign_shards(self) -> list[str]:
         """Shards whose marker was made with another fingerprint than config.json's (a mixed root)."""
@@ -304,12 +278,11 @@ class OutputRoot:
                 f"{self.marker_path(shard).name}); the root is mixed. Rerun with --repair to drop the shards "
                 f"made another way, or use a new OUT")
         held = marker.get("origin")  # absent in markers written before units were bound to their input
-        if held and origin and not same_path(held["input"], origin["input"]):
-            raise InputError(f"{self.root} holds {shard} from {held['input']}, not from {origin['input']}: one "
-                             f"OUT holds one input's units. Use another OUT for {origin['input']} (or delete "
-                             f"{self.root} to start over)")
+        if (other := other_unit_input(self.root, shard, held, origin)) is not None:
+            raise InputError(other)
         if marker.get("digest") != digest:
-            log.warning("%s: %s since the last run: redoing it", shard, self._member_change(shard, files))
+            log.warning("%s: %s since the last run: redoing it", shard,
+                        member_change(self.held_keys(shard) if files else set(), files))
             return False
         if held and origin and held.get("stamp") != origin.get("stamp"):
             log.warning("%s: %s changed (size or mtime) since the last run: redoing it", shard, origin["input"])
@@ -325,16 +298,6 @@ class OutputRoot:
             if path.exists():
                 keys.update(k for k in pq.read_table(path, columns=["key"]).column("key").to_pylist() if k)
         return keys
-
-    def _member_change(self, shard: str, files: tuple[str, ...]) -> str:
-        """What changed in a folder chunk, in words: files added and removed, else files replaced or touched."""
-        held = self.held_keys(shard) if files else set()
-        added, removed = len(set(files) - held), len(held - set(files))
-        if not held:
-            return "its file list changed"
-        if added or removed:
-            return f"{added} files added, {removed} removed"
-        return "files were replaced or touched (size or mtime changed)"
 
     def write_shard(self, shard: str, features: pa.Table, failures: pa.Table, marker: dict) -> None:
         """Data files first (atomically), the marker last: a shard with a marker is complete."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
-from pipeline.layout import is_within, same_path
+from pipeline.io.inputs import is_within, same_path
 
 # Which member of a duplicate component is kept: most pixels, or SemDeDup's policies over k-means clusters of
 # the pool (hard = farthest from its cluster centroid, easy = closest), or a seeded random member.
