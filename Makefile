@@ -1,5 +1,6 @@
 # dinocurate: every target creates or reuses .venv and installs what it needs.
 # Stage inputs are variables (SHARDS, IMAGES, OUT, FEATURES, INDEX, QUERY, QUERIES, POOL, SELECTION, EXECUTOR);
+# FEATURES roots are read-only to a stage given OUT: index, knn, dedup, curate and evaluate then write OUT/<stage>/.
 # every other option goes through ARGS, e.g.  make extract SHARDS='d/train-{000000..000009}.tar' ARGS='--resolution 224'
 
 PYTHON ?= python3
@@ -37,7 +38,7 @@ help:
 	@echo "make demo                      pack a few real photos into shards and extract their features"
 	@echo "make extract SHARDS=... OUT=.. features of webdataset shards (or IMAGES=DIR); ARGS='--help' lists options"
 	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
-	@echo "make index FEATURES=OUT        Faiss index over extracted features"
+	@echo "make index FEATURES=OUT        Faiss index over extracted features (OUT=DIR: into DIR/index, not FEATURES)"
 	@echo "make search INDEX=.. QUERY=..  nearest indexed images of an image, folder, shards or features"
 	@echo "make serve INDEX=..            local search + dedup review server on 127.0.0.1:8000 (pages, JSON API)"
 	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
@@ -80,7 +81,7 @@ pack: $(STAMP)
 
 index: $(STAMP)
 	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make index FEATURES=out/train [ARGS='--factory IVF4096,PQ32x4fs']"; exit 2; }
-	$(PY) -m jobs.index $(if $(HELP),--help,--features '$(FEATURES)' $(ARGS))
+	$(PY) -m jobs.index $(if $(HELP),--help,--features '$(FEATURES)'$(if $(OUT), --out '$(OUT)/index') $(ARGS))
 
 search: $(STAMP)
 	@test -n "$(HELP)" -o -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
@@ -92,15 +93,15 @@ serve: $(STAMP)
 
 knn: $(STAMP)
 	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
-	$(PY) -m jobs.knn $(if $(HELP),--help,--features '$(FEATURES)' $(ARGS))
+	$(PY) -m jobs.knn $(if $(HELP),--help,--features '$(FEATURES)'$(if $(OUT), --out '$(OUT)/knn') $(ARGS))
 
 dedup: $(STAMP)
 	@test -n "$(HELP)$(FEATURES)" -o -n "$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
-	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)' --out '$(OUT)') $(ARGS))
+	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)')$(if $(OUT), --out '$(OUT)') $(ARGS))
 
 curate: $(STAMP)
 	@test -n "$(HELP)$(POOL)$(FEATURES)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'  (FEATURES=emb.npy stands for POOL)"; exit 2; }
-	$(PY) -m jobs.curate $(if $(HELP),--help,--pool '$(or $(POOL),$(FEATURES))' $(if $(QUERIES),--queries '$(QUERIES)') $(ARGS))
+	$(PY) -m jobs.curate $(if $(HELP),--help,--pool '$(or $(POOL),$(FEATURES))' $(if $(QUERIES),--queries '$(QUERIES)')$(if $(OUT), --out '$(OUT)/curate') $(ARGS))
 
 # FEATURES as OUT/emb.npy (N×D, L2-normalised rows) + OUT/keys.parquet, for other tools (ARGS='--dtype float16')
 export-npy: $(STAMP)
@@ -113,7 +114,7 @@ export: $(STAMP)
 
 evaluate: $(STAMP)
 	@test -n "$(HELP)$(FEATURES)$(COMPARE)" || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
-	$(PY) -m jobs.evaluate $(if $(HELP),--help,$(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)') $(ARGS))
+	$(PY) -m jobs.evaluate $(if $(HELP),--help,$(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)')$(if $(OUT), --out '$(OUT)/eval') $(ARGS))
 
 report: $(STAMP)
 	@test -n "$(HELP)" -o -n "$(OUT)" -a -d "$(OUT)" || { echo "usage: make report OUT=out/train [SEARCH=neighbours.parquet] [ARGS='--groups-per-page 50']"; exit 2; }

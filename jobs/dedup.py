@@ -42,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("input (exactly one)").add_mutually_exclusive_group(required=True)
     src.add_argument("--features", metavar="FEATURES", help=FEATURES_HELP + " (embedding edges only: no hashes)")
     src.add_argument("--images", metavar="DIR", help="an image folder: extracted into --out first (resumable)")
-    p.add_argument("--out", dest="root", default=IMAGES_OUT, help="output root for --images (default: %(default)s)")
+    p.add_argument("--out", dest="root", help=f"output root: --images is extracted into it (default: {IMAGES_OUT}); "
+                                             "with --features the dedup is written to OUT/dedup/ and nothing is "
+                                             "written under FEATURES (default: FEATURES/dedup/)")
     d = p.add_argument_group("dedup")
     option(d, DedupConfig, "threshold", "cosine above which two images are copies (default: %(default)s, "
                                         "model-dependent)")
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.dedup.run import dedup_images
         from pipeline.extract.config import ExtractConfig
 
-        extract = config_from(ExtractConfig, args, out=args.root)
+        extract = config_from(ExtractConfig, args, out=args.root or IMAGES_OUT)
         folder = dedup_images(extract, config_from(DedupConfig, args, features=extract.out))
         print(f"extract: {folder.extract.summary()}")
         if folder.summary is None:
@@ -119,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.dedup.run import run_dedup
     from pipeline.layout import OutputRoot
 
-    summary = run_dedup(config_from(DedupConfig, args))
+    root = OutputRoot(args.root) if args.root else OutputRoot.for_features(args.features)
+    summary = run_dedup(config_from(DedupConfig, args, out=str(root.dedup_dir) if args.root else None))
     if args.sweep:
         print_sweep(summary)
         return 0
@@ -128,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['kept']} kept, {summary['duplicates_of_old']} duplicates of the collection, "
               f"{summary['duplicates_of_new']} of other new images")
         print(f"  by reason: {json.dumps(summary['reasons'])}; "
-              f"-> {OutputRoot.for_features(args.features).dedup_dir}/against.parquet")
+              f"-> {root.dedup_dir}/against.parquet")
         return 0
-    print_summary(summary, str(OutputRoot.for_features(args.features).root))
+    print_summary(summary, str(root.root))
     return 0
 
 

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(p, IndexConfig, "nprobe", "IVF lists searched (default: max(16, nlist/64))")
     option(p, IndexConfig, "train_size", "training sample (default: %(default)s)")
     option(p, IndexConfig, "update", "add the vectors of shards extracted since the index was built, without "
-                                     "retraining; ids stay stable (new shards must sort after the indexed ones); "
+                                     "retraining; ids stay stable (new shards must sort after the indexed ones; an "
+                                     "image folder that gained files: rebuild instead); "
                                      "refused for features made with another model or preprocessing")
     add_executor_args(p, IndexConfig, "IVF only: add the vectors in N parallel parts and merge them "
                                       "(default: %(default)s)", units="parts",

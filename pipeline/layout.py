@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from pipeline.errors import ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
+from pipeline.io.inputs import member_change, other_root_input, other_unit_input
 from pipeline.io.lock import FileLock, is_locked, read_holder
 from pipeline.provenance import differences
 
@@ -233,17 +234,21 @@ class OutputRoot:
             return
         old = self.read_config() or {}
         old_prov = old.get("provenance", {})
-        if old_prov.get("fingerprint") == provenance["fingerprint"]:
+        same_settings = old_prov.get("fingerprint") == provenance["fingerprint"]
+        other_input = other_root_input(self.root, old.get("config") or {}, config)
+        if same_settings and other_input is None:
             return
         if not self.markers() and not self.feature_files() and not self.other_runs(rank):
             log.warning("%s was claimed by a run that finished no shard (%s); replacing its settings", self.root,
-                        "; ".join(differences(old_prov, provenance)) or "fingerprint only")
+                        "; ".join(differences(old_prov, provenance)) or other_input or "fingerprint only")
             write_json_atomic(record, self.config_path)
             return
-        diffs = differences(old_prov, provenance)
-        raise ConfigMismatchError(
-            f"{self.root} already holds features made another way; refusing to mix them. "
-            f"Differences: {'; '.join(diffs) or 'fingerprint only'}. Use a new OUT, or delete {self.root}.")
+        if not same_settings:
+            diffs = differences(old_prov, provenance)
+            raise ConfigMismatchError(
+                f"{self.root} already holds features made another way; refusing to mix them. "
+                f"Differences: {'; '.join(diffs) or 'fingerprint only'}. Use a new OUT, or delete {self.root}.")
+        raise InputError(other_input)
 
     def foreign_shards(self) -> list[str]:
         """Shards whose marker was made with another fingerprint than config.json's (a mixed root)."""
@@ -269,7 +274,11 @@ class OutputRoot:
     def read_marker(self, shard: str) -> dict | None:
         return _read_record(self.marker_path(shard), "the shard will be redone")
 
-    def is_done(self, shard: str, fingerprint: str, digest: str | None) -> bool:
+    def is_done(self, shard: str, fingerprint: str, digest: str | None, origin: dict | None = None,
+                files: tuple[str, ...] = ()) -> bool:
+        """Whether a unit is done with these settings, from this input (`Shard.origin`) and these members
+        (`digest`; `files` name them, for the log). A unit done from another input is refused: one OUT never
+        holds two inputs' units under one name. A unit whose members or file changed is redone, saying why."""
         marker = self.read_marker(shard)
         if marker is None:
             return False
@@ -278,10 +287,27 @@ class OutputRoot:
                 f"shard {shard} in {self.root} was made with other settings than this run (marker "
                 f"{self.marker_path(shard).name}); the root is mixed. Rerun with --repair to drop the shards "
                 f"made another way, or use a new OUT")
+        held = marker.get("origin")  # absent in markers written before units were bound to their input
+        if (other := other_unit_input(self.root, shard, held, origin)) is not None:
+            raise InputError(other)
         if marker.get("digest") != digest:
-            log.info("shard %s: its file list changed since it was done; redoing it", shard)
+            log.warning("%s: %s since the last run: redoing it", shard,
+                        member_change(self.held_keys(shard) if files else set(), files))
+            return False
+        if held and origin and held.get("stamp") != origin.get("stamp"):
+            log.warning("%s: %s changed (size or mtime) since the last run: redoing it", shard, origin["input"])
             return False
         return self.feature_path(shard).exists() and self.failure_path(shard).exists()
+
+    def held_keys(self, shard: str) -> set[str]:
+        """Keys of a unit's rows and failed samples as written (a folder chunk's members)."""
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        for path in (self.feature_path(shard), self.failure_path(shard)):
+            if path.exists():
+                keys.update(k for k in pq.read_table(path, columns=["key"]).column("key").to_pylist() if k)
+        return keys
 
     def write_shard(self, shard: str, features: pa.Table, failures: pa.Table, marker: dict) -> None:
         """Data files first (atomically), the marker last: a shard with a marker is complete."""

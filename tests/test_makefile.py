@@ -54,3 +54,24 @@ def test_stages_that_create_an_output_need_out(target, variables):
 def test_defaults_for_demo_and_pca_stay_out_of_out():
     assert "--out 'demo_out'" in make("demo").stdout
     assert "--out 'pca_out'" in make("pca", "IMAGES=p").stdout
+
+
+@pytest.mark.parametrize("target, variables, expect", [
+    ("dedup", ["FEATURES=my feats", "OUT=alt dir"], "--features 'my feats' --out 'alt dir'"),
+    ("index", ["FEATURES=my feats", "OUT=alt dir"], "--features 'my feats' --out 'alt dir/index'"),
+    ("knn", ["FEATURES=my feats", "OUT=alt dir"], "--features 'my feats' --out 'alt dir/knn'"),
+    ("curate", ["POOL=my pool", "OUT=alt dir"], "--pool 'my pool' --out 'alt dir/curate'"),
+    ("evaluate", ["FEATURES=my feats", "OUT=alt dir"], "--features 'my feats' --out 'alt dir/eval'"),
+])
+def test_out_with_features_is_passed_on_quoted(target, variables, expect):
+    """Issue 25, bug 4: OUT given with FEATURES was dropped, and the stage rewrote the FEATURES root."""
+    proc = make(target, *variables)
+    assert proc.returncode == 0, proc.stderr
+    assert expect in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize("target", ["dedup", "index", "knn", "curate", "evaluate"])
+def test_without_out_no_out_is_passed(target):
+    proc = make(target, "FEATURES=f")
+    assert proc.returncode == 0, proc.stderr
+    assert "--out" not in proc.stdout

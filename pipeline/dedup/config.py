@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
+from pipeline.io.inputs import is_within, same_path
 
 # Which member of a duplicate component is kept: the copy a person would keep (dedup/keeper.py: pixels, colour,
 # sharpness, compression, EXIF, age, path, read from the files), most pixels only, SemDeDup's policies over
@@ -74,6 +75,13 @@ class DedupConfig:
         if self.against and self.reference:
             raise ConfigError("--against and --reference are separate runs: decontaminate the collection first, "
                               "then check new images against it")
+        for flag, other in (("against", self.against), ("reference", self.reference)):
+            if other and same_path(other, self.features):
+                raise ConfigError(f"--{flag} {other} is FEATURES ({self.features}) itself: a root is not compared "
+                                  f"with itself; give --{flag} another extract output")
+            if other and self.out and is_within(self.out, other):
+                raise ConfigError(f"--{flag} {other} is read-only to this dedup, but its output {self.out} lies "
+                                  f"inside it: choose an --out outside {other}")
         if not 0 <= self.phash_distance <= 64:
             raise ConfigError(f"phash_distance must be 0 to 64 bits, got {self.phash_distance}")
 

@@ -43,7 +43,7 @@ def _actor_class():
             if self.crash_after is not None and self.done >= self.crash_after:
                 os._exit(1)  # test hook: this actor's process dies mid-run, as on a node loss
             stats = ExtractStats(shards=1)
-            if self.store.is_done(shard.id, self.provenance["fingerprint"], shard.digest):
+            if self.store.is_done(shard.id, self.provenance["fingerprint"], shard.digest, shard.origin):
                 stats.skipped = 1  # an earlier attempt finished it: never write a shard twice
             else:
                 extract_shards(self.cfg, self.backbone, self.provenance, self.store, [shard],
@@ -81,7 +81,7 @@ def _run_ray_locked(cfg: ExtractConfig, store: OutputRoot, actors: int | None, c
     if cfg.repair:
         store.repair()
     shards = list_shards(cfg)
-    todo = [s for s in shards if not store.is_done(s.id, provenance["fingerprint"], s.digest)]
+    todo = [s for s in shards if not store.is_done(s.id, provenance["fingerprint"], s.digest, s.origin, s.files)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
     log.info("ray: %d shards, %d already done, %d to do on %d actors (%s)", len(shards), stats.skipped,
              len(todo), n_actors, "1 GPU each" if gpus else f"{cpus_per_actor} CPU each")

@@ -147,7 +147,7 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot, between_batches: BetweenB
     if cfg.repair:
         store.repair()
     fp = provenance["fingerprint"]
-    todo = [s for s in shards if not store.is_done(s.id, fp, s.digest)]
+    todo = [s for s in shards if not store.is_done(s.id, fp, s.digest, s.origin, s.files)]
     stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
     workers = resolve_workers(cfg.workers, device)
     log.info("rank %d/%d: %d shards, %d already done, %d to do on %s (%d workers, %d threads); model %s, "
@@ -200,6 +200,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     buffers: dict[str, ShardBuffer] = {}
     part_ends: dict[str, list[ShardEnd]] = {}  # ends of the parts of a shard seen so far (parts > 1)
     digests = {s.id: s.digest for s in todo}
+    origins = {s.id: s.origin for s in todo}  # stamped at listing: a file changed while read is redone next time
     pending: list[Future] = []
     start = time.perf_counter()
     started_unix = time.time()  # recorded in each marker: the report's throughput starts here
@@ -245,7 +246,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                 if schema is None:
                     schema = schema_for(_feature_widths(backbone, cfg))
                 pending.append(writer.submit(_write_shard, store, schema, end, buffer, provenance,
-                                             digests[end.shard], started_unix))
+                                             digests[end.shard], started_unix, origins[end.shard]))
                 stats.written += 1
                 if not folder_total:
                     bar.update(1)
@@ -312,7 +313,8 @@ def _feature_widths(backbone: Backbone, cfg: ExtractConfig) -> dict[str, int]:
 
 
 def _write_shard(store: OutputRoot, schema: pa.Schema, end: ShardEnd, buffer: ShardBuffer,
-                 provenance: dict, digest: str | None, run_started: float | None = None) -> None:
+                 provenance: dict, digest: str | None, run_started: float | None = None,
+                 origin: dict | None = None) -> None:
     table = buffer.table(schema)
     failures = list(end.failures)
     if table.num_rows + len(failures) != end.samples:
@@ -325,6 +327,7 @@ def _write_shard(store: OutputRoot, schema: pa.Schema, end: ShardEnd, buffer: Sh
         "shard": end.shard,
         "fingerprint": provenance["fingerprint"],
         "digest": digest,
+        "origin": origin,
         "samples": end.samples,
         "rows": table.num_rows,
         "failures": len(end.failures),

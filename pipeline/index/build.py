@@ -230,7 +230,8 @@ def update_index(cfg: IndexConfig) -> dict:
         raise InputError(f"the index in {out} cannot be extended in place: "
                          + (f"shard {changed[0][0]} ({changed[0][1]} rows) stands where the index holds "
                             f"{changed[1][0]} ({changed[1][1]} rows)" if changed else "it holds shards that are gone")
-                         + "; ids would move (new shards must sort after the ones indexed): rebuild it")
+                         + f"; ids would move (new shards must sort after the ones indexed, and a folder unit "
+                           f"that gained or lost files is redone whole): {_rebuild_command(cfg)}")
     first_new = files[len(held)][2] if len(files) > len(held) else len(fs.files)
     new = replace(fs, files=fs.files[first_new:], rows=fs.rows[first_new:])
     if not new.count:
@@ -248,6 +249,12 @@ def update_index(cfg: IndexConfig) -> dict:
     write_index(out, loaded.index, fs, record)
     log.info("index: added %d vectors of %d new shards → %d in %s", new.count, len(new.files), fs.count, out)
     return record
+
+
+def _rebuild_command(cfg: IndexConfig) -> str:
+    """What to run instead of an update that cannot be done."""
+    out = f" ARGS='--out {cfg.out}'" if cfg.out else ""
+    return f"rebuild it: make index FEATURES='{cfg.features}'{out} (without --update)"
 
 
 def _held_shards(shards: list[str]) -> list[tuple[str, int]]:

@@ -62,6 +62,18 @@ class Shard:
     def source(self) -> str:
         return self.url if self.url is not None else f"{self.root} [{len(self.files)} files]"
 
+    @property
+    def origin(self) -> dict:
+        """The input this unit is bound to, as its done marker records it: `input` is the folder (a chunk's
+        members are its digest) or the shard file (absolute; a URL as given), `stamp` a local shard file's
+        "size:mtime_ns" (a file replaced under its name is redone), else None."""
+        if self.url is None:
+            return {"input": self.root, "stamp": None}
+        if is_url(self.url):
+            return {"input": self.url, "stamp": None}
+        path = os.path.abspath(self.url.removeprefix("file://"))
+        return {"input": path, "stamp": _stamp(path)}
+
 
 def is_url(spec: str) -> bool:
     return spec.startswith("pipe:") or bool(_URL.match(spec)) and not spec.startswith("file://")
