@@ -142,8 +142,9 @@ def print_summary(summary: dict, root: str) -> None:
           f"{summary['duplicates_removed']} duplicates, {summary['contaminated_removed']} contaminated, "
           f"{summary['kept']} kept")
     print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
-    print(f"  weights: {summary['weights'].get('source')}; stages: "
-          + ", ".join(f"{k} {v.get('edges', 0)} edges" for k, v in summary["stages"].items()))
+    print(f"  weights: {weights_text(summary)}; stages: "
+          + ", ".join(f"{k} {v.get('edges', 0)} edges" + (f" (skipped: {v['skipped']})" if "skipped" in v else "")
+                      for k, v in summary["stages"].items()))
     keep = summary.get("keep", {})
     if keep.get("policy") == "quality":
         unread = f"; {keep['unreadable']} grouped files could not be checked" if keep.get("unreadable") else ""
@@ -154,6 +155,14 @@ def print_summary(summary: dict, root: str) -> None:
     if "warning" in summary:
         print(f"  WARNING: {summary['warning']}")
     print(f"  {root}/dedup/groups.parquet, {root}/dedup/summary.json")
+
+
+def weights_text(summary: dict) -> str:
+    """The weights' source (`random`, `hub`, `file`, ...), or that features made elsewhere do not say."""
+    weights = summary.get("weights") or {}
+    if not weights.get("source"):
+        return "unknown (features made elsewhere, no export-npy provenance)"
+    return str(weights["source"])
 
 
 def print_sweep(record: dict) -> None:

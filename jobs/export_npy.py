@@ -10,8 +10,10 @@ from jobs._cli import run_command
 EPILOG = """examples:
   python -m jobs.export_npy --features out/train --out emb/                    # cls, float32
   python -m jobs.export_npy --features out/train --out emb/ --feature concat --dtype float16
-writes OUT/emb.npy (row i = id i, normalised as the pipeline compares them: cosine = dot product) and
-OUT/keys.parquet (id, key, shard, index). Every stage takes the .npy back as FEATURES, e.g.
+writes OUT/emb.npy (row i = id i, normalised as the pipeline compares them: cosine = dot product),
+OUT/keys.parquet (id, key, shard, index) and OUT/emb.provenance.json (model, weights, feature: read back with
+the .npy, so random weights still turn the dedup embedding stage off). Every stage takes the .npy back as
+FEATURES, e.g.
   python -m jobs.curate --pool emb/emb.npy --keys emb/keys.parquet --balanced 1000"""
 
 
@@ -20,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--features", required=True, metavar="FEATURES", help=FEATURES_HELP)
     add_keys_arg(p, ExportNpyConfig)
-    p.add_argument("--out", required=True, help="folder for emb.npy and keys.parquet")
+    p.add_argument("--out", required=True, help="folder for emb.npy, keys.parquet and emb.provenance.json")
     option(p, ExportNpyConfig, "feature", "vector exported (default: %(default)s; concat = both, each normalised)",
            metavar=FEATURE_METAVAR)
     option(p, ExportNpyConfig, "dtype", "of emb.npy; float16 halves the file (default: %(default)s)",
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     done = run_export_npy(config_from(ExportNpyConfig, args))
     print(f"export-npy: {done['rows']} × {done['dim']} {done['dtype']} ({done['feature']}, L2-normalised) in "
-          f"{done['seconds']:.1f} s -> {done['emb']}, {done['keys']}")
+          f"{done['seconds']:.1f} s -> {done['emb']}, {done['keys']}, {done['provenance_file']}")
     return 0
 
 

@@ -31,6 +31,8 @@ CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
 # Features made elsewhere (a .npy, a Parquet file or folder) have no output root: stages write into this sibling
 EXTERNAL_OUTPUTS = ".dinocurate"  # emb.npy → emb.npy.dinocurate/{index,knn,dedup,curate,eval}/
 NPY_EXPORT_FILES = ("emb.npy", "keys.parquet")  # what export-npy writes into its OUT
+# beside a .npy (`emb.npy` → `emb.provenance.json`): what made its vectors, read back by every stage
+NPY_PROVENANCE_SUFFIX = ".provenance.json"
 
 
 def is_external(path: str | os.PathLike) -> bool:
@@ -52,6 +54,17 @@ def _announce(features: str, root: str) -> None:
 def npy_export_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     """(emb.npy, keys.parquet) of an export-npy output folder."""
     return tuple(Path(out) / name for name in NPY_EXPORT_FILES)
+
+
+def npy_provenance_path(npy: str | os.PathLike) -> Path:
+    """The provenance sidecar of a .npy: `emb.npy` → `emb.provenance.json` in the same folder."""
+    npy = Path(npy)
+    return npy.with_name(npy.stem + NPY_PROVENANCE_SUFFIX)
+
+
+def npy_keys_beside(npy: str | os.PathLike) -> Path:
+    """Where export-npy puts the keys of a .npy: `keys.parquet` in its folder."""
+    return Path(npy).with_name(NPY_EXPORT_FILES[1])
 
 
 def _create_exclusive(path: Path, record: dict) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 from pipeline.errors import MismatchError
 
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 # another machine, or written by Ray actors on mixed nodes, stays one root. Each file still records it.
 NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile", "precision",
                      "precision_why")
-# Features made elsewhere count by content (sha256, columns, rows): not where the file lies, nor its keys file.
-EXTERNAL_NOT_FINGERPRINTED = ("path", "keys")
+# Features made elsewhere count by content (sha256, columns, rows): not where the file lies, nor its keys file,
+# nor what an export-npy sidecar says made them (`origin`, and the `model` and `weights` copied from it).
+EXTERNAL_NOT_FINGERPRINTED = ("path", "keys", "origin", "model", "weights")
 
 
 def fingerprint(record: dict) -> str:
@@ -68,11 +70,26 @@ def differing_fields(a: dict, b: dict) -> list[str]:
 def describe(record: dict) -> str:
     """One line: model, weights, input size, resize mode (made elsewhere: the file and its digest)."""
     if made_elsewhere(record):
-        return f"external {record.get('format')} {record.get('path')} sha256={str(record.get('sha256'))[:12]}"
-    weights = record.get("weights") or {}
-    sha = "random" if weights.get("source") == "random" else str(weights.get("sha256", "?"))[:12]
-    return (f"model={record.get('model')} weights={sha} input={record.get('input_size')} "
+        where = f"external {record.get('format')} {record.get('path')} sha256={str(record.get('sha256'))[:12]}"
+        return f"{where} ({describe_origin(record)})" if record.get("origin") else where
+    return (f"model={record.get('model')} weights={describe_weights(record)} input={record.get('input_size')} "
             f"resize={record.get('resize_mode')}")
+
+
+def describe_weights(record: dict) -> str:
+    """`random`, the first 12 digits of the weights' SHA-256, or `unknown` (features made elsewhere)."""
+    weights = record.get("weights")
+    if not weights:
+        return "unknown"
+    return "random" if weights.get("source") == "random" else str(weights.get("sha256", "?"))[:12]
+
+
+def describe_origin(record: dict) -> str:
+    """What made features made elsewhere, as their export-npy sidecar says, or that nothing says it."""
+    origin = record.get("origin")
+    if not origin:
+        return "model and weights unknown"
+    return f"model={record.get('model')} weights={describe_weights(record)}, per {Path(origin.get('from', '?')).name}"
 
 
 def same(a: dict, b: dict) -> bool:

@@ -39,7 +39,12 @@ class DedupConfig:
     max_contaminated: float = 0.1
     force: bool = False  # drop them anyway
     memory_budget_gb: float = 4.0
-    large_component: int = 1000  # warn when a component is larger
+    # a component holding more than min(large_component, large_component_share × pool) images is warned about
+    # (a threshold too low for the model chains unrelated images), but never one of large_component_min or fewer,
+    # so pairs and small groups of a tiny pool stay quiet: see large_component_limit
+    large_component: int = 1000
+    large_component_share: float = 0.05
+    large_component_min: int = 10
     progress: bool = True
     keep: str = "quality"  # one of KEEP_POLICIES
     clusters: int | None = None  # k-means clusters for keep hard/easy; None: auto_clusters(N)
@@ -84,6 +89,16 @@ class DedupConfig:
                                   f"inside it: choose an --out outside {other}")
         if not 0 <= self.phash_distance <= 64:
             raise ConfigError(f"phash_distance must be 0 to 64 bits, got {self.phash_distance}")
+        if not 0 < self.large_component_share <= 1:
+            raise ConfigError(f"large_component_share is a share of the pool, (0, 1]; got {self.large_component_share}")
+        if self.large_component_min < 2:
+            raise ConfigError(f"large_component_min must be >= 2 (a pair is never suspect); got "
+                              f"{self.large_component_min}")
+
+    def large_component_limit(self, images: int) -> float:
+        """The size above which a component is warned about in a pool of `images`: the smaller of
+        `large_component` and `large_component_share` of the pool, at least `large_component_min`."""
+        return max(min(self.large_component, self.large_component_share * images), self.large_component_min)
 
 
 def parse_sweep(text: str) -> tuple[float, ...]:

@@ -35,7 +35,7 @@ from pipeline.index.rows import where_mask
 from pipeline.io.features import FeatureSet, has_hashes, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary
-from pipeline.provenance import is_random
+from pipeline.provenance import describe_origin, is_random
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +165,29 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
 
 
 def embedding_only(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
-    """Features made elsewhere carry no image hashes: embedding edges only (even --embedding off would leave none)."""
+    """Features made elsewhere carry no image hashes: embedding edges only, unless the embedding stage is off
+    (random weights, as an export-npy sidecar records them, or --no-embedding): then nothing is compared."""
+    skipped = {"edges": 0, "skipped": "no image hashes (features made elsewhere)"}
+    stages = {EXACT: dict(skipped), PHASH: dict(skipped)}
+    edges = Edges([], [], [])
+    random_weights = is_random(fs.provenance)
+    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
+    if not use_embedding:
+        why = (f"its vectors come from random weights ({describe_origin(fs.provenance)}), so the embedding stage "
+               "is off; pass --embedding to compare them anyway" if cfg.embedding is None
+               else "--no-embedding turns the embedding stage off")
+        log.warning("dedup: nothing was compared and every image is kept: %s holds no image hashes (features made "
+                    "elsewhere) and %s", fs.root, why)
+        stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if cfg.embedding is None else "disabled"}
+        return SelfEdges(edges, stages, False, np.zeros(0, np.uint64), [])
     log.info("dedup: %s holds features made elsewhere, without image hashes: the exact and perceptual stages are "
              "skipped, embedding edges only", fs.root)
-    skipped = {"edges": 0, "skipped": "no image hashes (features made elsewhere)"}
-    edges = Edges([], [], [])
+    if random_weights:
+        log.warning("dedup: %s comes from random weights (%s): --embedding compares vectors whose similarities "
+                    "mean nothing", fs.root, describe_origin(fs.provenance))
     i, j, info = embedding_edges(fs, vectors, cfg, out)
     edges.add(i, j, EMBEDDING)
-    stages = {EXACT: dict(skipped), PHASH: dict(skipped),
-              EMBEDDING: {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}}
+    stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
     return SelfEdges(edges, stages, True, np.zeros(0, np.uint64), [])
 
 
@@ -192,9 +206,11 @@ def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np
         "stages": stages, "feature": cfg.feature, "weights": fs.provenance.get("weights"),
         "model": fs.provenance.get("model"), "config": asdict(cfg), "seconds": round(seconds, 3),
     }
-    if largest > max(cfg.large_component, 0.01 * fs.count) and largest > 2:
-        summary["warning"] = (f"one component holds {largest} images: the threshold ({cfg.threshold}) may be "
-                              f"too low for this model, chaining unrelated images; inspect it before deleting")
+    limit = cfg.large_component_limit(fs.count)
+    if largest > limit:
+        summary["warning"] = (f"one component holds {largest} of {fs.count} images ({largest / fs.count:.0%}; "
+                              f"a component over {limit:g} is suspect): the threshold ({cfg.threshold}) may be too "
+                              f"low for this model, chaining unrelated images; inspect it before deleting")
         log.warning(summary["warning"])
     return summary
 

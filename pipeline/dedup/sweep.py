@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.io.features import open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot
+from pipeline.provenance import is_random
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ def sweep_counts(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarray, sim
     return rows
 
 
+def random_sweep_error() -> ConfigError:
+    return ConfigError("--sweep varies the embedding threshold, but these features come from random weights (their "
+                       "cosines mean nothing, the embedding stage is off): pass --embedding to force it")
+
+
 def run_sweep(cfg: DedupConfig) -> dict:
     """Dry run: the k-NN graph searched once, at the sweep's lowest threshold, its edges' exact cosines kept;
     for each threshold, what a separate run with the same k would remove. Writes `dedup/sweep.parquet` only
@@ -75,13 +81,14 @@ def run_sweep(cfg: DedupConfig) -> dict:
     if not thresholds:
         raise ConfigError("--sweep needs at least one threshold, e.g. 0.95,0.9,0.85")
     fs = open_features(cfg.features, cfg.keys)  # the inputs as run_dedup opens them
+    if cfg.embedding is None and is_random(fs.provenance):  # before any edge is searched (or said to be off)
+        raise random_sweep_error()
     out = Path(cfg.out or OutputRoot.for_features(cfg.features).dedup_dir)
     meta = read_meta(fs, ("key", "sha1", "phash"), absent="null")
     vectors = read_matrix(fs, cfg.feature, dtype=np.float16)  # as run_dedup reads them: the same cosines
     found = self_edges(fs, meta, vectors, replace(cfg, threshold=min(thresholds)), out)
     if not found.use_embedding:
-        raise ConfigError("--sweep varies the embedding threshold, but these features come from random weights "
-                          "(their cosines mean nothing, the embedding stage is off): pass --embedding to force it")
+        raise random_sweep_error()
     src, dst, kind = found.edges.arrays()
     sims = np.full(len(src), np.nan, np.float32)
     embedding = kind == KIND_ORDER[EMBEDDING]

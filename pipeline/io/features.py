@@ -28,9 +28,10 @@ from pipeline.io.external import (
     parquet_files,
     read_keys,
 )
+from pipeline.io.npy_origin import read_origin
 from pipeline.io.schema import META_FIELDS, feature_schema, read_provenance
 from pipeline.layout import OutputRoot, is_external
-from pipeline.provenance import describe, require_comparable
+from pipeline.provenance import describe, describe_origin, require_comparable
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,11 @@ def open_external(path: Path, keys: Path | None = None) -> FeatureSet:
         if keys is not None:
             read_keys(keys, len(arr))  # the count is checked now, not halfway through a stage
         record = external_record("npy", path, [path], npy_columns(arr), len(arr), keys)
-        log.info("%s: %d × %d %s vectors made elsewhere (keys: %s)", path, len(arr), arr.shape[1], arr.dtype,
-                 keys or "row numbers")
+        origin = read_origin(path, record["sha256"], len(arr), arr.shape[1], keys)
+        if origin is not None:  # recorded by export-npy: the guards of an extract root hold (not fingerprinted)
+            record = {**record, "origin": origin, **{k: origin[k] for k in ("model", "weights") if k in origin}}
+        log.info("%s: %d × %d %s vectors made elsewhere (keys: %s; %s)", path, len(arr), arr.shape[1], arr.dtype,
+                 keys or "row numbers", describe_origin(record))
         return FeatureSet(path, (path,), (len(arr),), record, NPY, keys)
     if keys is not None:
         raise ConfigError(f"--keys names the keys of a .npy; {path} is Parquet with a `key` column of its own")

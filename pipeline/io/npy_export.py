@@ -1,8 +1,9 @@
 """export-npy: FEATURES as `emb.npy` (N×D, L2-normalised rows) + `keys.parquet`, for tools that take a plain array.
 
 The array is filled batch by batch through a memory map (never all in RAM) under a temporary name and renamed
-when complete; `keys.parquet` (id, key, plus shard and index for an extract root) is written last. The format is
-in docs/FORMAT.md, "Features made elsewhere".
+when complete; then `keys.parquet` (id, key, plus shard and index for an extract root), and last the provenance
+sidecar `emb.provenance.json` (model, weights, feature: what every stage reading emb.npy back guards on). The
+format is in docs/FORMAT.md, "Features made elsewhere".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError
-from pipeline.io.external import NPY_DTYPES
+from pipeline.io.external import NPY_DTYPES, file_sha256
 from pipeline.io.features import (
     FeatureSet,
     check_feature,
@@ -28,17 +29,18 @@ from pipeline.io.features import (
     to_matrix,
 )
 from pipeline.io.files import atomic_write, write_parquet_atomic
+from pipeline.io.npy_origin import EXPORT_KEY, sidecar_record, write_sidecar
 from pipeline.layout import OutputRoot, npy_export_paths
 
 log = logging.getLogger(__name__)
 
-EXPORT_KEY = b"dinocurate_export"  # keys.parquet's schema metadata: what the array holds (JSON)
+__all__ = ["EXPORT_KEY", "ExportNpyConfig", "run_export_npy", "write_array"]
 
 
 @dataclass(frozen=True)
 class ExportNpyConfig:
     features: str  # extract output root, or features made elsewhere
-    out: str  # folder for emb.npy and keys.parquet
+    out: str  # folder for emb.npy, keys.parquet and emb.provenance.json
     feature: str = "cls"
     dtype: str = "float32"  # of emb.npy: float32, or float16 (half the size; cosine within ~1e-3)
     keys: str | None = None  # a .npy FEATURES's keys, one a line
@@ -70,7 +72,7 @@ def write_array(fs: FeatureSet, cfg: ExportNpyConfig, path: str, dim: int) -> No
 
 
 def run_export_npy(cfg: ExportNpyConfig) -> dict:
-    """Write OUT/emb.npy and OUT/keys.parquet; returns what was written."""
+    """Write OUT/emb.npy, OUT/keys.parquet and OUT/emb.provenance.json; returns what was written."""
     t0 = time.perf_counter()
     fs = open_features(cfg.features, cfg.keys)
     dim = fs.dim(cfg.feature)
@@ -83,7 +85,10 @@ def run_export_npy(cfg: ExportNpyConfig) -> dict:
              "rows": fs.count, "dim": dim, "normalised": True, "provenance": fs.provenance, "config": asdict(cfg)}
     table = meta.select(["id", *columns]).replace_schema_metadata({EXPORT_KEY: json.dumps(about, sort_keys=True)})
     write_parquet_atomic(table, keys)
+    sidecar = write_sidecar(sidecar_record(fs.provenance, emb, file_sha256(emb), fs.count, dim, cfg.dtype,
+                                           cfg.feature, about["features"]), emb)
     seconds = time.perf_counter() - t0
-    log.info("export-npy: %d × %d %s (%s) → %s, %s in %.1f s", fs.count, dim, cfg.dtype, cfg.feature, emb, keys.name,
-             seconds)
-    return {**about, "emb": str(emb), "keys": str(keys), "seconds": round(seconds, 3)}
+    log.info("export-npy: %d × %d %s (%s) → %s, %s, %s in %.1f s", fs.count, dim, cfg.dtype, cfg.feature, emb,
+             keys.name, sidecar.name, seconds)
+    return {**about, "emb": str(emb), "keys": str(keys), "provenance_file": str(sidecar),
+            "seconds": round(seconds, 3)}

@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.run import run_dedup
+from pipeline.errors import ConfigError
 from pipeline.extract.runner import run_extract
 from tests.conftest import tiny_config, write_feature_root
 
@@ -176,6 +177,64 @@ def test_low_threshold_warns_about_a_giant_component(tmp_path):
     assert summary["largest_component"] > 300 and "threshold" in summary["warning"]
     saved = json.loads((tmp_path / "dedup" / "summary.json").read_text())
     assert saved["warning"] == summary["warning"]
+
+
+def groups_of(sizes: list[int], n: int, d: int = 128, seed: int = 7) -> np.ndarray:
+    """n unit vectors: groups of the given sizes (near-copies of one direction each), the rest unrelated."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    start = 0
+    for size in sizes:
+        x[start:start + size] = x[start] + 0.05 * rng.normal(size=(size, d))
+        start += size
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force_largest(x: np.ndarray, threshold: float) -> int:
+    """The largest connected component of the graph `cosine > threshold`, all pairs, by union-find."""
+    parent = list(range(len(x)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(x @ x.T, 1) > threshold)):
+        parent[find(int(i))] = find(int(j))
+    return int(np.bincount([find(i) for i in range(len(x))]).max())
+
+
+@pytest.mark.parametrize("largest, warned", [(21, True), (20, False)])
+def test_a_component_over_5_percent_of_the_pool_is_warned_about_with_its_size(tmp_path, largest, warned):
+    """400 images: the limit is min(5 % = 20, 1,000) = 20; a component of 21 is warned about, one of 20 is not
+    (issue 25: below a fixed 1,000, components of hundreds went unremarked)."""
+    x = groups_of([largest, 20 if warned else 19, 3, 2], 400)
+    write_feature_root(tmp_path, x)
+    summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    assert summary["largest_component"] == brute_force_largest(x, 0.6) == largest
+    assert ("warning" in summary) == warned
+    if warned:
+        assert summary["warning"].startswith(f"one component holds {largest} of 400 images (5%; a component over 20")
+
+
+def test_the_large_component_limit_share_cap_and_floor():
+    cfg = DedupConfig(features="x")
+    assert cfg.large_component_limit(100_000) == 1000  # 5 % would be 5,000: the cap
+    assert cfg.large_component_limit(400) == 20
+    assert cfg.large_component_limit(20) == 10  # a tiny pool: a group of 3 (15 %) is no chain
+    assert DedupConfig(features="x", large_component=50, large_component_share=1).large_component_limit(400) == 50
+    with pytest.raises(ConfigError, match="never suspect"):
+        DedupConfig(features="x", large_component_min=1)
+    with pytest.raises(ConfigError, match="share of the pool"):
+        DedupConfig(features="x", large_component_share=0)
+
+
+def test_a_tiny_pool_does_not_warn_about_a_group_of_three(tmp_path):
+    x = groups_of([3, 2], 20)
+    write_feature_root(tmp_path, x)
+    summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    assert summary["largest_component"] == 3 and "warning" not in summary
 
 
 def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):

@@ -323,7 +323,7 @@ def test_export_npy_streams_what_read_matrix_gives_and_writes_keys(tmp_path):
     keys = write_feature_root(tmp_path / "root", x, per_shard=10, dtype="float16")
     done = run_export_npy(ExportNpyConfig(features=str(tmp_path / "root"), out=str(tmp_path / "emb"), batch_rows=4,
                                           feature="concat", progress=False))
-    assert listing(tmp_path / "emb") == ["emb.npy", "keys.parquet"]  # no temporary left behind
+    assert listing(tmp_path / "emb") == ["emb.npy", "emb.provenance.json", "keys.parquet"]  # no temporary left
     emb = np.load(tmp_path / "emb" / "emb.npy")
     expected = read_matrix(open_features(tmp_path / "root"), "concat")
     assert emb.dtype == np.float32 and emb.shape == (23, 16) == (done["rows"], done["dim"])
