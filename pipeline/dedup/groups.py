@@ -88,12 +88,19 @@ def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarra
     return nearest, best, reason.astype(str)
 
 
+def duplicates_of_keepers(rows: list[dict]) -> tuple[list[dict], dict[int, str]]:
+    """(the duplicates, component → its keeper's key) of decided groups rows: a duplicate is a row not kept in a
+    component that has a keeper (a row marked not a duplicate is kept alone and keeps no other row).
+    Contaminated components have no keeper: their rows are not among these."""
+    keeper = {r["component"]: r["key"] for r in rows if r["keep"] and r["reason"] != NOT_DUPLICATE}
+    return [r for r in rows if not r["keep"] and r["component"] in keeper], keeper
+
+
 def write_duplicates_csv(groups: str | Path, folder: str | Path, out: str | Path) -> int:
     """`duplicates.csv`: each duplicate file → the file kept in its group (paths under `folder`); never
     touches the files themselves. Returns the number of rows."""
     table = apply_review(pq.read_table(groups), groups).to_pylist()  # decisions made in make serve win
-    keeper = {r["component"]: r["key"] for r in table if r["keep"] and r["reason"] != NOT_DUPLICATE}
-    rows = [r for r in table if not r["keep"] and r["component"] in keeper]
+    rows, keeper = duplicates_of_keepers(table)
     rows.sort(key=lambda r: (keeper[r["component"]], r["key"]))
     folder = Path(folder)
     text = io.StringIO()
