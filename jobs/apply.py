@@ -67,8 +67,9 @@ def size(n: int) -> str:
 
 def print_result(r: ApplyResult, cfg: ApplyConfig) -> None:
     if r.mode == "undo":
-        print(f"apply --undo: restored {r.done} files to {r.folder} ({size(r.bytes)}), {r.already} never moved, "
-              f"{len(r.failed)} left as they are; manifest updated: {r.manifest}")
+        what = (f"restored {r.done} files to {r.folder} ({size(r.bytes)}), {r.already} never moved"
+                if r.undone == "move" else f"removed {r.done} links from {r.target}, {r.already} not there")
+        print(f"apply --undo: {what}, {len(r.failed)} left as they are; manifest updated: {r.manifest}")
     else:
         what = (f"{r.done} duplicates ({r.contaminated} of them contaminated) from {r.folder} to {r.target}"
                 if r.mode == "move" else f"{r.done} kept images of {r.folder} into {r.target}")

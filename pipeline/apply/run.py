@@ -58,6 +58,7 @@ class ApplyResult:
     skipped: tuple[tuple[str, str], ...] = ()  # (path, why): left alone, never acted on
     failed: tuple[tuple[str, str], ...] = ()  # (path, why): an attempt that left the file where it was
     examples: tuple[tuple[str, str], ...] = ()  # a few (from, to)
+    undone: str | None = None  # undo: the mode of the manifest (move: files restored; link: links removed)
 
 
 def run_apply(cfg: ApplyConfig) -> ApplyResult:
@@ -201,19 +202,19 @@ def run_undo(cfg: ApplyConfig) -> ApplyResult:
                         examples.append((r["new"], r["original"]))
                 bar.update()
             write_manifest(path, rows, meta)
-    prune_empty(Path(meta["target"]))
-    return ApplyResult(mode=UNDO, dry_run=False, folder=Path(meta["folder"]), target=Path(meta["target"]),
-                       manifest=path, planned=len(rows), done=len(restored),
+    prune_empty(Path(meta["target"]), [Path(r["new"]) for r in restored])
+    return ApplyResult(mode=UNDO, undone=meta["mode"], dry_run=False, folder=Path(meta["folder"]),
+                       target=Path(meta["target"]), manifest=path, planned=len(rows), done=len(restored),
                        bytes=sum(r["bytes"] or 0 for r in restored), already=in_place,
                        failed=tuple(failed), examples=tuple(examples))
 
 
-def prune_empty(folder: Path) -> None:
-    """Remove the empty folders an undo leaves in the quarantine or link folder (never one holding a file)."""
-    if not folder.is_dir():
-        return
-    for dirpath, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+def prune_empty(target: Path, emptied: list[Path]) -> None:
+    """Remove the folders an undo emptied under the quarantine or link folder (the folder itself included), from
+    the deepest up; a folder that still holds anything stays."""
+    folders = {p for path in emptied for p in path.parents if p == target or target in p.parents}
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         try:
-            os.rmdir(dirpath)
+            folder.rmdir()
         except OSError:
-            pass  # not empty
+            pass  # not empty, or already gone
