@@ -19,8 +19,9 @@ SHARDS ?=
 EXECUTOR ?=
 IMAGES ?=
 ARGS ?=
+UNDO ?=
 
-.PHONY: help venv lint test test-slow demo extract pack bench parity index search serve knn dedup curate export export-npy evaluate report pca clean
+.PHONY: help venv lint test test-slow demo extract pack bench parity index search serve knn dedup apply curate export export-npy evaluate report pca clean
 SEARCH ?=
 LABELS ?=
 COMPARE ?=
@@ -42,6 +43,7 @@ help:
 	@echo "make search INDEX=.. QUERY=..  nearest indexed images of an image, folder, shards or features"
 	@echo "make serve INDEX=..            local search + dedup review server on 127.0.0.1:8000 (pages, JSON API)"
 	@echo "make dedup IMAGES=DIR OUT=..   find copies in a folder: writes OUT/duplicates.csv (deletes nothing)"
+	@echo "make apply OUT=..              act on a folder's dedup: move duplicates aside (dry run; ARGS='--yes'), UNDO=manifest"
 	@echo "make curate POOL=.. QUERIES=.. LVD-142M retrieval from a pool near seed sets (or ARGS='--balanced N')"
 	@echo "make export SELECTION=.. OUT=  selected samples as new webdataset shards"
 	@echo "make export-npy FEATURES=.. OUT=  features as emb.npy + keys.parquet (every stage takes FEATURES=emb.npy back)"
@@ -98,6 +100,10 @@ knn: $(STAMP)
 dedup: $(STAMP)
 	@test -n "$(HELP)$(FEATURES)" -o -n "$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
 	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)')$(if $(OUT), --out '$(OUT)') $(ARGS))
+
+apply: $(STAMP)
+	@test -n "$(HELP)$(OUT)$(UNDO)" || { echo "usage: make apply OUT=out/photos [ARGS='--yes']  (dry run without --yes; ARGS='--move-to DIR' or '--link-keepers DIR') | make apply UNDO=out/photos/apply/manifest-....parquet"; exit 2; }
+	$(PY) -m jobs.apply $(if $(HELP),--help,$(if $(UNDO),--undo '$(UNDO)',--out '$(OUT)') $(ARGS))
 
 curate: $(STAMP)
 	@test -n "$(HELP)$(POOL)$(FEATURES)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'  (FEATURES=emb.npy stands for POOL)"; exit 2; }

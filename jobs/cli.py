@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from jobs._cli import parser_settings, run_job, summary
 
 # In the order data flows, then the measurements and the demo.
-COMMANDS = ("extract", "pack", "index", "search", "knn", "dedup", "curate", "export", "export-npy", "evaluate",
-            "report", "pca", "serve", "bench", "parity", "demo")
+COMMANDS = ("extract", "pack", "index", "search", "knn", "dedup", "apply", "curate", "export", "export-npy",
+            "evaluate", "report", "pca", "serve", "bench", "parity", "demo")
 
 
 def module_of(command: str) -> str:

@@ -2,7 +2,7 @@
 
     OUT/features/<shard>.parquet   OUT/failures/<shard>.parquet   OUT/_done/<shard>.json
     OUT/config.json  OUT/stats.json  OUT/index/  OUT/knn/  OUT/dedup/  OUT/curate/  OUT/eval/  OUT/report/
-    OUT/review/decisions.parquet
+    OUT/review/decisions.parquet   OUT/apply/manifest-<time>.parquet
 
 No other module joins these paths or opens `config.json`, `index.json`, `graph.json` or a summary itself.
 The format, for readers with other tools, is docs/FORMAT.md.
@@ -152,6 +152,11 @@ class OutputRoot:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    @property
+    def apply_dir(self) -> Path:
+        """Manifests of `apply` (files moved or linked, for --undo)."""
+        return self.root / "apply"
 
     @property
     def review_dir(self) -> Path:

@@ -15,7 +15,8 @@ JOBS = REPO / "jobs"
 
 # Data flows left to right: a stage may import itself and the stages before it, never one after it.
 STAGES = ("io", "extract", "index", "dedup", "curate")
-LEAVES = ("evaluate", "report", "bench", "serve")  # after curate; nothing imports them, they do not import each other
+# after curate; nothing imports them, they do not import each other
+LEAVES = ("evaluate", "report", "bench", "serve", "apply")
 CORE = ("errors", "provenance", "layout", "tasks")  # the contract: imported by all, importing only pipeline.io
 FACADES = ("api",)  # one call per stage for notebooks: imports any stage, imported by no pipeline module
 RECORD_NAMES = ("config.json", "index.json", "graph.json", "summary.json", "stats.json")

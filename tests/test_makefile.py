@@ -26,6 +26,8 @@ def make(*args: str, dry: bool = True) -> subprocess.CompletedProcess:
     ("pca", ["IMAGES=my photos", "OUT=pca dir"], "--images 'my photos' --out 'pca dir'"),
     ("export", ["SELECTION=sel.parquet", "OUT=export dir"], "--selection 'sel.parquet' --out 'export dir'"),
     ("dedup", ["IMAGES=my photos", "OUT=out dir"], "--images 'my photos' --out 'out dir'"),
+    ("apply", ["OUT=out dir"], "--out 'out dir'"),
+    ("apply", ["UNDO=out dir/apply/m.parquet"], "--undo 'out dir/apply/m.parquet'"),
 ])
 def test_paths_with_spaces_are_quoted(target, variables, expect):
     proc = make(target, *variables)
@@ -33,8 +35,8 @@ def test_paths_with_spaces_are_quoted(target, variables, expect):
     assert expect in proc.stdout
 
 
-@pytest.mark.parametrize("target", ["extract", "pack", "index", "search", "knn", "dedup", "curate", "export",
-                                    "evaluate", "report", "pca"])
+@pytest.mark.parametrize("target", ["extract", "pack", "index", "search", "knn", "dedup", "apply", "curate",
+                                    "export", "evaluate", "report", "pca"])
 def test_args_help_needs_no_inputs(target):
     proc = make(target, "ARGS=--help")
     assert proc.returncode == 0, proc.stderr

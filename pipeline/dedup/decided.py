@@ -31,12 +31,18 @@ def decided_groups(groups_path: str | os.PathLike) -> tuple[pa.Table, int]:
     return (apply_decisions(groups, decisions) if decisions.num_rows else groups), decisions.num_rows
 
 
-def removals(table: pa.Table) -> list[tuple[dict, dict]]:
-    """(duplicate row, its keeper's row) of every decided duplicate, sorted by keeper then key. A group whose
-    keeper was removed too (contaminated) has no keeper to point to: its rows are not listed here."""
-    rows = table.to_pylist()
+def duplicates_of_keepers(rows: list[dict]) -> tuple[list[dict], dict[int, dict]]:
+    """(the duplicates, component → its keeper's row) of decided groups rows: a duplicate is a row not kept in a
+    component that has a keeper (a row marked not a duplicate is kept alone and keeps no other row).
+    Contaminated components have no keeper: their rows are not among these."""
     keeper = {r["component"]: r for r in rows if r["keep"] and r["reason"] != NOT_DUPLICATE}
-    out = [(r, keeper[r["component"]]) for r in rows if not r["keep"] and r["component"] in keeper]
+    return [r for r in rows if not r["keep"] and r["component"] in keeper], keeper
+
+
+def removals(table: pa.Table) -> list[tuple[dict, dict]]:
+    """(duplicate row, its keeper's row) of every decided duplicate, sorted by keeper then key."""
+    duplicates, keeper = duplicates_of_keepers(table.to_pylist())
+    out = [(r, keeper[r["component"]]) for r in duplicates]
     out.sort(key=lambda pair: (pair[1]["key"], pair[0]["key"]))
     return out
 

@@ -46,7 +46,7 @@ def main_exit(argv: list[str]) -> int:
 def test_dinocurate_help_lists_every_command_with_its_summary(capsys):
     assert main_exit(["--help"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert set(cli.COMMANDS) == {"extract", "pack", "index", "search", "knn", "dedup", "curate", "export",
+    assert set(cli.COMMANDS) == {"extract", "pack", "index", "search", "knn", "dedup", "apply", "curate", "export",
                                  "export-npy", "evaluate", "report", "pca", "serve", "bench", "parity", "demo"}
     for name in cli.COMMANDS:
         at = next((i for i, r in enumerate(rows) if r.split()[:1] == [name]), None)
@@ -101,6 +101,7 @@ def test_extract_help_lists_every_option_with_examples(capsys):
 
 # ------------------------------------------------------------------------- options and config defaults
 def configs() -> dict[str, tuple[type, ...]]:
+    from pipeline.apply.config import ApplyConfig
     from pipeline.bench.parity import ParityConfig
     from pipeline.bench.run import BenchConfig
     from pipeline.curate.export import ExportConfig
@@ -119,7 +120,8 @@ def configs() -> dict[str, tuple[type, ...]]:
     from pipeline.serve.config import ServeConfig
 
     return {"extract": (ExtractConfig,), "pack": (PackConfig,), "index": (IndexConfig,), "search": (SearchConfig,),
-            "knn": (KnnConfig,), "dedup": (DedupConfig, ExtractConfig), "curate": (CurateConfig,),
+            "knn": (KnnConfig,), "dedup": (DedupConfig, ExtractConfig), "apply": (ApplyConfig,),
+            "curate": (CurateConfig,),
             "export": (ExportConfig,), "export-npy": (ExportNpyConfig,), "serve": (ServeConfig,),
             "evaluate": (EvalConfig,), "report": (ReportConfig,), "pca": (PcaConfig,),
             "bench": (BenchConfig,), "parity": (ParityConfig,), "demo": (DemoConfig,)}
@@ -128,7 +130,8 @@ def configs() -> dict[str, tuple[type, ...]]:
 # The inputs each command needs, and the options that are the job's own (not a config field).
 REQUIRED = {"extract": ["--out", "o"], "pack": ["--images", "d", "--out", "o"], "index": ["--features", "f"],
             "search": ["--index", "i", "--query", "q"], "knn": ["--features", "f"], "dedup": ["--features", "f"],
-            "curate": ["--pool", "p"], "export": ["--selection", "s", "--out", "o"], "evaluate": ["--features", "f"],
+            "apply": ["--out", "o"], "curate": ["--pool", "p"], "export": ["--selection", "s", "--out", "o"],
+            "evaluate": ["--features", "f"],
             "export-npy": ["--features", "f", "--out", "o"], "serve": ["--index", "i"],
             "report": ["--out", "o"], "pca": ["--images", "d", "--out", "o"], "bench": [], "parity": [], "demo": []}
 JOB_OPTIONS = {"log_level", "executor", "actors", "cpus_per_actor", "max_retries", "rank", "world_size", "shards",
@@ -141,6 +144,7 @@ KEY_OPTIONS = {
     "search": ["--index", "--query", "--k", "--out", "--html"],
     "knn": ["--features", "--index", "--k", "--nprobe", "--workers", "--executor"],
     "dedup": ["--features", "--images", "--out", "--threshold", "--reference", "--force", "--weights", "--device"],
+    "apply": ["--out", "--move-to", "--link-keepers", "--yes", "--undo", "--no-progress"],
     "curate": ["--pool", "--queries", "--mode", "--k", "--clusters", "--balanced", "--levels"],
     "export": ["--selection", "--out", "--shard-size"],
     "export-npy": ["--features", "--out", "--feature", "--dtype", "--keys"],
@@ -199,6 +203,7 @@ class Called(Exception):
 
 def default_configs():
     """command → (argv with the inputs only, the library call it makes, the config it must pass)."""
+    from pipeline.apply.config import ApplyConfig
     from pipeline.bench.parity import ParityConfig
     from pipeline.bench.run import BenchConfig
     from pipeline.curate.export import ExportConfig
@@ -225,6 +230,7 @@ def default_configs():
                    ("i", "q", default(SearchConfig, "k"))),
         "knn": (["--features", "f"], "pipeline.index.knn.run_knn", (KnnConfig(features="f"),)),
         "dedup": (["--features", "f"], "pipeline.dedup.run.run_dedup", (DedupConfig(features="f"),)),
+        "apply": (["--out", "o"], "pipeline.apply.run.run_apply", (ApplyConfig(out="o"),)),
         "curate": (["--pool", "p", "--balanced", "10"], "pipeline.curate.retrieval.run_curate",
                    (CurateConfig(pool="p", balanced=10),)),
         "export": (["--selection", "s", "--out", "o"], "pipeline.curate.export.run_export",
