@@ -118,58 +118,19 @@ class OutputRoot:
         _announce(str(path), str(root))
         return cls(root)
 
-    # ------------------------------------------------------------------ stage folders
-    @property
-    def index_dir(self) -> Path:
-        return self.root / "index"
-
-    @property
-    def knn_dir(self) -> Path:
-        return self.root / "knn"
-
-    @property
-    def dedup_dir(self) -> Path:
-        return self.root / "dedup"
-
-    @property
-    def groups_path(self) -> Path:
-        """dedup/groups.parquet: one row per image, its component and whether it is kept."""
-        return self.dedup_dir / "groups.parquet"
-
-    @property
-    def duplicates_csv_path(self) -> Path:
-        """duplicates.csv of a folder's root: each duplicate file with the file kept (decisions applied)."""
-        return self.root / "duplicates.csv"
-
-    @property
-    def curate_dir(self) -> Path:
-        return self.root / "curate"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def apply_dir(self) -> Path:
-        """Manifests of `apply` (files moved or linked, for --undo)."""
-        return self.root / "apply"
-
-    @property
-    def review_dir(self) -> Path:
-        """Decisions made by people in `make serve` (the review of dedup groups)."""
-        return self.root / "review"
-
-    @property
-    def decisions_path(self) -> Path:
-        return self.review_dir / "decisions.parquet"
-
-    @property
-    def decisions_lock_path(self) -> Path:
-        return self.review_dir / "decisions.lock"
+    # ------------------------------------------------------------------ stage folders and their files
+    index_dir = property(lambda self: self.root / "index")
+    knn_dir = property(lambda self: self.root / "knn")
+    dedup_dir = property(lambda self: self.root / "dedup")
+    groups_path = property(lambda self: self.dedup_dir / "groups.parquet")  # one row per image: group, keep
+    duplicates_csv_path = property(lambda self: self.root / "duplicates.csv")  # a folder's duplicate → kept file
+    curate_dir = property(lambda self: self.root / "curate")
+    eval_dir = property(lambda self: self.root / "eval")
+    report_dir = property(lambda self: self.root / "report")
+    apply_dir = property(lambda self: self.root / "apply")  # manifests of `apply` (files moved, for --undo)
+    review_dir = property(lambda self: self.root / "review")  # decisions made by people in `make serve`
+    decisions_path = property(lambda self: self.review_dir / "decisions.parquet")
+    decisions_lock_path = property(lambda self: self.review_dir / "decisions.lock")
 
     # ------------------------------------------------------------------ extract files
     def feature_path(self, shard: str) -> Path:

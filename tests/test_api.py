@@ -62,7 +62,8 @@ def test_dedup_images_writes_the_csv_and_touches_no_file(tmp_path, photos):
     done = api.dedup_images(tiny(tmp_path / "out", photos))
     assert done.dedup is not None and done.duplicate_files == 2 == done.dedup.duplicates
     rows = done.csv.read_text().splitlines()
-    assert rows[0].startswith("duplicate,kept,reason") and len(rows) == 3
+    assert rows[0].startswith("# dinocurate: ") and "with 0 review decisions applied" in rows[0]
+    assert rows[1].startswith("duplicate,kept,reason") and len(rows) == 4
     assert {p.name: p.stat().st_mtime_ns for p in photos.iterdir()} == before
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches
 from pipeline.dedup.groups import choose_keepers, components
+from pipeline.dedup.keeper import choose, source_reader
 from pipeline.dedup.run import self_edges
 from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 AGAINST_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),
     ("keep", pa.bool_()), ("duplicate_of", pa.string()), ("duplicate_in", pa.string()),
-    ("similarity", pa.float32()), ("reason", pa.string()),
+    ("similarity", pa.float32()), ("reason", pa.string()), ("keep_reason", pa.string()),
 ])
 NAMES = {KIND_ORDER[EXACT]: EXACT, KIND_ORDER[PHASH]: PHASH, KIND_ORDER[EMBEDDING]: EMBEDDING}
 
@@ -85,7 +86,12 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     touches_old = np.zeros(component.max() + 1 if len(component) else 0, bool)
     touches_old[component[n:]] = True
     pixels = meta.column("width").to_numpy().astype(np.int64) * meta.column("height").to_numpy()
-    keep_new = choose_keepers(component[:n], pixels, keys)
+    if cfg.keep == "quality":  # the copy a person would keep among new images (dedup/keeper.py)
+        keep_new, why, _ = choose(component[:n], sizes, pixels, keys, meta.column("shard").to_pylist(),
+                                  meta.column("index").to_numpy(), meta.column("sha1").to_pylist(),
+                                  source_reader(new.root) if not new.external else None)
+    else:
+        keep_new, why = choose_keepers(component[:n], pixels, keys), ["most pixels"] * n
     keeper_of = {int(component[i]): i for i in np.flatnonzero(keep_new)}
     old_in: dict[int, list[int]] = {}
     for x, c in enumerate(component[n:]):
@@ -96,6 +102,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     duplicate_in: list[str | None] = [None] * n
     similarity = np.full(n, np.nan, np.float32)
     reason = np.array(["unique"] * n, dtype=object)
+    keep_reason: list[str | None] = [None] * n
     v = vectors.astype(np.float32)
     for i in range(n):
         c = int(component[i])
@@ -108,7 +115,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
         elif sizes[c] > 1:
             k = keeper_of[c]
             if k == i:
-                reason[i] = "keep"
+                reason[i], keep_reason[i] = "keep", why[i]
             else:
                 keep[i], duplicate_of[i], duplicate_in[i] = False, keys[k], "new"
                 similarity[i], reason[i] = float(v[k] @ v[i]), NAMES.get(int(strongest[i]), EXACT)
@@ -117,6 +124,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
         "key": keys, "shard": meta.column("shard"), "index": meta.column("index"), "id": np.arange(n),
         "keep": keep, "duplicate_of": duplicate_of, "duplicate_in": duplicate_in,
         "similarity": pa.array(similarity, pa.float32(), mask=np.isnan(similarity)), "reason": reason.astype(str),
+        "keep_reason": keep_reason,
     }, schema=AGAINST_SCHEMA)
     write_parquet_atomic(table, out / "against.parquet")
     values, counts = np.unique(reason.astype(str), return_counts=True)

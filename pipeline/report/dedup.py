@@ -164,7 +164,8 @@ def _group_html(rep: Report, page: Page, n: int, component: int, rows: list[dict
         badge = '<span class="badge">kept</span> ' if r["keep"] else '<span class="badge drop">dup</span> '
         caption = (f'{esc(r["key"])}<br>{esc(r["reason"])} · {fmt_similarity(r["nearest_similarity"])}'
                    + (f' to {esc(r["nearest_key"])}' if r["nearest_key"] and not r["keep"] else "")
-                   + (f'<br><i>kept: {esc(r["keep_reason"])}</i>' if r["keep"] and r.get("keep_reason") else ""))
+                   + (f'<span class="why">kept: {esc(r["keep_reason"])}</span>'
+                      if r["keep"] and r.get("keep_reason") else ""))
         page.add(*tile(thumb, caption, kind="keeper" if r["keep"] else "", badge=badge))
     page.add("</div>")
     if size > len(rows):

@@ -26,7 +26,8 @@ figure.query{border-color:#1565c0}
 figure img,.missing{display:block;max-width:__T__px;max-height:__T__px;margin:auto}
 .missing{width:__T__px;height:__H__px;background:#eee;color:#900;display:flex;align-items:center;
 justify-content:center;text-align:center;overflow:hidden}
-figcaption{word-break:break-all;max-height:5.6em;overflow:hidden}
+figcaption{word-break:break-all;max-height:5.6em;overflow:hidden}figure.keeper figcaption{max-height:none}
+.why{display:block;word-break:normal;font-style:italic}
 .badge{background:#2e7d32;color:#fff;border-radius:3px;padding:0 4px;font-weight:700}
 .badge.drop{background:#b71c1c}.warn{background:#fff3cd;border:1px solid #e0c060;padding:6px}
 .pager a,.pager b{margin-right:8px}.plots{display:flex;flex-wrap:wrap;gap:12px}

@@ -112,7 +112,8 @@ class Review:
         start, stop = int(view.starts[i]), int(view.stops[i])
         rows = view.table.slice(start, stop - start).to_pylist()
         members = [{"id": r["id"], "key": r["key"], "shard": r["shard"], "index": r["index"], "keep": r["keep"],
-                    "keeper": r["keeper"], "reason": r["reason"], "nearest_key": r["nearest_key"],
+                    "keeper": r["keeper"], "reason": r["reason"], "keep_reason": r.get("keep_reason"),
+                    "nearest_key": r["nearest_key"],
                     "nearest_similarity": r["nearest_similarity"],
                     "decision": _public(view.last.get((r["shard"], r["index"], r["key"])))} for r in rows]
         return {"component": rows[0]["component"], "size": rows[0]["component_size"],

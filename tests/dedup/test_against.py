@@ -67,6 +67,10 @@ def test_each_new_image_is_kept_or_a_duplicate_of_an_old_or_new_key(collection):
     for key, a, b in (("n0", new[0], old[5]), ("n5", new[5], old[11]), ("n3", new[3], new[4])):
         assert rows[key]["similarity"] == pytest.approx(float(a @ b), abs=2e-3)
     assert rows["n7"]["similarity"] is None and rows["n4"]["similarity"] is None
+    # the keeper of the new pair says why (no image files here: the extracted size decides)
+    assert {k: r["keep_reason"] for k, r in rows.items() if r["keep_reason"]} == {
+        "n4": "no file of the group could be read, ranked by the extracted size and the path only; "
+              "most pixels (200 px against 50 px)"}
     assert summary["images"] == 8 and summary["collection"] == 200 and summary["kept"] == 2
     assert summary["duplicates_of_old"] == 5 and summary["duplicates_of_new"] == 1
     assert sorted((collection / "old").rglob("*")) == old_files  # the collection is not touched

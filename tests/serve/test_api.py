@@ -144,6 +144,8 @@ def test_groups_are_paged_biggest_first_keeper_first_with_links(http, folder_roo
     # byte-identical copies: the keeper is the one with the shortest path
     assert [m["key"] for m in first["members"]] == ["img00.jpg", "copies/img00_a.jpg", "copies/img00_b.jpg"]
     assert [m["keeper"] for m in first["members"]] == [True, False, False] and not first["contaminated"]
+    assert [m["keep_reason"] for m in first["members"]] == ["byte-identical to 2 others; shortest path", None, None]
+    assert "kept: byte-identical to 2 others; shortest path" in http.get("/groups").text  # the page says it too
     for member in first["members"]:
         assert http.get(f"/api/images/{member['index_id']}").json()["key"] == member["key"]
         assert member["thumbnail"] == f"/thumb/{member['index_id']}" and member["decision"] is None
