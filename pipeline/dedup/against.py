@@ -89,7 +89,7 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     if cfg.keep == "quality":  # the copy a person would keep among new images (dedup/keeper.py)
         keep_new, why, _ = choose(component[:n], sizes, pixels, keys, meta.column("shard").to_pylist(),
                                   meta.column("index").to_numpy(), meta.column("sha1").to_pylist(),
-                                  source_reader(new.root) if not new.external else None)
+                                  source_reader(new.root, cfg.progress) if not new.external else None)
     else:
         keep_new, why = choose_keepers(component[:n], pixels, keys), ["most pixels"] * n
     keeper_of = {int(component[i]): i for i in np.flatnonzero(keep_new)}

@@ -71,8 +71,8 @@ def run_dedup(cfg: DedupConfig) -> dict:
     component, sizes = components(n, src, dst)
     pixels = (meta.column("width").fill_null(0).to_numpy().astype(np.int64)  # made elsewhere: unknown, 0
               * meta.column("height").fill_null(0).to_numpy())
-    keepers = choose_by_policy(cfg, component, sizes, pixels, keys, vectors, use_embedding, meta,
-                               source_reader(fs.root) if cfg.keep == "quality" and not fs.external else None)
+    reader = source_reader(fs.root, cfg.progress) if cfg.keep == "quality" and not fs.external else None
+    keepers = choose_by_policy(cfg, component, sizes, pixels, keys, vectors, use_embedding, meta, reader)
     keep = keepers.keep
     nearest, nearest_sim, reason = nearest_and_reason(n, src, dst, kind, vectors, keep, component, sizes)
 

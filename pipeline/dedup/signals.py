@@ -77,17 +77,25 @@ def _is_colour(img: Image.Image) -> bool:
 
 
 def read_signals(data: bytes) -> ImageSignals:
-    """Signals of one encoded image; raises what PIL raises (pipeline.io.decode.DATA_ERRORS) on a bad file."""
+    """Signals of one encoded image; raises what PIL raises (pipeline.io.decode.DATA_ERRORS) on a bad file.
+
+    A JPEG is decoded at the smallest DCT scale whose short side still reaches SHARPNESS_SIDE (a 12 MP photo
+    in about a tenth of the time); the pixel count is the file's own, after EXIF orientation."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
         fmt = img.format or ""
         tables = getattr(img, "quantization", None)
         exif = bool(img.info.get("exif")) or len(img.getexif()) > 0
+        width, height = img.size
+        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image by 90°
+            width, height = height, width
+        scale = SHARPNESS_SIDE / min(img.size)
+        if fmt == "JPEG" and scale < 1 and img.mode in ("RGB", "L"):
+            img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
         img = ImageOps.exif_transpose(img)
         img.load()
     quality = jpeg_quality(tables) if fmt in ("JPEG", "MPO") else LOSSLESS if fmt in _LOSSLESS_FORMATS else None
     grey = img.convert("L")
-    return ImageSignals(img.width, img.height, _is_colour(img), _sharpness(grey), quality, fmt, exif,
+    return ImageSignals(width, height, _is_colour(img), _sharpness(grey), quality, fmt, exif,
                         hashlib.sha1(data).digest())
-

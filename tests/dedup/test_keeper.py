@@ -210,3 +210,23 @@ def test_other_policies_still_say_why(tmp_path, policy):
     assert len(kept) == 1 and len(truth) == 5
     assert kept.keep_reason.iloc[0] == ("tie on most pixels: first by name" if policy == "largest"
                                         else "seeded random pick (--keep random, seed 0)")
+
+
+def test_exif_orientation_and_large_jpegs():
+    img = photo_like(3, (300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90°: shown 200 wide, 300 high
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    s = read_signals(buf.getvalue())
+    assert (s.width, s.height, s.exif) == (200, 300, True)
+    # a large JPEG is decoded at a reduced DCT scale: its pixel count is the file's, its sharpness close to a
+    # full decode's at the same working size
+    big = photo_like(4, (1280, 960)).resize((2560, 1920), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    s = read_signals(buf.getvalue())
+    from pipeline.dedup.signals import _sharpness
+
+    full = _sharpness(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+    assert s.pixels == 2560 * 1920 and abs(s.sharpness / full - 1) < 0.25
