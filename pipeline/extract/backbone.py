@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import pickle
 
 import timm
 import torch
 from timm.data import resolve_model_data_config
+from timm.models import parse_model_name, split_model_name_tag
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, WeightsError
 from pipeline.extract.allocator import keep_freed_memory
-from pipeline.extract.config import EVAL_CROP_PCT, EXTRA_COLUMNS, ExtractConfig
+from pipeline.extract.config import DEFAULT_MODEL, EVAL_CROP_PCT, EXTRA_COLUMNS, ExtractConfig
 from pipeline.extract.device import autocast, resolve_precision
 from pipeline.extract.preprocess import Preprocess
 from pipeline.extract.weights import RANDOM_WEIGHTS_SEED, Weights, explain_load_error, resolve_weights
@@ -23,12 +25,32 @@ log = logging.getLogger(__name__)
 
 
 def create_model(cfg: ExtractConfig, weights: Weights) -> torch.nn.Module:
-    """timm model with the config's overrides; file weights go through timm's checkpoint filter."""
+    """timm model with the config's overrides; file weights go through timm's checkpoint filter. The input size
+    goes to models that take one (ViTs); the others (convnets) take any size, set by the preprocessing alone."""
     kwargs = dict(cfg.model_kwargs)
+    size: dict[str, object] = {}
     if cfg.resize_mode == "dynamic":
-        kwargs["dynamic_img_size"] = True
+        size["dynamic_img_size"] = True
     elif cfg.resolution is not None:
-        kwargs["img_size"] = cfg.resolution
+        size["img_size"] = cfg.resolution
+    try:
+        try:
+            return _build(cfg, weights, {**kwargs, **size})
+        except TypeError as exc:
+            if not size or set(size) & set(kwargs) or f"keyword argument '{next(iter(size))}'" not in str(exc):
+                raise
+        return _build(cfg, weights, kwargs)
+    except (TypeError, AssertionError, ValueError) as exc:
+        if not kwargs:
+            raise
+        given = ",".join(f"{k}={v}" for k, v in cfg.model_kwargs)
+        texts = [f"{k}={v!r} is text, not a number" for k, v in cfg.model_kwargs if isinstance(v, str)]
+        raise ConfigError(f"timm cannot build {cfg.model} with --model-kwargs {given} ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}){'; ' + ', '.join(texts) if texts else ''}: check the names and values "
+                          f"against the model's constructor arguments") from exc
+
+
+def _build(cfg: ExtractConfig, weights: Weights, kwargs: dict) -> torch.nn.Module:
     if weights.source == "random":
         # Seeded, so that two runs (or a resumed run) with random weights use the same random model.
         with torch.random.fork_rng(devices=[]):
@@ -39,6 +61,23 @@ def create_model(cfg: ExtractConfig, weights: Weights) -> torch.nn.Module:
                                  **kwargs)
     except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise WeightsError(explain_load_error(exc, str(weights.path), cfg.model)) from exc
+
+
+def check_model_name(name: str) -> None:
+    """An unknown timm name (or pretrained tag) is refused in one line, with the nearest names timm knows."""
+    source, arch = parse_model_name(name)
+    if source is not None:  # hf-hub:org/repo, local-dir:... : timm resolves these itself
+        return
+    base, tag = split_model_name_tag(arch)
+    if not timm.is_model(base):
+        near = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+        hint = (f"did you mean {', '.join(near)}?" if near else
+                "list them with python -c \"import timm; print(timm.list_models('*dinov2*'))\"")
+        raise ConfigError(f"timm has no model {base!r} (--model): {hint} (the default is {DEFAULT_MODEL})")
+    if tag and arch not in timm.list_pretrained(f"{base}.*"):
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{base}.*")]
+        raise ConfigError(f"timm has no pretrained tag {tag!r} for {base} (--model): its tags are "
+                          f"{', '.join(tags) or 'none'}")
 
 
 def resolve_preprocess(model: torch.nn.Module, cfg: ExtractConfig) -> Preprocess:
@@ -87,7 +126,10 @@ class Backbone:
         self.mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255.0
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))
-        self.num_registers = max(0, self.num_prefix - 1)
+        # ViTs with a class token; the others (convnets, ViTs without one) stand in their own pooled pre-logits
+        self.has_cls = getattr(model, "cls_token", None) is not None
+        self.num_registers = max(0, self.num_prefix - int(self.has_cls))
+        self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"  # Swin's maps
         self.embed_dim = int(getattr(model, "num_features", 0) or model.embed_dim)
         self._forward_features = self.model.forward_features
         if cfg.compile:
@@ -108,15 +150,15 @@ class Backbone:
             else:
                 tokens = self._forward_features(x)
         tokens = tokens.float()
-        if tokens.ndim == 4:  # convnet NCHW maps: no CLS token; the model's own pooled head stands in
+        if tokens.ndim == 4:  # convnet NCHW (Swin NHWC) maps: their positions stand for the patch tokens
             cls = self.model.forward_head(tokens, pre_logits=True).float()
-            patches = tokens.flatten(2).transpose(1, 2)
+            patches = tokens.flatten(1, 2) if self.channels_last else tokens.flatten(2).transpose(1, 2)
         else:
-            cls = tokens[:, 0]
+            cls = tokens[:, 0] if self.has_cls else self.model.forward_head(tokens, pre_logits=True).float()
             patches = tokens[:, self.num_prefix:]
         out = {"cls": cls, "patch_mean": patches.mean(dim=1)}
         if "registers" in extras and self.num_registers:
-            out["registers"] = tokens[:, 1:self.num_prefix].flatten(1)
+            out["registers"] = tokens[:, self.num_prefix - self.num_registers:self.num_prefix].flatten(1)
         if "gem" in extras:
             p = self.cfg.gem_p
             out["patch_gem"] = patches.clamp(min=1e-6).pow(p).mean(dim=1).pow(1.0 / p)
@@ -165,9 +207,13 @@ def create_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:
     process keeps the forward passes' freed memory for the next one (extract/allocator.py)."""
     if device.type == "cpu":
         keep_freed_memory()
+    check_model_name(cfg.model)
     weights = resolve_weights(cfg.model, cfg.weights)
     model = create_model(cfg, weights)
     check_resolution(model, cfg)
+    if "layers" in cfg.extras and getattr(model, "cls_token", None) is None:
+        raise ConfigError(f"--extras layers stores the CLS token of the last blocks, and {cfg.model} has no CLS "
+                          f"token (its features: cls = its pooled pre-logits, patch_mean): drop it, or use a ViT")
     return Backbone(model, resolve_preprocess(model, cfg), weights, cfg, device)
 
 
