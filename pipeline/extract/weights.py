@@ -56,7 +56,43 @@ def resolve_weights(model_name: str, weights: str) -> Weights:
                            f"path to a {'/'.join(WEIGHT_SUFFIXES)} file")
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise WeightsError(f"weights file {weights!r} is not one of {WEIGHT_SUFFIXES}")
+    not_one = not_a_checkpoint(path)
+    if not_one:
+        raise WeightsError(f"{path.name} is not a checkpoint: {not_one}. " + _TAKES)
     return Weights("file", str(path.resolve()), sha256_file(path))
+
+
+_TAKES = ("--weights takes a .safetensors file, a .pth/.pt/.bin state dict as torch.save writes it (timm or "
+          "original facebookresearch DINOv2/DINOv3 layout), 'hub' or 'random'")
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What the file is instead, when its first bytes are not those of a checkpoint of its suffix (a
+    safetensors header; torch.save's zip archive or legacy pickle); None when they are."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    size = path.stat().st_size
+    if path.suffix.lower() == ".safetensors":
+        if len(head) > 8 and int.from_bytes(head[:8], "little") < size and head[8:9] == b"{":
+            return None
+        kind = "its first bytes are not a safetensors header"
+    else:
+        if head.startswith((b"PK\x03\x04", b"\x80")):  # zip (torch >= 1.6), pickle protocol >= 2 (older)
+            return None
+        kind = "its first bytes are neither a zip archive nor a pickle, as torch.save writes"
+    if not head:
+        return "it is empty"
+    text = head.decode("utf-8", errors="replace")  # a character cut at byte 256 is one replacement
+    if text.count("\ufffd") <= 1 and all(c.isprintable() or c.isspace() for c in text.replace("\ufffd", "")):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"it holds text ({first!r} ...)"
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return f"it is a {im.format} image"
+    except Exception:  # noqa: BLE001 - not an image either: the bytes' own description stands
+        return kind
 
 
 def hub_offline() -> bool:
@@ -180,10 +216,15 @@ def explain_load_error(exc: BaseException, path: str, model_name: str) -> str:
     """One paragraph a person can act on, instead of torch's 5 kB list of keys or its pickle advice."""
     text = str(exc)
     name = Path(path).name
-    if "weights_only" in text or "Unsupported global" in text or "allowlist" in text:
+    full = f"{text}\n{exc.__cause__ or ''}"  # timm wraps torch's error
+    if "Unsupported global" in full:  # a torch.save file that pickles objects of some code base
         stem = str(Path(path).with_suffix(""))
         return (f"{name} stores pickled Python objects, which --weights refuses to load (unpickling can run "
                 f"code); " + _CONVERT.format(path=path, stem=stem))
+    if "weights_only" in full or "WeightsUnpickler" in full:  # not a checkpoint: never advise unpickling it
+        found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", full)
+        detail = found.group(1)[:120] if found else "a pickle of no tensors torch reads"
+        return f"{name} is not a checkpoint (torch cannot read it as one: {detail}). " + _TAKES
     if "state_dict" in text and ("Missing key" in text or "Unexpected key" in text or "size mismatch" in text):
         missing = _keys_after(text, "Missing key(s) in state_dict:")
         unexpected = _keys_after(text, "Unexpected key(s) in state_dict:")
@@ -197,9 +238,7 @@ def explain_load_error(exc: BaseException, path: str, model_name: str) -> str:
         if sizes:
             parts.append(f"{len(sizes)} have another shape ({sizes[0].removeprefix('size mismatch for ')})")
         return (f"{name} does not fit {model_name}: {'; '.join(parts)}. {describe_layout(read_keys(path))}")
-    return (f"{name} cannot be read as a checkpoint ({type(exc).__name__}: {text[:200] or 'no detail'}); "
-            f"--weights takes a .safetensors file, a .pth/.pt/.bin state dict (timm or original "
-            f"facebookresearch DINOv2/DINOv3 layout), 'hub' or 'random'")
+    return f"{name} cannot be read as a checkpoint ({type(exc).__name__}: {text[:200] or 'no detail'}); " + _TAKES
 
 
 def _keys_after(text: str, marker: str) -> list[str]:

@@ -66,5 +66,5 @@ def test_pickled_objects_are_refused_with_a_conversion_recipe(tmp_path, photos):
 
 def test_a_file_that_is_no_checkpoint(tmp_path, photos):
     (tmp_path / "notes.pth").write_text("hello, I am text")
-    with pytest.raises(WeightsError, match="notes.pth cannot be read as a checkpoint"):
+    with pytest.raises(WeightsError, match=r"notes.pth is not a checkpoint: it holds text \('hello, I am text'"):
         run_extract(tiny_config(tmp_path / "out", images=str(photos), weights=str(tmp_path / "notes.pth")))
