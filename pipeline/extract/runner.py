@@ -110,7 +110,7 @@ class ShardBuffer:
 
 def list_shards(cfg: ExtractConfig) -> list[Shard]:
     if cfg.shards:
-        return create_shards(cfg.shards, cfg.image_column, cfg.key_column)
+        return create_shards(cfg.shards, cfg.image_column, cfg.key_column, cfg.keep_columns)
     return create_folder_shards(cfg.images, cfg.folder_shard_size)
 
 

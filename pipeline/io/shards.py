@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import logging
@@ -93,14 +94,21 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
         specs = [specs]
     specs = list(specs)
     out: list[str] = []
+    lists: list[str] = []  # the list files read on the way
     for spec in specs:
         parts = [spec.strip()] if spec.strip().startswith("pipe:") else spec.split()
         for part in parts:
-            out.extend(_expand_one(part))
+            out.extend(_expand_one(part, lists))
     if not out:
         raise InputError(f"no shards found for {list(specs)}")
+    _refuse_images(out)
     missing = [s for s in out if not is_url(s) and not os.path.isfile(s)]
     if missing and len(missing) == len(out):
+        if lists:
+            raise MissingInputError(
+                f"{lists[0]!r} was read as a list of shards (one path or URL a line, as any "
+                f"{'/'.join(_LIST_SUFFIXES)} file is) and none of its {len(missing)} entries exists (e.g. "
+                f"{missing[0]!r}): give the shard files themselves, or an image folder as IMAGES=DIR")
         raise MissingInputError(f"shard {missing[0]!r} does not exist" if len(missing) == 1 else
                                 f"none of the {len(out)} shards exists (e.g. {missing[0]!r})")
     if missing:
@@ -109,7 +117,20 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def _expand_one(spec: str) -> list[str]:
+def _refuse_images(locations: list[str]) -> None:
+    """Image files given as shards (`SHARDS=photo.jpg`) would be read as damaged tars: refused, naming IMAGES=."""
+    images = [s for s in locations if not is_url(s) and not s.lower().endswith(_TAR_SUFFIXES + _PARQUET_SUFFIXES)
+              and os.path.isfile(s) and is_image_file(Path(s))]
+    if not images:
+        return
+    folder = os.path.dirname(os.path.abspath(images[0]))
+    what = (f"{images[0]!r} is an image file" if len(images) == 1
+            else f"{len(images)} of the shards are image files (e.g. {images[0]!r})")
+    raise InputError(f"{what}, not a shard (SHARDS= takes .tar or .parquet files): give image files by their "
+                     f"folder as IMAGES=DIR (here IMAGES={folder!r})")
+
+
+def _expand_one(spec: str, lists: list[str] | None = None) -> list[str]:
     if is_url(spec):
         return list(braceexpand.braceexpand(spec))
     if spec.startswith("file://"):
@@ -117,6 +138,8 @@ def _expand_one(spec: str) -> list[str]:
     found: list[str] = []
     for pattern in braceexpand.braceexpand(spec):
         if pattern.lower().endswith(_LIST_SUFFIXES) and os.path.isfile(pattern):
+            if lists is not None:
+                lists.append(pattern)
             found.extend(_read_list_file(pattern))
         elif os.path.isdir(pattern):
             found.extend(_folder_shards(pattern))
@@ -133,13 +156,32 @@ def _expand_one(spec: str) -> list[str]:
 
 
 def _folder_shards(folder: str) -> list[str]:
-    """A folder given as SHARDS: its Parquet files, else its tar files (below it, sorted)."""
+    """A folder given as SHARDS: its Parquet files, else its tar files (below it, sorted). img2dataset's output
+    (NNNNN.tar beside its NNNNN.parquet metadata, which holds no images): the tars. Image files beside the
+    shards are not read: their number is logged, with IMAGES= to read them."""
     files = sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
-    for suffixes in (_PARQUET_SUFFIXES, _TAR_SUFFIXES):
-        chosen = [f for f in files if f.lower().endswith(suffixes)]
-        if chosen:
-            return chosen
-    raise MissingInputError(f"no Parquet or tar files in the folder {folder!r} (an image folder is IMAGES=)")
+    tars = [f for f in files if f.lower().endswith(_TAR_SUFFIXES)]
+    parquets = [f for f in files if f.lower().endswith(_PARQUET_SUFFIXES)]
+    tar_stems = {os.path.join(os.path.dirname(f), shard_id(f)) for f in tars}
+    if parquets and all(os.path.join(os.path.dirname(f), shard_id(f)) in tar_stems for f in parquets):
+        log.info("%s: an img2dataset output (each .parquet is the metadata of the .tar of its name): reading its "
+                 "%d tars", folder, len(tars))
+        chosen = tars
+    else:
+        chosen = parquets or tars
+        if parquets and tars:
+            log.warning("%s: reading its %d Parquet files, not the %d tar files beside them (give those as "
+                        "SHARDS='%s/*.tar')", folder, len(parquets), len(tars), folder.rstrip("/"))
+    images = [f for f in files if not f.lower().endswith(_TAR_SUFFIXES + _PARQUET_SUFFIXES + _LIST_SUFFIXES)
+              and is_image_file(Path(f))]
+    if not chosen:
+        raise MissingInputError(f"no Parquet or tar files in the folder {folder!r}" + (
+            f", but {len(images)} image files: give it as IMAGES={folder!r}" if images
+            else " (an image folder is IMAGES=)"))
+    if images:
+        log.warning("%s: skipped %d image files beside its shards (e.g. %s); to read them, give the folder as "
+                    "IMAGES=%s", folder, len(images), os.path.relpath(images[0], folder), folder)
+    return chosen
 
 
 def is_parquet(location: str) -> bool:
@@ -173,14 +215,15 @@ def shard_id(location: str) -> str:
 
 
 def create_shards(specs: list[str] | tuple[str, ...], image_column: str | None = None,
-                  key_column: str | None = None) -> list[Shard]:
+                  key_column: str | None = None, keep_columns: tuple[str, ...] = ()) -> list[Shard]:
     """Shards for tar and Parquet inputs, sorted by id; two inputs with one id are an error (ids name output
     files). A Parquet file's columns are found here, once: `image_column` / `key_column`, else the first of
-    IMAGE_COLUMNS (or the only binary column) and of KEY_COLUMNS present."""
+    IMAGE_COLUMNS (or the only binary column) and of KEY_COLUMNS present; a Parquet file that lacks one of
+    `keep_columns` is refused."""
     shards: dict[str, Shard] = {}
     for location in expand_shards(specs):
         if is_parquet(location) and (is_url(location) or os.path.isfile(location)):
-            units = parquet_units(location, image_column, key_column)
+            units = parquet_units(location, image_column, key_column, keep_columns=keep_columns)
         else:  # a tar, or a listed file that is missing: read (and failed) as a tar
             units = [Shard(id=shard_id(location), url=location)]
         for unit in units:
@@ -194,7 +237,7 @@ def create_shards(specs: list[str] | tuple[str, ...], image_column: str | None =
 
 
 def parquet_units(location: str, image_column: str | None = None, key_column: str | None = None,
-                  unit_rows: int | None = None) -> list[Shard]:
+                  unit_rows: int | None = None, keep_columns: tuple[str, ...] = ()) -> list[Shard]:
     """A Parquet file as units of work: the whole file, or runs of whole row groups of >= `unit_rows` rows
     (ids `<stem>-rg00000`, by first row group), with its image and key columns resolved."""
     import pyarrow.parquet as pq
@@ -213,6 +256,11 @@ def parquet_units(location: str, image_column: str | None = None, key_column: st
         raise InputError(f"{location} has no key column {key!r}; its columns: {', '.join(schema.names)}")
     if key is None:
         key = next((c for c in KEY_COLUMNS if c in schema.names), None)
+    lifted = "json" in schema.names and "json" in keep_columns  # url, caption: from the json column (samples.py)
+    absent = [c for c in keep_columns if c not in schema.names and not (lifted and c in ("url", "caption"))]
+    if absent:
+        raise InputError(f"--keep-columns {','.join(absent)}: {location} has no column {absent[0]!r} (it would be "
+                         f"null in every row); its columns: {', '.join(schema.names)}")
     stem = shard_id(location)
     unit_rows = unit_rows or PARQUET_UNIT_ROWS
     runs, start, rows, first_row, row = [], 0, 0, 0, 0
@@ -261,10 +309,14 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     `._name` resource forks, `.thumbnails` caches, `.git`) are left out and counted in the log.
     """
     root = Path(root)
+    if root.is_file():
+        shard = str(root).lower().endswith(_TAR_SUFFIXES + _PARQUET_SUFFIXES)
+        raise InputError(f"{str(root)!r} is a file, not a folder: IMAGES= takes a folder of images (read "
+                         f"recursively), " + (f"a shard is SHARDS={str(root)!r}" if shard else
+                                              f"e.g. its folder IMAGES={str(root.parent)!r}"))
     if not root.is_dir():
         raise MissingInputError(f"image folder {str(root)!r} does not exist")
-    Image.init()
-    known = {ext.lower() for ext in Image.registered_extensions()} - _NOT_PHOTOS
+    known = photo_extensions()
     images, skipped = [], []
     hidden_files = hidden_dirs = 0
     for dirpath, dirnames, filenames in os.walk(root):
@@ -276,7 +328,7 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
                 continue
             path = Path(dirpath, name)
             rel = path.relative_to(root).as_posix()
-            if path.suffix.lower() in known or _sniff_image(path):
+            if is_image_file(path, known):
                 images.append(rel)
             else:
                 skipped.append(rel)
@@ -284,6 +336,18 @@ def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         log.info("%s: left out %d hidden files and %d hidden folders (names starting with '.')", root,
                  hidden_files, hidden_dirs)
     return sorted(images), sorted(skipped)
+
+
+def is_image_file(path: Path, known: set[str] | None = None) -> bool:
+    """An image by its extension (one Pillow reads, `known`), else by its header."""
+    return path.suffix.lower() in (known or photo_extensions()) or _sniff_image(path)
+
+
+@functools.cache
+def photo_extensions() -> frozenset[str]:
+    """File extensions of the image formats Pillow reads (lower case, with the dot)."""
+    Image.init()
+    return frozenset(ext.lower() for ext in Image.registered_extensions()) - _NOT_PHOTOS
 
 
 def _sniff_image(path: Path) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from webdataset import TarWriter
 
 from pipeline.curate.export import ExportConfig, run_export
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.extract.runner import run_extract
 from pipeline.io.samples import kept_values
 from pipeline.io.schema import read_provenance
@@ -76,12 +76,13 @@ def test_parquet_columns_are_kept_and_written_back_as_members(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"image": pa.array(images, pa.binary()), "key": ["a", "b", "c"],
                              "caption": ["one", None, "thr\u00e9e"], "score": [0.5, 1.0, 2.0]}), path)
-    run_extract(tiny_config(tmp_path / "out", shards=(str(path),), keep_columns=("caption", "score", "url")))
+    run_extract(tiny_config(tmp_path / "out", shards=(str(path),), keep_columns=("caption", "score")))
     table = pq.read_table(tmp_path / "out" / "features")
     df = table.to_pandas()
     assert table.column("caption").to_pylist() == ["one", None, "thr\u00e9e"]
     assert table.column("score").to_pylist() == ["0.5", "1.0", "2.0"]
-    assert table.column("url").to_pylist() == [None] * 3  # asked for, absent from the file
+    with pytest.raises(InputError, match="--keep-columns url: .* has no column 'url'"):  # asked for, absent
+        run_extract(tiny_config(tmp_path / "out2", shards=(str(path),), keep_columns=("caption", "url")))
     got = export_members(tmp_path, df)
     assert got == {"a.jpg": images[0], "a.caption.txt": b"one", "a.score.txt": b"0.5", "b.jpg": images[1],
                    "b.score.txt": b"1.0", "c.jpg": images[2], "c.caption.txt": "thr\u00e9e".encode(),
