@@ -138,3 +138,18 @@ def test_compare_paths_and_args_words(tmp_path):
     """COMPARE is one argument per space-separated path, each passed unchanged; ARGS stays a shell word list."""
     argv = argv_reaching_python(tmp_path, "evaluate", "COMPARE=bob's/a $x/b", "ARGS=--feature cls --k 'a b'")
     assert argv[2:] == ["--compare", "bob's/a", "$x/b", "--feature", "cls", "--k", "a b"]
+
+
+@pytest.mark.parametrize("target, variable, said", [
+    ("report", "OUT", "error: {} does not exist: give an extract output root (OUT)"),
+    ("export", "SELECTION", "error: selection {} does not exist: give an output root's dedup/groups.parquet or "
+                            "curate/selected.parquet"),
+])
+def test_a_missing_input_is_named_by_the_job_not_a_usage_line(tmp_path, target, variable, said):
+    """Issue 26, item 15: `make report OUT=/nonexistent` printed only the usage line; `make export
+    SELECTION=/nonexistent.parquet` said "cannot tell which extract output ... belongs to"."""
+    missing = tmp_path / "nope's dir" / "x.parquet"
+    proc = make(target, f"OUT={missing}", f"{variable}={missing}", dry=False)
+    assert proc.returncode == 2 and "usage:" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [said.format(missing)] and "Traceback" not in proc.stderr
