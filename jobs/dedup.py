@@ -145,7 +145,12 @@ def print_summary(summary: dict, root: str) -> None:
     print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
     print(f"  weights: {weights_text(summary)}; stages: "
           + ", ".join(f"{k} {v.get('edges', 0)} edges" + (f" (skipped: {v['skipped']})" if "skipped" in v else "")
+                      + (f" (+{v['edges_excluded']} touching excluded images, not used)"
+                         if v.get("edges_excluded") else "")
                       for k, v in summary["stages"].items()))
+    if "where" in summary:
+        print(f"  --where {summary['where']['expression']}: {summary['where']['excluded']} of {summary['images']} "
+              f"images excluded (compared with nothing, kept)")
     keep = summary.get("keep", {})
     if keep.get("policy") == "quality":
         unread = f"; {keep['unreadable']} grouped files could not be checked" if keep.get("unreadable") else ""
