@@ -33,10 +33,22 @@ INDEX ?=
 QUERY ?=
 K ?= 10
 
+# The stage inputs are taken as written (a `$` stays a `$`) and each reaches python as one argument, quoted by
+# $(call q,...): quotes, `$`, spaces, newlines and non-ASCII pass through unchanged (COMPARE: one argument per
+# space-separated path). ARGS stays a shell word list. $NEWLINE stands in for a newline, which ends a recipe line.
+INPUTS := OUT SHARDS EXECUTOR IMAGES UNDO SEARCH LABELS COMPARE QUERIES POOL SELECTION FEATURES INDEX QUERY K
+$(foreach v,$(INPUTS),$(eval override $(v) := $$(value $(v))))
+define newline
+
+
+endef
+export NEWLINE := $(newline)
+q = '$(subst $(newline),'"$$NEWLINE"',$(subst ','\'',$(1)))'
+
 help:
 	@echo "make test                      run the test suite (creates .venv on first use)"
 	@echo "make lint                      ruff over the code (configured in pyproject.toml)"
-	@echo "make demo                      pack a few real photos into shards and extract their features"
+	@echo "make demo [OUT=..]             pack a few real photos into shards and extract their features (default: ~/.cache/dinocurate/demo)"
 	@echo "make extract SHARDS=... OUT=.. features of webdataset shards (or IMAGES=DIR); ARGS='--help' lists options"
 	@echo "make pack IMAGES=DIR OUT=...   write an image folder as webdataset shards"
 	@echo "make index FEATURES=OUT        Faiss index over extracted features (OUT=DIR: into DIR/index, not FEATURES)"
@@ -49,7 +61,7 @@ help:
 	@echo "make export-npy FEATURES=.. OUT=  features as emb.npy + keys.parquet (every stage takes FEATURES=emb.npy back)"
 	@echo "make evaluate FEATURES=OUT     k-NN + linear-probe accuracy (folders as classes, or LABELS=key,label[,split] file)"
 	@echo "make report OUT=out/x          HTML report: dedup groups + threshold histogram, curate, extract (SEARCH=results.parquet)"
-	@echo "make pca IMAGES=DIR [OUT=..]   the DINOv2 picture: patch PCA as RGB + foreground mask per image"
+	@echo "make pca IMAGES=DIR OUT=..     the DINOv2 picture: patch PCA as RGB + foreground mask per image"
 	@echo "make bench                     images/s vs the machine's limit: backbone sweep, end-to-end, naive loop, fast paths"
 	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, bf16 (, device)"
 
@@ -71,64 +83,64 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
 
 demo: $(STAMP)
-	$(PY) -m jobs.demo --out '$(or $(OUT),demo_out)' $(ARGS)
+	$(PY) -m jobs.demo $(if $(OUT),--out $(call q,$(OUT))) $(ARGS)
 
 extract: $(STAMP)
-	@test -n "$(HELP)" -o -n "$(SHARDS)$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make extract SHARDS='data/train-{000000..000009}.tar' OUT=out/train [ARGS='...']  (or IMAGES=DIR; ARGS=--help lists the options)"; exit 2; }
-	$(PY) -m jobs.extract $(if $(HELP),--help,$(if $(SHARDS),--shards '$(SHARDS)') $(if $(IMAGES),--images '$(IMAGES)') --out '$(OUT)' $(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(SHARDS)$(IMAGES)) -a -n $(call q,$(OUT)) || { echo "usage: make extract SHARDS='data/train-{000000..000009}.tar' OUT=out/train [ARGS='...']  (or IMAGES=DIR; ARGS=--help lists the options)"; exit 2; }
+	$(PY) -m jobs.extract $(if $(HELP),--help,$(if $(SHARDS),--shards $(call q,$(SHARDS))) $(if $(IMAGES),--images $(call q,$(IMAGES))) --out $(call q,$(OUT)) $(if $(EXECUTOR),--executor $(call q,$(EXECUTOR))) $(ARGS))
 
 pack: $(STAMP)
-	@test -n "$(HELP)" -o -n "$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
-	$(PY) -m jobs.pack $(if $(HELP),--help,--images '$(IMAGES)' --out '$(OUT)' $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(IMAGES)) -a -n $(call q,$(OUT)) || { echo "usage: make pack IMAGES=DIR OUT=shards/ [ARGS='--shard-size 1000']"; exit 2; }
+	$(PY) -m jobs.pack $(if $(HELP),--help,--images $(call q,$(IMAGES)) --out $(call q,$(OUT)) $(ARGS))
 
 index: $(STAMP)
-	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make index FEATURES=out/train [ARGS='--factory IVF4096,PQ32x4fs']"; exit 2; }
-	$(PY) -m jobs.index $(if $(HELP),--help,--features '$(FEATURES)'$(if $(OUT), --out '$(OUT)/index') $(ARGS))
+	@test -n $(call q,$(HELP)$(FEATURES)) || { echo "usage: make index FEATURES=out/train [ARGS='--factory IVF4096,PQ32x4fs']"; exit 2; }
+	$(PY) -m jobs.index $(if $(HELP),--help,--features $(call q,$(FEATURES))$(if $(OUT), --out $(call q,$(OUT)/index)) $(ARGS))
 
 search: $(STAMP)
-	@test -n "$(HELP)" -o -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
-	$(PY) -m jobs.search $(if $(HELP),--help,--index '$(INDEX)' --query '$(QUERY)' --k $(K) $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(INDEX)) -a -n $(call q,$(QUERY)) || { echo "usage: make search INDEX=out/train/index QUERY=photo.jpg K=10"; exit 2; }
+	$(PY) -m jobs.search $(if $(HELP),--help,--index $(call q,$(INDEX)) --query $(call q,$(QUERY)) --k $(call q,$(K)) $(ARGS))
 
 serve: $(STAMP)
-	@test -n "$(HELP)$(INDEX)" || { echo "usage: make serve INDEX=out/train/index [ARGS='--port 8000 --reviewer alice']"; exit 2; }
-	$(PY) -m jobs.serve $(if $(HELP),--help,--index '$(INDEX)' $(ARGS))
+	@test -n $(call q,$(HELP)$(INDEX)) || { echo "usage: make serve INDEX=out/train/index [ARGS='--port 8000 --reviewer alice']"; exit 2; }
+	$(PY) -m jobs.serve $(if $(HELP),--help,--index $(call q,$(INDEX)) $(ARGS))
 
 knn: $(STAMP)
-	@test -n "$(HELP)$(FEATURES)" || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
-	$(PY) -m jobs.knn $(if $(HELP),--help,--features '$(FEATURES)'$(if $(OUT), --out '$(OUT)/knn') $(ARGS))
+	@test -n $(call q,$(HELP)$(FEATURES)) || { echo "usage: make knn FEATURES=out/train [ARGS='--k 64']"; exit 2; }
+	$(PY) -m jobs.knn $(if $(HELP),--help,--features $(call q,$(FEATURES))$(if $(OUT), --out $(call q,$(OUT)/knn)) $(ARGS))
 
 dedup: $(STAMP)
-	@test -n "$(HELP)$(FEATURES)" -o -n "$(IMAGES)" -a -n "$(OUT)" || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
-	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features '$(FEATURES)') $(if $(IMAGES),--images '$(IMAGES)')$(if $(OUT), --out '$(OUT)') $(ARGS))
+	@test -n $(call q,$(HELP)$(FEATURES)) -o -n $(call q,$(IMAGES)) -a -n $(call q,$(OUT)) || { echo "usage: make dedup FEATURES=out/train | make dedup IMAGES=DIR OUT=out/dir [ARGS='--weights random']"; exit 2; }
+	$(PY) -m jobs.dedup $(if $(HELP),--help,$(if $(FEATURES),--features $(call q,$(FEATURES))) $(if $(IMAGES),--images $(call q,$(IMAGES)))$(if $(OUT), --out $(call q,$(OUT))) $(ARGS))
 
 apply: $(STAMP)
-	@test -n "$(HELP)$(OUT)$(UNDO)" || { echo "usage: make apply OUT=out/photos [ARGS='--yes']  (dry run without --yes; ARGS='--move-to DIR' or '--link-keepers DIR') | make apply UNDO=out/photos/apply/manifest-....parquet"; exit 2; }
-	$(PY) -m jobs.apply $(if $(HELP),--help,$(if $(UNDO),--undo '$(UNDO)',--out '$(OUT)') $(ARGS))
+	@test -n $(call q,$(HELP)$(OUT)$(UNDO)) || { echo "usage: make apply OUT=out/photos [ARGS='--yes']  (dry run without --yes; ARGS='--move-to DIR' or '--link-keepers DIR') | make apply UNDO=out/photos/apply/manifest-....parquet"; exit 2; }
+	$(PY) -m jobs.apply $(if $(HELP),--help,$(if $(UNDO),--undo $(call q,$(UNDO)),--out $(call q,$(OUT))) $(ARGS))
 
 curate: $(STAMP)
-	@test -n "$(HELP)$(POOL)$(FEATURES)" || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'  (FEATURES=emb.npy stands for POOL)"; exit 2; }
-	$(PY) -m jobs.curate $(if $(HELP),--help,--pool '$(or $(POOL),$(FEATURES))' $(if $(QUERIES),--queries '$(QUERIES)')$(if $(OUT), --out '$(OUT)/curate') $(ARGS))
+	@test -n $(call q,$(HELP)$(POOL)$(FEATURES)) || { echo "usage: make curate POOL=out/pool QUERIES=name=out/seeds[,name2=...] | make curate POOL=out/pool ARGS='--balanced 100000'  (FEATURES=emb.npy stands for POOL)"; exit 2; }
+	$(PY) -m jobs.curate $(if $(HELP),--help,--pool $(call q,$(or $(POOL),$(FEATURES))) $(if $(QUERIES),--queries $(call q,$(QUERIES)))$(if $(OUT), --out $(call q,$(OUT)/curate)) $(ARGS))
 
 # FEATURES as OUT/emb.npy (N×D, L2-normalised rows) + OUT/keys.parquet, for other tools (ARGS='--dtype float16')
 export-npy: $(STAMP)
-	@test -n "$(HELP)" -o -n "$(FEATURES)" -a -n "$(OUT)" || { echo "usage: make export-npy FEATURES=out/train OUT=emb/ [ARGS='--feature concat --dtype float16']"; exit 2; }
-	$(PY) -m jobs.export_npy $(if $(HELP),--help,--features '$(FEATURES)' --out '$(OUT)' $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(FEATURES)) -a -n $(call q,$(OUT)) || { echo "usage: make export-npy FEATURES=out/train OUT=emb/ [ARGS='--feature concat --dtype float16']"; exit 2; }
+	$(PY) -m jobs.export_npy $(if $(HELP),--help,--features $(call q,$(FEATURES)) --out $(call q,$(OUT)) $(ARGS))
 
 export: $(STAMP)
-	@test -n "$(HELP)" -o -n "$(SELECTION)" -a -n "$(OUT)" || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }
-	$(PY) -m jobs.export $(if $(HELP),--help,--selection '$(SELECTION)' --out '$(OUT)' $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(SELECTION)) -a -n $(call q,$(OUT)) || { echo "usage: make export SELECTION=out/pool/curate/selected.parquet OUT=curated/"; exit 2; }
+	$(PY) -m jobs.export $(if $(HELP),--help,--selection $(call q,$(SELECTION)) --out $(call q,$(OUT)) $(ARGS))
 
 evaluate: $(STAMP)
-	@test -n "$(HELP)$(FEATURES)$(COMPARE)" || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
-	$(PY) -m jobs.evaluate $(if $(HELP),--help,$(if $(COMPARE),--compare $(COMPARE),--features '$(FEATURES)') $(if $(LABELS),--labels '$(LABELS)')$(if $(OUT), --out '$(OUT)/eval') $(ARGS))
+	@test -n $(call q,$(HELP)$(FEATURES)$(COMPARE)) || { echo "usage: make evaluate FEATURES=out/photos [LABELS=labels.csv] | make evaluate COMPARE='out/a out/b' [ARGS='--feature cls,concat']"; exit 2; }
+	$(PY) -m jobs.evaluate $(if $(HELP),--help,$(if $(COMPARE),--compare $(foreach p,$(COMPARE),$(call q,$(p))),--features $(call q,$(FEATURES))) $(if $(LABELS),--labels $(call q,$(LABELS)))$(if $(OUT), --out $(call q,$(OUT)/eval)) $(ARGS))
 
 report: $(STAMP)
-	@test -n "$(HELP)" -o -n "$(OUT)" -a -d "$(OUT)" || { echo "usage: make report OUT=out/train [SEARCH=neighbours.parquet] [ARGS='--groups-per-page 50']"; exit 2; }
-	$(PY) -m jobs.report $(if $(HELP),--help,--out '$(OUT)' $(if $(SEARCH),--search '$(SEARCH)') $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(OUT)) || { echo "usage: make report OUT=out/train [SEARCH=neighbours.parquet] [ARGS='--groups-per-page 50']"; exit 2; }
+	$(PY) -m jobs.report $(if $(HELP),--help,--out $(call q,$(OUT)) $(if $(SEARCH),--search $(call q,$(SEARCH))) $(ARGS))
 
 pca: $(STAMP)
-	@test -n "$(HELP)$(IMAGES)" || { echo "usage: make pca IMAGES=DIR [OUT=pca_out] [ARGS='--weights PATH --resolution 448']"; exit 2; }
-	$(PY) -m jobs.pca $(if $(HELP),--help,--images '$(IMAGES)' --out '$(or $(OUT),pca_out)' $(ARGS))
+	@test -n $(call q,$(HELP)) -o -n $(call q,$(IMAGES)) -a -n $(call q,$(OUT)) || { echo "usage: make pca IMAGES=DIR OUT=pca/ [ARGS='--weights PATH --resolution 448']"; exit 2; }
+	$(PY) -m jobs.pca $(if $(HELP),--help,--images $(call q,$(IMAGES)) --out $(call q,$(OUT)) $(ARGS))
 
 bench: $(STAMP)
 	$(PY) -m jobs.bench $(ARGS)

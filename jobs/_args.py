@@ -162,10 +162,12 @@ def add_executor_args(parser: Group, cls: type, units_help: str, units: str = "w
     return parser
 
 
-def add_running_args(parser: Group, cls: type | None = None, log_level: str = "INFO") -> Group:
-    """--no-progress (when the config has a progress bar) and --log-level ($LOG_LEVEL overrides the job's)."""
+def add_running_args(parser: Group, cls: type | None = None, log_level: str = "INFO",
+                     progress: str = "no progress bar") -> Group:
+    """--no-progress (when the config has a progress bar; `progress` says which bar where that is not plain)
+    and --log-level ($LOG_LEVEL overrides the job's)."""
     if cls is not None and has_field(cls, "progress"):
-        option(parser, cls, "progress", "no progress bar")
+        option(parser, cls, "progress", progress)
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", log_level),
                         help="DEBUG, INFO, WARNING or ERROR; DEBUG also shows the traceback of a user error "
                              "(default: %(default)s)")

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -55,10 +56,28 @@ def summary(job: ModuleType) -> str:
     return job.__doc__.strip().splitlines()[0].partition(": ")[2]
 
 
+def as_invoked(text: str, prog: str) -> str:
+    """Help text with its commands written the way this program was run: `python -m jobs.export_npy` reads
+    `dinocurate export-npy` in `dinocurate`'s help, and stays as it is in `python -m jobs.<stage>`'s."""
+    if prog.split()[:1] != ["dinocurate"]:
+        return text
+    return re.sub(r"python -m jobs\.(\w+)", lambda m: f"dinocurate {m[1].replace('_', '-')}", text)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and epilog as written (examples keep their lines), commands as invoked."""
+
+    def _format_text(self, text: str) -> str:  # the description and the epilog
+        return super()._format_text(as_invoked(text, self._prog))
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:  # an option's help, before it is wrapped
+        return as_invoked(action.help, self._prog) if action.help else action.help
+
+
 def parser_settings(job: ModuleType) -> dict:
     """What `python -m jobs.<stage> --help` and `dinocurate <stage> --help` share besides the options."""
     return {"description": job.__doc__.strip(), "epilog": getattr(job, "EPILOG", None),
-            "formatter_class": argparse.RawDescriptionHelpFormatter}
+            "formatter_class": HelpFormatter}
 
 
 def build_parser(job: ModuleType, prog: str | None = None) -> argparse.ArgumentParser:

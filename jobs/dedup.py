@@ -31,10 +31,6 @@ writes OUT/dedup/{groups.parquet, summary.json} (+ OUT/duplicates.csv for --imag
 model, look at the nearest-neighbour similarities of known copies vs distinct images (make report) and pick
 a value between them. Features from random weights turn the embedding stage off (exact + perceptual only)."""
 
-# Where `--images` is extracted when no --out is given (a job-level choice: the library always takes an OUT).
-IMAGES_OUT = "out"
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from pipeline.dedup.config import KEEP_POLICIES, DedupConfig, parse_sweep
     from pipeline.extract.config import ExtractConfig
@@ -42,9 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("input (exactly one)").add_mutually_exclusive_group(required=True)
     src.add_argument("--features", metavar="FEATURES", help=FEATURES_HELP + " (embedding edges only: no hashes)")
     src.add_argument("--images", metavar="DIR", help="an image folder: extracted into --out first (resumable)")
-    p.add_argument("--out", dest="root", help=f"output root: --images is extracted into it (default: {IMAGES_OUT}); "
-                                             "with --features the dedup is written to OUT/dedup/ and nothing is "
-                                             "written under FEATURES (default: FEATURES/dedup/)")
+    p.add_argument("--out", dest="root", help="output root: --images is extracted into it (required with --images: "
+                                             "nothing is written to the current folder unasked); with --features "
+                                             "the dedup is written to OUT/dedup/ and nothing is written under "
+                                             "FEATURES (default: FEATURES/dedup/)")
     d = p.add_argument_group("dedup")
     option(d, DedupConfig, "threshold", "cosine above which two images are copies (default: %(default)s, "
                                         "model-dependent)")
@@ -104,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images:
         from pipeline.dedup.run import dedup_images
+        from pipeline.errors import ConfigError
         from pipeline.extract.config import ExtractConfig
 
-        extract = config_from(ExtractConfig, args, out=args.root or IMAGES_OUT)
+        if not args.root:
+            raise ConfigError("--images needs --out: the folder its features, dedup and duplicates.csv go to "
+                              "(e.g. --out out/pictures)")
+        extract = config_from(ExtractConfig, args, out=args.root)
         folder = dedup_images(extract, config_from(DedupConfig, args, features=extract.out))
         print(f"extract: {folder.extract.summary()}")
         if folder.summary is None:
@@ -144,7 +145,12 @@ def print_summary(summary: dict, root: str) -> None:
     print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
     print(f"  weights: {weights_text(summary)}; stages: "
           + ", ".join(f"{k} {v.get('edges', 0)} edges" + (f" (skipped: {v['skipped']})" if "skipped" in v else "")
+                      + (f" (+{v['edges_excluded']} touching excluded images, not used)"
+                         if v.get("edges_excluded") else "")
                       for k, v in summary["stages"].items()))
+    if "where" in summary:
+        print(f"  --where {summary['where']['expression']}: {summary['where']['excluded']} of {summary['images']} "
+              f"images excluded (compared with nothing, kept)")
     keep = summary.get("keep", {})
     if keep.get("policy") == "quality":
         unread = f"; {keep['unreadable']} grouped files could not be checked" if keep.get("unreadable") else ""

@@ -7,8 +7,9 @@ import argparse
 from jobs._args import add_model_args, add_running_args, config_from, option
 from jobs._cli import run_command
 
-EPILOG = """example:
-  python -m jobs.demo --out demo_out --weights dinov2_vits14_reg4_pretrain.pth
+EPILOG = """examples:
+  python -m jobs.demo                                        # into ~/.cache/dinocurate/demo ($XDG_CACHE_HOME)
+  python -m jobs.demo --out demo/ --weights dinov2_vits14_reg4_pretrain.pth
 the photos: ../shared/data/pkgimages when present, else the samples inside the scikit-image wheel."""
 
 

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(p, ServeConfig, "mmap", "read the whole index into memory instead of mapping it")
     p.add_argument("--offline", action="store_true",
                    help="never reach the hub: sets HF_HUB_OFFLINE=1 (hub weights then only come from the cache)")
-    add_running_args(p, ServeConfig)
+    add_running_args(p, ServeConfig, progress="no progress bar while the stored vectors are copied beside the "
+                                              "index (the first start only; the server itself shows none)")
 
 
 def run(args: argparse.Namespace) -> int:

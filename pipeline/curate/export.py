@@ -17,7 +17,7 @@ from tqdm import tqdm
 from webdataset import TarWriter
 
 from pipeline.dedup.decided import decided_groups
-from pipeline.errors import ConfigError, InputError, SelectionError
+from pipeline.errors import ConfigError, InputError, MissingInputError, SelectionError
 from pipeline.index.rows import where_mask
 from pipeline.io.features import open_features, read_meta
 from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -130,9 +130,25 @@ def source_root(cfg: ExportConfig) -> Path:
     raise InputError(f"cannot tell which extract output {cfg.selection} belongs to: pass --features")
 
 
+SELECTION_FILES = ("dedup/groups.parquet", "curate/selected.parquet")
+
+
+def check_selection(path: str) -> None:
+    """A selection that is not there, or a folder, is named as such (not as a root that cannot be told)."""
+    sel = Path(path)
+    if sel.is_dir():
+        inside = [str(sel / name) for name in SELECTION_FILES if (sel / name).is_file()]
+        raise InputError(f"selection {path} is a folder: give a selection file, "
+                         + (" or ".join(inside) if inside else f"an output root's {' or '.join(SELECTION_FILES)}"))
+    if not sel.exists():
+        raise MissingInputError(f"selection {path} does not exist: give an output root's "
+                                f"{' or '.join(SELECTION_FILES)}")
+
+
 def run_export(cfg: ExportConfig) -> dict:
     """Stream the source shards once, copy the selected samples; returns the manifest. With format "uids":
     only the keys, as subset files (`export_uids`)."""
+    check_selection(cfg.selection)
     if cfg.format == "uids":
         return export_uids(cfg)
     root = source_root(cfg)

@@ -15,6 +15,7 @@ from pipeline.dedup.decided import refresh_duplicates_csv, write_duplicates_csv
 from pipeline.dedup.edges import (
     EMBEDDING,
     EXACT,
+    KIND_ORDER,
     PHASH,
     Edges,
     contaminated_ids,
@@ -34,7 +35,7 @@ from pipeline.extract.runner import ExtractStats, run_extract
 from pipeline.index.rows import where_mask
 from pipeline.io.features import FeatureSet, has_hashes, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import OutputRoot, write_summary
+from pipeline.layout import OutputRoot, is_external, write_summary
 from pipeline.provenance import describe_origin, is_random
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,16 @@ def run_dedup(cfg: DedupConfig) -> dict:
         return run_sweep(cfg)
     t0 = time.perf_counter()
     fs = open_features(cfg.features, cfg.keys)
+    if cfg.reference:
+        check_reference(fs, cfg.reference)
     out = Path(cfg.out or OutputRoot.for_features(cfg.features).dedup_dir)
     meta = read_meta(fs, ("key", "shard", "index", "width", "height", "sha1", "phash"), absent="null")
     n = fs.count
     # --where: only matching rows take part; an excluded row keeps no edge, so it is its own group, kept as it is
     excluded = ~where_mask(fs, cfg.where) if cfg.where else np.zeros(n, bool)
+    if n and excluded.all():
+        raise ConfigError(f"--where {cfg.where!r} matches none of the {n} images of {fs.root}: nothing would be "
+                          f"compared; check the expression against the values (make report shows them)")
     keys = meta.column("key").to_pylist()
     sha1 = meta.column("sha1").to_pylist()
     vectors = read_matrix(fs, cfg.feature, dtype=np.float16)
@@ -67,6 +73,8 @@ def run_dedup(cfg: DedupConfig) -> dict:
     stages, use_embedding = found.stages, found.use_embedding
     src, dst, kind = found.edges.arrays()
     linked = ~(excluded[src] | excluded[dst])
+    if cfg.where:
+        count_taking_part(stages, kind, linked)
     src, dst, kind = src[linked], dst[linked], kind[linked]
     component, sizes = components(n, src, dst)
     pixels = (meta.column("width").fill_null(0).to_numpy().astype(np.int64)  # made elsewhere: unknown, 0
@@ -113,6 +121,30 @@ def run_dedup(cfg: DedupConfig) -> dict:
         summary["where"] = {"expression": cfg.where, "excluded": int(excluded.sum())}
     write_summary(out, summary)
     return summary
+
+
+REFERENCE_NEEDS = ("--reference takes the extract output root of an evaluation set, made with the pool's model, "
+                   "weights and preprocessing (make extract IMAGES=eval/ OUT=out/eval)")
+
+
+def check_reference(pool: FeatureSet, reference: str) -> None:
+    """Decontamination compares image hashes and vectors of two extract outputs made alike: features made
+    elsewhere (on either side) have no hashes, so that is said in one short line, before any work."""
+    if is_external(reference):
+        raise InputError(f"{REFERENCE_NEEDS}: {reference} holds features made elsewhere, without image hashes")
+    if pool.external:
+        raise InputError(f"{REFERENCE_NEEDS}, and FEATURES to be one too: {pool.root} holds features made "
+                         f"elsewhere, without image hashes")
+
+
+def count_taking_part(stages: dict, kind: np.ndarray, linked: np.ndarray) -> None:
+    """With --where, each stage's `edges` counts only edges between images that take part; the edges found that
+    touch an excluded image (which never groups) are counted apart, as `edges_excluded`."""
+    for name, info in stages.items():
+        if name in KIND_ORDER and "skipped" not in info:
+            of_kind = kind == KIND_ORDER[name]
+            info["edges"] = int((of_kind & linked).sum())
+            info["edges_excluded"] = int((of_kind & ~linked).sum())
 
 
 @dataclass

@@ -8,10 +8,11 @@ runs with random weights, says so loudly, and every output records it.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import WeightsError
@@ -38,9 +39,16 @@ provenance (model, weights, preprocessing): {config}
 """
 
 
+def default_demo_dir() -> str:
+    """Where the demo writes unless told: the user's cache ($XDG_CACHE_HOME, else ~/.cache), never the current
+    folder (nothing lands in the repository by default)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(cache) / "dinocurate" / "demo")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
-    out: str = "demo_out"  # demo folder: photos/, shards/, features-<weights>/
+    out: str = field(default_factory=default_demo_dir)  # demo folder: photos/, shards/, features-<weights>/
     model: str = DEFAULT_MODEL
     weights: str | None = None  # None: the hub cache if it has the model, else random weights (announced)
     resolution: int = 224  # small, for speed

@@ -21,7 +21,7 @@ from pipeline.io.features import open_features, read_matrix, read_meta
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.io.shards import is_url
 from pipeline.layout import OutputRoot
-from pipeline.provenance import require_same
+from pipeline.provenance import made_elsewhere, require_comparable, require_same
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,25 @@ def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[st
     if not path.exists() and not _looks_like_shards(query):
         raise MissingInputError(f"query {query!r} does not exist (an image, an image folder, shards or an "
                                 f"extract output)")
+    if path.is_file() and path.suffix.lower() == ".npy":
+        return _vector_queries(loaded, path)
     if path.is_file() and not path.name.endswith((".tar", ".txt", ".list")):
         folder = work / "query_image"
         folder.mkdir(parents=True)
-        shutil.copy2(path, folder / path.name)
+        shutil.copy2(path, folder / path.name)  # read as a folder of one image
         inputs = {"images": str(folder)}
     elif path.is_dir():
         inputs = {"images": str(path)}
     else:
         inputs = {"shards": (query,)}
     cfg = config_from_provenance(prov, str(work / "extract"), **inputs)
-    run_extract(replace(cfg, workers=0))
+    try:
+        run_extract(replace(cfg, workers=0))
+    except MissingInputError as exc:  # "no image files in <the temporary folder>": say what the file is not
+        if inputs.get("images") != str(work / "query_image"):
+            raise
+        raise InputError(f"query {query} is not an image (no image format Pillow reads); give an image, an image "
+                         f"folder, shards or an extract output") from exc
     failures = _failures(OutputRoot(work / "extract"))
     for f in failures:
         log.warning("query %s skipped: %s (%s)", f["key"] or f["shard"], f["reason"], f["detail"])
@@ -100,6 +108,19 @@ def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[st
     require_same(prov, fs.provenance, "the index's features", "the query features", MixedProvenanceError)
     keys = read_meta(fs, ("key",)).column("key").to_pylist()
     return keys, read_matrix(fs, feature)
+
+
+def _vector_queries(loaded: LoadedIndex, path: Path) -> tuple[list[str], np.ndarray]:
+    """A .npy of vectors: the queries themselves for an index of features made elsewhere (of the same width);
+    for an index of images extracted here it is no query image, and such vectors never mix with its features."""
+    prov = loaded.record["provenance"]
+    if not made_elsewhere(prov):
+        raise InputError(f"query {path} is a .npy of vectors, not a query image: this index holds features "
+                         f"extracted here, which vectors made elsewhere cannot be compared with; give an image, an "
+                         f"image folder, shards or an extract output")
+    fs = open_features(path)
+    require_comparable(prov, fs.provenance, "the index's features", str(path), MixedProvenanceError)
+    return read_meta(fs, ("key",)).column("key").to_pylist(), read_matrix(fs, loaded.record["feature"])
 
 
 def _looks_like_shards(query: str) -> bool:

@@ -8,13 +8,15 @@ search, curate, quality, extract); this one decides which apply and writes the p
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import MissingInputError
+from pipeline.errors import InputError, MissingInputError
 from pipeline.io.files import write_json_atomic
 from pipeline.io.sources import ImageSource, open_source
 from pipeline.layout import CONFIG, OutputRoot
@@ -68,8 +70,7 @@ def run_report(cfg: ReportConfig) -> dict:
     if not root.root.is_dir():
         raise MissingInputError(f"{root.root} does not exist: give an extract output root (OUT)")
     folder = Path(cfg.report) if cfg.report else root.report_dir
-    _clear_previous(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _prepare(folder)
     source = open_source(root.root)
     if source is None:
         log.warning("report: %s has no %s naming its images: thumbnails are left out", root.root, CONFIG)
@@ -108,6 +109,21 @@ def run_report(cfg: ReportConfig) -> dict:
             "seconds": round(time.perf_counter() - t0, 3)}
     write_json_atomic(info, folder / "report.json")
     return info
+
+
+def _prepare(folder: Path) -> None:
+    """Create the report folder and clear an earlier report in it, or say in one line why it cannot be written
+    (a read-only root, a file in the way, no permission), as the other stages do."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way")
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable (read-only file system or permissions)")
+        _clear_previous(folder)
+    except OSError as exc:
+        raise InputError(f"cannot write the report into {folder}: {exc.strerror or exc}; choose another folder "
+                         f"with --report DIR (make: ARGS='--report DIR')") from exc
 
 
 def _clear_previous(folder: Path) -> None:

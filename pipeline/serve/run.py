@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 
 import faiss
 import uvicorn
 
+from pipeline.errors import ConfigError
 from pipeline.serve.app import create_app
 from pipeline.serve.config import ServeConfig
 from pipeline.serve.service import Service
@@ -30,16 +33,39 @@ def warn_if_exposed(cfg: ServeConfig) -> None:
                     "access control", cfg.host, cfg.port)
 
 
+def listen(cfg: ServeConfig) -> socket.socket:
+    """The server's socket, bound before anything is loaded: a port in use (or an address this machine does not
+    have) is one line that says what to change, not a uvicorn error after the index was read."""
+    sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+    try:
+        sock.bind((cfg.host, cfg.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {cfg.port} on {cfg.host} is taken (another server is listening there): choose "
+                              f"another with --port (make serve ARGS='--port {cfg.port + 1}'; --port 0 takes any "
+                              f"free port)") from exc
+        raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}; choose another --host "
+                          f"or --port") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(cfg: ServeConfig) -> None:
-    """Load the index (and the stored vectors), then serve until interrupted; the model loads on the first
-    image query."""
-    warn_if_exposed(cfg)
-    faiss.omp_set_num_threads(1)  # requests run in parallel threads: one Faiss thread each, no oversubscription
-    service = Service(cfg)
-    server = uvicorn.Server(uvicorn_config(cfg, service, "info"))
-    log.info("serving %d images on http://%s:%d/ (Ctrl-C stops)", service.index.count,
-             f"[{cfg.host}]" if ":" in cfg.host else cfg.host, cfg.port)
-    server.run()
+    """Bind the port, load the index (and the stored vectors), then serve until interrupted; the model loads on
+    the first image query."""
+    sock = listen(cfg)
+    try:
+        warn_if_exposed(cfg)
+        faiss.omp_set_num_threads(1)  # requests run in parallel threads: one Faiss thread each, no oversubscription
+        service = Service(cfg)
+        server = uvicorn.Server(uvicorn_config(cfg, service, "info"))
+        log.info("serving %d images on http://%s:%d/ (Ctrl-C stops)", service.index.count,
+                 f"[{cfg.host}]" if ":" in cfg.host else cfg.host, sock.getsockname()[1])
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class BackgroundServer:

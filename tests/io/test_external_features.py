@@ -283,7 +283,7 @@ def test_dedup_against_or_reference_made_elsewhere_needs_hashes_and_never_mixes(
     write_feature_root(tmp_path / "root", x[:20])
     with pytest.raises(MixedProvenanceError):
         run_dedup(DedupConfig(features=str(path), against=str(tmp_path / "root"), progress=False))
-    with pytest.raises(MixedProvenanceError):
+    with pytest.raises(InputError, match="--reference takes the extract output root of an evaluation set"):
         run_dedup(DedupConfig(features=str(tmp_path / "root"), reference=str(path), progress=False))
 
 

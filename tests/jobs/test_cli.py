@@ -56,8 +56,10 @@ def test_dinocurate_help_lists_every_command_with_its_summary(capsys):
 
 
 def normalised(help_text: str, prog: str) -> str:
-    """Help text with the program name taken out and whitespace collapsed (usage wraps after the prog)."""
-    return " ".join(help_text.replace(f"usage: {prog} ", "usage: PROG ", 1).split())
+    """Help text with the program name taken out, commands written as `dinocurate` shows them, and whitespace
+    collapsed (usage wraps after the prog; help texts wrap where the commands stand)."""
+    text = help_text.replace(f"usage: {prog} ", "usage: PROG ", 1)
+    return " ".join(re.sub(r"python -m jobs\.(\w+)", lambda m: f"dinocurate {m[1].replace('_', '-')}", text).split())
 
 
 @pytest.mark.parametrize("name", cli.COMMANDS)
@@ -70,6 +72,20 @@ def test_each_command_has_the_same_help_as_its_job_module(name, capsys, monkeypa
     via_module = capsys.readouterr().out
     assert normalised(via_cli, f"dinocurate {name}") == normalised(via_module, f"python -m {cli.module_of(name)}")
     assert "(default: None)" not in via_module  # an unset default says what happens instead
+
+
+@pytest.mark.parametrize("name", cli.COMMANDS)
+def test_help_shows_the_command_as_it_was_invoked(name, capsys, monkeypatch):
+    """Issue 26, item 19: `dinocurate X --help` said `python -m jobs.X` in its description and examples."""
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main_exit([name, "--help"]) == 0
+    via_cli = capsys.readouterr().out
+    assert "python -m jobs." not in via_cli
+    assert f"`dinocurate {name}`: " in via_cli and f"\n  dinocurate {name}" in via_cli  # description, an example
+    with pytest.raises(SystemExit):
+        job(name).main(["--help"])
+    via_module = capsys.readouterr().out
+    assert f"`python -m {cli.module_of(name)}`: " in via_module and "dinocurate " not in via_module
 
 
 def test_installed_script_and_python_m_print_the_same_extract_help():
@@ -367,6 +383,21 @@ def command_lines() -> list[tuple[str, list[str]]]:
             at = words.index("-m")
             out.append((words[at + 1].removeprefix("jobs."), words[at + 2:]))
     return out
+
+
+def test_the_readme_names_every_command():
+    """Issue 26, item 19: the README's list of `dinocurate` commands left out serve, export-npy, apply and demo."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    listed = re.search(r"one command, `dinocurate COMMAND` for the commands ([a-z, -]+) and ([a-z-]+),", text)
+    assert listed, "the README lost its list of dinocurate commands"
+    assert [*listed[1].split(", "), listed[2]] == list(cli.COMMANDS)
+
+
+def test_serve_says_which_progress_bar_no_progress_hides(capsys):
+    """Issue 26, item 19: `serve --help` offered a bare `--no-progress` (no progress bar) on a server."""
+    assert main_exit(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-progress no progress bar while the stored vectors are copied beside the index" in text
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
