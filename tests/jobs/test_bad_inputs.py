@@ -57,9 +57,13 @@ class Row:
 
 
 def R(command: str, *argv: str, checks: str, says: str = "", not_says: str = "", item: int | None = None,
-      item_applies: bool = True) -> Row:
-    """A row; `item`: it fails today for that item of issue 26 (where `item_applies`), fixed on another branch."""
-    return Row(command, argv, checks, says, not_says, (other_branch(item),) if item and item_applies else ())
+      item_applies: bool = True, open_bug: str = "") -> Row:
+    """A row; `item`: it fails today for that item of issue 26 (where `item_applies`), fixed on another branch;
+    `open_bug`: it fails today for this reason, not fixed yet."""
+    marks = (other_branch(item),) if item and item_applies else ()
+    if open_bug:
+        marks += (pytest.mark.xfail(strict=True, reason=open_bug),)
+    return Row(command, argv, checks, says, not_says, marks)
 
 
 # Without ../shared/data the demo downloads its photos at run time (issue 26 item 5) and fails offline.
@@ -85,7 +89,8 @@ ROWS: list[Row] = [
     R("extract", "--shards", "{empty_file}", "--out", "{new}", *TINY, checks="shards empty file"),
     R("extract", "--shards", "{text}", "--out", "{new}", *TINY, checks="shards text file"),
     R("extract", "--shards", "{jpg}", "--out", "{new}", *TINY, checks="shards jpeg", item=11),
-    R("extract", "--shards", "{npy}", "--out", "{new}", *TINY, checks="shards npy", item=11),
+    R("extract", "--shards", "{npy}", "--out", "{new}", *TINY, checks="shards npy",
+      open_bug="a file that is neither a tar, Parquet nor an image as SHARDS is read as a damaged tar (exit 0)"),
     R("extract", "--images", "{photos}", "--out", "{text}", *TINY, checks="out is a file"),
     R("extract", "--images", "{photos}", "--out", "{text}/below", *TINY, checks="out below a file"),
     R("extract", "--images", "{photos}", "--out", "{ro}/out", *TINY, checks="out read-only"),
