@@ -47,6 +47,9 @@ def write_manifest(path: Path, rows: list[dict], meta: dict) -> None:
 def read_manifest(path: str | os.PathLike) -> tuple[list[dict], dict]:
     """(rows, the run's record: mode, folder, target, root, groups, created) of a manifest."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"manifest {path} is a folder: give one of its manifest-*.parquet files (written by "
+                         f"apply in OUT/apply/)")
     if not path.is_file():
         raise MissingInputError(f"manifest {path} not found: give a manifest-*.parquet written by apply (in "
                                 f"OUT/apply/)")

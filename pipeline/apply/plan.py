@@ -77,12 +77,16 @@ def resolve_target(cfg: ApplyConfig, folder: Path) -> Path:
                           f"later extract would read the files again)")
     if target in folder.parents:
         raise ConfigError(f"{flag} {target} holds the collection {folder}: choose a folder beside it")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{flag} {target} is a file: give a folder (it is created when absent)")
     return target
 
 
 def create_plan(cfg: ApplyConfig) -> Plan:
     """The files an apply acts on, in key order: the removed rows (move mode) or the kept ones (link mode)."""
     root = OutputRoot(cfg.out)
+    if root.root.exists() and not root.root.is_dir():
+        raise InputError(f"{root.root} is a file: give the output root (folder) of make dedup IMAGES=DIR")
     if not root.root.is_dir():
         raise MissingInputError(f"output root {root.root} does not exist")
     groups = root.dedup_dir / GROUPS

@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
 from pipeline.extract.device import cpu_flags, resolve_device, resolve_precision
+from pipeline.io.tables import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,7 @@ def run_parity_check(cfg: ParityConfig, flags: set[str] | None = None) -> dict:
     `flags`: the CPU's kernel flags, which decide what `--precision auto` is here (None: read /proc/cpuinfo)."""
     ecfg = ExtractConfig(out="unused", images="unused", model=cfg.model, weights=cfg.weights,
                          model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, device="cpu", precision="fp32")
-    work = Path(cfg.out)
-    work.mkdir(parents=True, exist_ok=True)
+    work = make_folder(cfg.out)
     files, source = parity_photos(cfg, work)
     images = real_batch(create_backbone(ecfg, torch.device("cpu")), files)
     device = resolve_device("auto")

@@ -68,6 +68,7 @@ from pipeline.extract.device import (
 )
 from pipeline.io.pack import pack_folder
 from pipeline.io.shards import list_image_files
+from pipeline.io.tables import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,7 @@ def prepare_shards(work: Path, limit: int, photos: str | None = None) -> tuple[s
 def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
     """Measure, write `bench.json` and `bench.png` into `cfg.out`, and return the record. `flags`: the CPU's
     kernel flags (None: read /proc/cpuinfo); they decide the default precisions, the int8 limit and `auto`."""
-    work = Path(cfg.out)
-    work.mkdir(parents=True, exist_ok=True)
+    work = make_folder(cfg.out)
     shards, files = prepare_shards(work, cfg.images, cfg.photos)
     ecfg = ExtractConfig(out=str(work / "unused"), shards=(shards,), model=cfg.model, weights=cfg.weights,
                          model_kwargs=cfg.model_kwargs, device=cfg.device, resolution=cfg.resolution,

@@ -24,6 +24,7 @@ from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_
 from pipeline.io.pack import sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, as_text, iter_samples
 from pipeline.io.shards import Shard
+from pipeline.io.tables import read_user_table
 from pipeline.layout import OutputRoot, read_summary
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def unsafe_name(name: str) -> str | None:
 
 def read_selection(path: str | Path) -> list[tuple[str, int, str]]:
     """(shard, index, key) of every selected sample, in shard/index order."""
-    table = pq.read_table(path)
+    table = read_user_table(path, "selection (dedup/groups.parquet or curate/selected.parquet)", pq.read_table)
     if "keep" in table.column_names:  # dedup groups: export the keepers, as reviewed in make serve
         table, _ = decided_groups(path)
         table = table.filter(table.column("keep"))

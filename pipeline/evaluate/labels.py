@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError, MissingInputError
+from pipeline.errors import InputError
 from pipeline.io.features import FeatureSet, read_meta
+from pipeline.io.tables import read_user_table
 from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,12 @@ class Split:
 def read_label_file(path: str | Path) -> tuple[dict[str, str], dict[str, str] | None]:
     """key → label (and key → train|val when there is a `split` column) from a CSV or Parquet file."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"labels file {path} does not exist")
     if path.suffix.lower() == ".parquet":
-        table = pq.read_table(path)
+        table = read_user_table(path, "labels file", pq.read_table)
     else:
         types = {name: pa.string() for name in ("key", "label", "split")}
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+        table = read_user_table(path, "labels file", lambda p: pacsv.read_csv(
+            p, convert_options=pacsv.ConvertOptions(column_types=types)))
     missing = {"key", "label"} - set(table.column_names)
     if missing:
         raise InputError(f"{path} needs columns key and label (and optionally split); it has {table.column_names}")

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.schema import META_FIELDS
+from pipeline.io.tables import read_user_table, unreadable
 from pipeline.provenance import stamp
 
 log = logging.getLogger(__name__)
@@ -87,17 +88,23 @@ def npy_columns(arr: np.ndarray) -> dict[str, dict]:
 def read_keys(path: Path, count: int) -> pa.Array:
     """The keys of an .npy's rows: a text file (one key a line) or a Parquet file with a `key` column (as export-npy
     writes it); exactly one key per row."""
+    if path.is_dir():
+        raise InputError(f"--keys {path} is a folder: give a text file with one key a line")
     if not path.is_file():
         raise InputError(f"--keys {path} does not exist: give a text file with one key a line")
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        table = pq.read_table(path)
+        table = read_user_table(path, "--keys Parquet file", pq.read_table)
         if "key" not in table.column_names:
             raise InputError(f"--keys {path} has no `key` column (has: {table.column_names})")
         keys = table.column("key").cast(pa.string()).combine_chunks()
         if keys.null_count:
             raise InputError(f"--keys {path}: {keys.null_count} rows have no key")
     else:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"--keys {path} is not a text file (not UTF-8 at byte {exc.start}): give one key a "
+                             f"line") from exc
         lines = [k.removesuffix("\r") for k in text.removesuffix("\n").split("\n")] if text else []
         empty = [i + 1 for i, k in enumerate(lines) if not k]
         if empty:
@@ -183,7 +190,13 @@ def parquet_columns(files: list[Path], rows: list[int]) -> dict[str, dict]:
 
 
 def file_rows(files: list[Path]) -> list[int]:
-    return [pq.ParquetFile(p).metadata.num_rows for p in files]
+    rows = []
+    for path in files:
+        try:
+            rows.append(pq.ParquetFile(path).metadata.num_rows)
+        except (OSError, pa.ArrowInvalid) as exc:  # empty, damaged, or another kind of file named .parquet
+            raise unreadable(path, "Parquet file", exc) from exc
+    return rows
 
 
 def is_npy(path: str | os.PathLike) -> bool:

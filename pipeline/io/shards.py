@@ -80,10 +80,18 @@ def is_url(spec: str) -> bool:
     return spec.startswith("pipe:") or bool(_URL.match(spec)) and not spec.startswith("file://")
 
 
+def whole_spec(spec: str) -> bool:
+    """A `pipe:` command, or a path with white space in it (`my shards/a.tar`: its folder exists, spaces and all),
+    is one spec; other white space separates specs."""
+    if is_url(spec):
+        return spec.startswith("pipe:")
+    return os.path.exists(spec) or os.sep in spec and os.path.isdir(os.path.dirname(spec))
+
+
 def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     """Expand shard specs into an ordered list of shard locations.
 
-    Each spec (several may share one string, split at white space, except a `pipe:` command) is a brace
+    Each spec (several may share one string, split at white space unless `whole_spec`) is a brace
     pattern (`train-{000000..000099}.tar`), a glob, a text file with one spec per
     line, a local path, or a URL (`s3://`, `gs://`, `https://`, `pipe:cmd`). Brace patterns are expanded
     for URLs too; globs only for local paths. A listed local shard that does not exist stays in the list: it
@@ -96,7 +104,7 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     out: list[str] = []
     lists: list[str] = []  # the list files read on the way
     for spec in specs:
-        parts = [spec.strip()] if spec.strip().startswith("pipe:") else spec.split()
+        parts = [spec.strip()] if whole_spec(spec.strip()) else spec.split()
         for part in parts:
             out.extend(_expand_one(part, lists))
     if not out:

@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError, InputError, MissingInputError
 from pipeline.extract.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, ExtractConfig
 from pipeline.io.decode import SampleError, decode_image
 from pipeline.io.files import write_json_atomic
+from pipeline.io.tables import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def run_pca(cfg: PcaConfig) -> dict:
     files = list_image_files(cfg.images)[0][:cfg.max_images]
     if not files:
         raise MissingInputError(f"no image files found in {cfg.images!r}")
+    out = make_folder(cfg.out)  # before the model: a file in the way is said at once
     ecfg = ExtractConfig(out=cfg.out, images=cfg.images, model=cfg.model, weights=cfg.weights,
                          model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, crop_pct=cfg.crop_pct,
                          device=cfg.device,
@@ -161,7 +163,6 @@ def run_pca(cfg: PcaConfig) -> dict:
     if tokens.shape[1] != grid[0] * grid[1]:
         raise ValueError(f"{tokens.shape[1]} patch tokens do not make a {grid[0]}×{grid[1]} grid")
     rgb, mask, info = pca_maps(tokens, grid, cfg.threshold, cfg.colours)
-    out = Path(cfg.out)
     written = []
     for i, rel in enumerate(names):
         path = out / f"{rel}.png"

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.io.sources import ImageSource, Item, key_locations, open_source
+from pipeline.io.tables import read_user_table
 from pipeline.layout import OutputRoot
 from pipeline.report.html import Page, esc, fmt_similarity, tile
 from pipeline.report.thumbnails import THUMBS, Thumbnails
@@ -25,12 +26,14 @@ log = logging.getLogger(__name__)
 
 def read_table(path: str | os.PathLike) -> pa.Table:
     """A search result table (.parquet, or .csv with keys kept as text: `00012` must not become 12)."""
+    what = "search result table (--search: .parquet or .csv from search --out)"
     if str(path).endswith(".csv"):
         import pyarrow.csv as pacsv
 
         text = {c: pa.string() for c in ("query", "key", "shard")}
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text))
-    return pq.read_table(path)
+        return read_user_table(path, what, lambda p: pacsv.read_csv(
+            p, convert_options=pacsv.ConvertOptions(column_types=text)))
+    return read_user_table(path, what, pq.read_table)
 
 
 def search_html(page: Page, thumbs: Thumbnails, table: pa.Table, source: ImageSource | None,

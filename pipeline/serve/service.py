@@ -43,6 +43,13 @@ class Service:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.started = time.time()
+        # paths given on the command line are checked here, not served as 503s
+        if cfg.root and not Path(cfg.root).is_dir():
+            what = "is not a folder" if Path(cfg.root).exists() else "does not exist"
+            raise MissingInputError(f"--root {cfg.root} {what}: give the output root to serve")
+        if cfg.weights and not Path(cfg.weights).is_file():
+            what = "is not a file" if Path(cfg.weights).exists() else "does not exist"
+            raise MissingInputError(f"--weights {cfg.weights} {what}: give the weights file the index was built with")
         self.index = ServedIndex(cfg.index, cfg.mmap)
         root = cfg.root or self.index.record.get("features")
         if not root:
