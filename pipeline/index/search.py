@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError, WeightsError
 from pipeline.extract.config import EXTRA_COLUMNS, ExtractConfig
-from pipeline.extract.runner import run_extract
 from pipeline.index.build import LoadedIndex, load_index, search
 from pipeline.io.features import open_features, read_matrix, read_meta
 from pipeline.io.files import atomic_write, write_parquet_atomic
@@ -86,6 +85,8 @@ def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[st
     else:
         inputs = {"shards": (query,)}
     cfg = config_from_provenance(prov, str(work / "extract"), **inputs)
+    from pipeline.extract.runner import run_extract  # loads torch: only when a query is extracted
+
     run_extract(replace(cfg, workers=0))
     failures = _failures(OutputRoot(work / "extract"))
     for f in failures:
