@@ -193,8 +193,10 @@ class OutputRoot:
 
     def lock(self, rank: int = 0) -> FileLock:
         """The exclusive lock of one rank on this root (`with root.lock(rank):`), released when the process
-        ends however it ends; a second run of the same rank is refused naming the holder."""
-        return FileLock(self.root / "_locks" / f"rank-{rank}.lock", f"{self.root} (rank {rank})")
+        ends however it ends; a second run of the same rank is refused naming the holder. A run that fails
+        while the root holds nothing but `_locks/` removes its lock file, and `_locks/` once empty."""
+        return FileLock(self.root / "_locks" / f"rank-{rank}.lock", f"{self.root} (rank {rank})",
+                        drop_on_failure=lambda: all(p.name == "_locks" for p in self.root.iterdir()))
 
     def other_runs(self, rank: int) -> list[dict | None]:
         """Holders of the other ranks' locks that are held now."""
