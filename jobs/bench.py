@@ -17,7 +17,7 @@ writes OUT/bench.json and OUT/bench.png; the JPEGs are packed into OUT/shards-N 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.bench.run import BenchConfig
+    from pipeline.bench.config import BenchConfig
 
     option(p, BenchConfig, "out", "folder for shards, bench.json, bench.png (default: %(default)s)")
     option(p, BenchConfig, "photos", "JPEG folder (default: ../shared/data/pimmi_copydays_like when present, "
@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.bench.run import BenchConfig, format_bench, run_bench
+    from pipeline.bench.config import BenchConfig
+    from pipeline.bench.run import format_bench, run_bench
 
     cfg = config_from(BenchConfig, args)
     print(format_bench(run_bench(cfg)))

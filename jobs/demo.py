@@ -1,4 +1,4 @@
-"""`python -m jobs.demo`: pack a few real photos into shards, extract their features, show how to read them."""
+"""`python -m jobs.demo`: pack a few photos into shards, extract their features, show how to read them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from jobs._cli import run_command
 EPILOG = """examples:
   python -m jobs.demo                                        # into ~/.cache/dinocurate/demo ($XDG_CACHE_HOME)
   python -m jobs.demo --out demo/ --weights dinov2_vits14_reg4_pretrain.pth
-the photos: ../shared/data/pkgimages when present, else the samples inside the scikit-image wheel."""
+the photos: ../shared/data/pkgimages when present, else 12 made offline from matplotlib's sample photos."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

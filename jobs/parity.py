@@ -16,7 +16,7 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.bench.parity import ParityConfig
+    from pipeline.bench.config import ParityConfig
 
     option(p, ParityConfig, "out", "folder for parity.json (default: %(default)s)")
     option(p, ParityConfig, "photos", "JPEG folder (default: ../shared/data/unsplash_coenm when present, else "
@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.bench.parity import ParityConfig, format_parity, run_parity_check
+    from pipeline.bench.config import ParityConfig
+    from pipeline.bench.parity import format_parity, run_parity_check
 
     cfg = config_from(ParityConfig, args)
     record = run_parity_check(cfg)

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     table = run_search(cfg.index, cfg.query, cfg.k)
     print(format_results(table))
     if cfg.out:
-        write_results(table, cfg.out)
+        write_results(table, cfg.out, query=cfg.query)
         print(f"\nwritten: {cfg.out}")
     if cfg.html:
         from pipeline.layout import features_root_of_index

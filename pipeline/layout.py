@@ -4,7 +4,7 @@
     OUT/config.json  OUT/stats.json  OUT/index/  OUT/knn/  OUT/dedup/  OUT/curate/  OUT/eval/  OUT/report/
     OUT/review/decisions.parquet   OUT/apply/manifest-<time>.parquet
 
-No other module joins these paths or opens `config.json`, `index.json`, `graph.json` or a summary itself.
+No other module joins these paths or opens `config.json`, `index.json`, `_graph.json` or a summary itself.
 The format, for readers with other tools, is docs/FORMAT.md.
 """
 
@@ -27,7 +27,9 @@ from pipeline.provenance import differences
 log = logging.getLogger(__name__)
 
 CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
-    "config.json", "stats.json", "index.json", "graph.json", "summary.json")
+    "config.json", "stats.json", "index.json", "_graph.json", "summary.json")
+# `_`: Parquet readers skip it, so that `pd.read_parquet("OUT/knn")` reads the parts; roots made before keep
+OLD_GRAPH_RECORD = "graph.json"  # read when `_graph.json` is absent, removed when it is written
 # Features made elsewhere (a .npy, a Parquet file or folder) have no output root: stages write into this sibling
 EXTERNAL_OUTPUTS = ".dinocurate"  # emb.npy → emb.npy.dinocurate/{index,knn,dedup,curate,eval}/
 NPY_EXPORT_FILES = ("emb.npy", "keys.parquet")  # what export-npy writes into its OUT
@@ -193,8 +195,10 @@ class OutputRoot:
 
     def lock(self, rank: int = 0) -> FileLock:
         """The exclusive lock of one rank on this root (`with root.lock(rank):`), released when the process
-        ends however it ends; a second run of the same rank is refused naming the holder."""
-        return FileLock(self.root / "_locks" / f"rank-{rank}.lock", f"{self.root} (rank {rank})")
+        ends however it ends; a second run of the same rank is refused naming the holder. A run that fails
+        while the root holds nothing but `_locks/` removes its lock file, and `_locks/` once empty."""
+        return FileLock(self.root / "_locks" / f"rank-{rank}.lock", f"{self.root} (rank {rank})",
+                        drop_on_failure=lambda: all(p.name == "_locks" for p in self.root.iterdir()))
 
     def other_runs(self, rank: int) -> list[dict | None]:
         """Holders of the other ranks' locks that are held now."""
@@ -343,12 +347,15 @@ def write_index_record(index_dir: str | os.PathLike, record: dict) -> None:
 
 
 def read_graph_record(graph_dir: str | os.PathLike) -> dict | None:
-    """`graph.json` of a k-NN graph folder, or None."""
-    return _read_record(Path(graph_dir) / GRAPH_RECORD)
+    """`_graph.json` of a k-NN graph folder (`graph.json` in one made before), or None."""
+    record = _read_record(Path(graph_dir) / GRAPH_RECORD)
+    return record if record is not None else _read_record(Path(graph_dir) / OLD_GRAPH_RECORD)
 
 
 def write_graph_record(graph_dir: str | os.PathLike, record: dict) -> None:
+    """Write `_graph.json` (no non-Parquet file among the parts), replacing an older folder's `graph.json`."""
     write_json_atomic(record, Path(graph_dir) / GRAPH_RECORD)
+    (Path(graph_dir) / OLD_GRAPH_RECORD).unlink(missing_ok=True)
 
 
 def graph_parts_done(graph_dir: str | os.PathLike) -> int:

@@ -248,7 +248,12 @@ def test_graph_record_and_parts_done(tmp_path):
     knn = OutputRoot(tmp_path).knn_dir
     assert read_graph_record(knn) is None and graph_parts_done(knn) == 0
     write_graph_record(knn, {"k": 8, "parts": 3})
-    assert read_graph_record(knn) == {"k": 8, "parts": 3} and listing(knn) == ["graph.json"]
+    assert read_graph_record(knn) == {"k": 8, "parts": 3} and listing(knn) == ["_graph.json"]  # Parquet readers
+    # skip `_` names: pd.read_parquet(knn) reads the parts alone
+    (knn / "_graph.json").rename(knn / "graph.json")  # a folder made before: its record is still read
+    assert read_graph_record(knn) == {"k": 8, "parts": 3}
+    write_graph_record(knn, {"k": 9, "parts": 3})  # and moves to the new name when it is written again
+    assert read_graph_record(knn) == {"k": 9, "parts": 3} and listing(knn) == ["_graph.json"]
     for i in range(2):
         write_json_atomic({"rows": 10}, knn / "_done" / f"part-{i:05d}.json")
     write_json_atomic({}, knn / "_done" / "other.json")  # not a part marker

@@ -12,13 +12,13 @@ import time
 
 import torch
 
+from pipeline.bench.config import BENCH_PRECISIONS
 from pipeline.errors import ConfigError
 from pipeline.extract.device import cpu_flags, resolve_precision
 
 # The flags that decide how fast a ViT runs on a CPU, in the order the capability line lists them.
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 INT8_FLAGS = ("amx_int8", "avx512_vnni")  # int8 dot products in hardware
-BENCH_PRECISIONS = ("fp32", "bf16", "fp16")  # what --precisions takes (fp16: accelerators only)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.bench.config import ParityConfig
 from pipeline.bench.throughput import real_batch
-from pipeline.errors import ConfigError, MissingInputError
+from pipeline.errors import MissingInputError
 from pipeline.extract.backbone import Backbone, create_backbone
-from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.config import ExtractConfig
 from pipeline.extract.device import cpu_flags, resolve_device, resolve_precision
 from pipeline.io.tables import make_folder
 
@@ -102,24 +103,6 @@ def format_table(rows: list[dict]) -> str:
 
 # ------------------------------------------------------------------------------ the parity check as one run
 SHARED_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "unsplash_coenm"
-
-
-@dataclass(frozen=True)
-class ParityConfig:
-    """What `run_parity_check` compares: the model on a few real photos, every pair of `run_parity`."""
-
-    out: str = "bench_out"  # folder for parity.json (and generated photos when no real ones are here)
-    photos: str | None = None  # JPEG folder; default: ../shared/data/unsplash_coenm, else generated ones
-    model: str = DEFAULT_MODEL
-    weights: str = "random"
-    model_kwargs: tuple[tuple[str, object], ...] = ()
-    resolution: int = 224
-    images: int = 16  # real photos compared
-    compile: bool = False  # also torch.compile vs eager (~1 min)
-
-    def __post_init__(self) -> None:
-        if self.images < 1:
-            raise ConfigError(f"images must be >= 1, got {self.images}")
 
 
 def parity_photos(cfg: ParityConfig, work: Path) -> tuple[list[Path], str]:

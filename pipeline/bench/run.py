@@ -28,16 +28,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.bench.config import BenchConfig
 from pipeline.bench.loader_costs import format_loader_costs, loader_costs
 from pipeline.bench.machine import (
-    BENCH_PRECISIONS,
     bench_precisions,
     capability,
     format_capability,
@@ -58,7 +58,7 @@ from pipeline.bench.throughput import (
 from pipeline.errors import ConfigError
 from pipeline.extract.allocator import keep_freed_memory
 from pipeline.extract.backbone import Backbone, create_backbone
-from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.config import ExtractConfig
 from pipeline.extract.device import (
     configure_threads,
     cpu_flags,
@@ -77,50 +77,6 @@ COPYDAYS = SHARED_DATA / "pimmi_copydays_like"
 TARGET_RATIO = 0.95  # end-to-end over the backbone alone that the loader's budget is reckoned for
 FAST_PATH_PHOTOS = 32  # real photos for the fast paths' fidelity
 DYNAMIC_PHOTOS = 16  # real photos for dynamic resolution's cosine against fixed mode
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What `run_bench` measures; the defaults fit in ~6 minutes on a 2-core CPU (more where bf16 is native:
-    the backbone and end-to-end are measured once per precision)."""
-
-    out: str = "bench_out"  # folder for the packed shards, bench.json and bench.png
-    photos: str | None = None  # JPEG folder; default: ../shared/data/pimmi_copydays_like, else generated ones
-    model: str = DEFAULT_MODEL
-    weights: str = "random"  # throughput does not depend on the weights' values
-    model_kwargs: tuple[tuple[str, object], ...] = ()
-    device: str = "auto"
-    resolution: int = 224
-    batch_size: int = 16  # batch of the end-to-end comparison
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # backbone sweep
-    images: int = 400  # real JPEGs for the end-to-end run
-    naive_images: int = 64
-    warmup: int | None = None  # per batch size of the sweep (default: 2)
-    repeats: int | None = None  # per batch size of the sweep (default: ~64 images' worth)
-    workers: int | None = None
-    threads: int | None = None
-    fast_paths: bool = True  # torch.compile and dynamic resolution against fp32
-    compile: bool = True  # torch.compile among the fast paths (~1 min)
-    rounds: int = 3  # end-to-end runs per precision, each between two backbone measurements
-    # inside each run, the backbone alone is timed after every this many batches (bench/paired.py): ~1/3 of the
-    # run's wall at 2, and its ratio then covers the same seconds as the run
-    reference_every: int = 2
-    loader_photos: int = 200  # real photos for the loader's per-stage costs
-    matmul_size: int = 2048  # side of the matrix products that measure the machine's limits
-    # Precisions of the backbone and end-to-end runs, fp32 always among them (the reference); None: every
-    # precision the hardware computes natively (bf16 on AMX / AVX512-BF16 CPUs and bf16 GPUs).
-    precisions: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.precisions is not None:
-            unknown = [p for p in self.precisions if p not in BENCH_PRECISIONS]
-            if unknown or not self.precisions:
-                raise ConfigError(f"precisions must be among {','.join(BENCH_PRECISIONS)}, got "
-                                  f"{','.join(unknown) or 'none'}")
-        if min(self.images, self.naive_images, self.rounds, self.loader_photos, self.reference_every) < 1:
-            raise ConfigError("images, naive_images, rounds, loader_photos and reference_every must be >= 1")
-        if not self.batch_sizes or min(self.batch_sizes) < 1 or self.batch_size < 1:
-            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} and {list(self.batch_sizes)}")
 
 
 def photo_folder(work: Path, count: int, photos: str | None = None) -> Path:

@@ -18,7 +18,14 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.index.build import IndexConfig, find_or_build_index, search
 from pipeline.index.kmeans import assign, kmeans
 from pipeline.index.rows import search_within, where_mask
-from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.io.features import (
+    FeatureSet,
+    check_same_provenance,
+    open_features,
+    read_matrix,
+    read_meta,
+    shown_similarity,
+)
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary
 from pipeline.provenance import is_random
@@ -227,6 +234,8 @@ def run_curate(cfg: CurateConfig) -> dict:
 def _offer(rows: dict[int, dict], i: int, row: dict) -> None:
     """A pool image selected twice keeps the row with the higher similarity (one row per image)."""
     old = rows.get(i)
+    if row["similarity"] is not None:
+        row = {**row, "similarity": shown_similarity(row["similarity"])}
     if old is None or (row["similarity"] or -2) > (old["similarity"] or -2):
         rows[i] = row
 

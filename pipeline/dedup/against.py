@@ -22,7 +22,7 @@ from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.keeper import choose, source_reader
 from pipeline.dedup.run import self_edges
 from pipeline.index.build import IndexConfig, find_or_build_index
-from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot, write_summary
 
@@ -123,7 +123,8 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
     table = pa.table({
         "key": keys, "shard": meta.column("shard"), "index": meta.column("index"), "id": np.arange(n),
         "keep": keep, "duplicate_of": duplicate_of, "duplicate_in": duplicate_in,
-        "similarity": pa.array(similarity, pa.float32(), mask=np.isnan(similarity)), "reason": reason.astype(str),
+        "similarity": pa.array(shown_similarity(similarity), pa.float32(), mask=np.isnan(similarity)),
+        "reason": reason.astype(str),
         "keep_reason": keep_reason,
     }, schema=AGAINST_SCHEMA)
     write_parquet_atomic(table, out / "against.parquet")

@@ -8,6 +8,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.dedup.edges import EMBEDDING, EXACT, PHASH
+from pipeline.io.features import shown_similarity
 
 GROUP_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),
@@ -73,7 +74,7 @@ def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarra
         first = np.ones(len(order), bool)
         first[1:] = a[order][1:] != a[order][:-1]
         sel = order[first]
-        nearest[a[sel]], best[a[sel]] = b[sel], sim[sel]
+        nearest[a[sel]], best[a[sel]] = b[sel], shown_similarity(sim[sel])
         np.minimum.at(strongest, a, kinds)
     names = np.array([EXACT, PHASH, EMBEDDING, "unique"], dtype=object)
     reason = names[np.where(strongest == 99, 3, strongest)]

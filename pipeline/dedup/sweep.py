@@ -102,7 +102,7 @@ def run_sweep(cfg: DedupConfig) -> dict:
         {METADATA_KEY: json.dumps(record, sort_keys=True, default=str).encode()})
     write_parquet_atomic(table, out / SWEEP_FILE)
     record["path"] = str(out / SWEEP_FILE)
-    log.info("dedup sweep over %d images, k=%d:\n%s", fs.count, cfg.k, format_sweep(rows))
+    log.info("dedup sweep over %d images, k=%d: %d thresholds in %s", fs.count, cfg.k, len(rows), record["path"])
     return record
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, replace
 
 from pipeline.extract.config import ExtractConfig
-from pipeline.extract.runner import ExtractStats, list_shards, resolved_inputs
+from pipeline.extract.runner import ExtractStats, list_shards, resolved_inputs, rows_done
 from pipeline.layout import OutputRoot
 from pipeline.tasks import ensure_ray, run_on_actors
 
@@ -82,7 +82,8 @@ def _run_ray_locked(cfg: ExtractConfig, store: OutputRoot, actors: int | None, c
         store.repair()
     shards = list_shards(cfg)
     todo = [s for s in shards if not store.is_done(s.id, provenance["fingerprint"], s.digest, s.origin, s.files)]
-    stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
+    stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo),
+                         images_done=rows_done(store, shards, todo))
     log.info("ray: %d shards, %d already done, %d to do on %d actors (%s)", len(shards), stats.skipped,
              len(todo), n_actors, "1 GPU each" if gpus else f"{cpus_per_actor} CPU each")
     start = time.perf_counter()

@@ -43,6 +43,7 @@ BetweenBatches = Callable[[Backbone], None]
 class ExtractStats:
     shards: int = 0  # this rank's shards
     skipped: int = 0  # already done before this run
+    images_done: int = 0  # images (rows) of the shards already done before this run
     written: int = 0
     failed: list[str] = field(default_factory=list)  # shards left undone (unreadable)
     damaged: list[str] = field(default_factory=list)  # done, but cut off or broken inside (DamagedShard rows)
@@ -76,7 +77,9 @@ class ExtractStats:
                   if self.forward_seconds > 0 else "")  # not measured: Ray's totals
         if self.loader_cpu_seconds > 0 and self.images:
             waited += f", its workers' CPU {self.loader_cpu_seconds / self.images * 1e3:.1f} ms per image"
-        return (f"{self.images} images, {self.failures} failures, {self.images_per_second:.1f} images/s, "
+        images = (f"{self.images} new images, {self.images_done} already done" if self.skipped
+                  else f"{self.images} images")
+        return (f"{images}, {self.failures} failures, {self.images_per_second:.1f} images/s, "
                 f"{self.seconds:.1f} s wall; shards: {self.written} written{damaged}, {self.skipped} already done, "
                 f"{len(self.failed)} failed{waited}")
 
@@ -148,7 +151,8 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot, between_batches: BetweenB
         store.repair()
     fp = provenance["fingerprint"]
     todo = [s for s in shards if not store.is_done(s.id, fp, s.digest, s.origin, s.files)]
-    stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo))
+    stats = ExtractStats(shards=len(shards), skipped=len(shards) - len(todo),
+                         images_done=rows_done(store, shards, todo))
     workers = resolve_workers(cfg.workers, device)
     log.info("rank %d/%d: %d shards, %d already done, %d to do on %s (%d workers, %d threads); model %s, "
              "weights %s, input %s %s", cfg.rank, cfg.world_size, len(shards), stats.skipped, len(todo), device,
@@ -161,6 +165,12 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot, between_batches: BetweenB
                        "workers": workers, "threads": threads, "images_per_second": stats.images_per_second})
     log.info("done: %s", stats.summary())
     return stats
+
+
+def rows_done(store: OutputRoot, shards: list[Shard], todo: list[Shard]) -> int:
+    """Images (rows) written by earlier runs for the shards this run skips, from their markers."""
+    left = {s.id for s in todo}
+    return sum((store.read_marker(s.id) or {}).get("rows", 0) for s in shards if s.id not in left)
 
 
 def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, store: OutputRoot,

@@ -111,7 +111,7 @@ def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Pat
 
 
 def claim_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: Path, k: int, part_rows: int) -> None:
-    """Write `graph.json`, or check that the graph already in `out` was made the same way."""
+    """Write `_graph.json`, or check that the graph already in `out` was made the same way."""
     state = graph_state(fs, feature, k, int(index.ntotal), part_rows)
     old = read_graph_record(out)
     if old is not None and old != state:
@@ -121,7 +121,7 @@ def claim_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: Path, k: 
 
 
 def graph_state(fs: FeatureSet, feature: str, k: int, ntotal: int, part_rows: int) -> dict:
-    """What `graph.json` records: a graph is reused only for the same features, feature kind, k and parts."""
+    """What `_graph.json` records: a graph is reused only for the same features, feature kind, k and parts."""
     return {"k": k, "count": fs.count, "feature": feature, "ntotal": ntotal,
             "fingerprint": fs.provenance["fingerprint"], "part_rows": part_rows}
 

@@ -15,9 +15,8 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError, WeightsError
 from pipeline.extract.config import EXTRA_COLUMNS, ExtractConfig
-from pipeline.extract.runner import run_extract
 from pipeline.index.build import LoadedIndex, load_index, search
-from pipeline.io.features import open_features, read_matrix, read_meta
+from pipeline.io.features import open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.io.shards import is_url
 from pipeline.layout import OutputRoot
@@ -25,6 +24,7 @@ from pipeline.provenance import made_elsewhere, require_comparable, require_same
 
 log = logging.getLogger(__name__)
 
+QUERY_METADATA = b"dinocurate.search"  # a result Parquet's schema metadata: {"query": where the queries came from}
 RESULT_SCHEMA = pa.schema([("query", pa.string()), ("rank", pa.int32()), ("key", pa.string()),
                            ("shard", pa.string()), ("index", pa.int32()), ("similarity", pa.float32())])
 
@@ -88,6 +88,8 @@ def query_features(loaded: LoadedIndex, query: str, work: Path) -> tuple[list[st
     else:
         inputs = {"shards": (query,)}
     cfg = config_from_provenance(prov, str(work / "extract"), **inputs)
+    from pipeline.extract.runner import run_extract  # loads torch: only when a query is extracted
+
     try:
         run_extract(replace(cfg, workers=0))
     except MissingInputError as exc:  # "no image files in <the temporary folder>": say what the file is not
@@ -155,7 +157,7 @@ def run_search(index_dir: str, query: str, k: int = 10) -> pa.Table:
             rows["key"].append(key_col[i])
             rows["shard"].append(shard_col[i])
             rows["index"].append(index_col[i])
-            rows["similarity"].append(float(s))
+            rows["similarity"].append(shown_similarity(s))
     return pa.table(rows, schema=RESULT_SCHEMA)
 
 
@@ -188,11 +190,18 @@ def format_results(table: pa.Table) -> str:
     return "\n".join(lines)
 
 
-def write_results(table: pa.Table, path: str | os.PathLike) -> None:
-    """The results as Parquet (`.parquet`) or CSV (anything else), written atomically."""
+def write_results(table: pa.Table, path: str | os.PathLike, query: str | None = None) -> None:
+    """The results as Parquet (`.parquet`) or CSV (anything else), written atomically. Parquet records where the
+    queries came from (`query`, made absolute) in its schema metadata, so that the report shows their images."""
+    import json
+
     import pyarrow.csv as pacsv
 
     if str(path).endswith(".parquet"):
+        if query is not None:
+            where = query if is_url(query) else os.path.abspath(query)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   QUERY_METADATA: json.dumps({"query": where}).encode()})
         write_parquet_atomic(table, path)
     else:
         atomic_write(path, lambda tmp: pacsv.write_csv(table, tmp))

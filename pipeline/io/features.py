@@ -35,6 +35,12 @@ from pipeline.provenance import describe, describe_origin, require_comparable
 
 log = logging.getLogger(__name__)
 
+
+def shown_similarity(value: float | np.ndarray) -> float | np.ndarray:
+    """A cosine as people read it (printed or stored): at most 1. Unit vectors stored as float16 round, so
+    an image and its copy can score 1.00005."""
+    return np.minimum(value, np.float32(1.0)) if isinstance(value, np.ndarray) else min(float(value), 1.0)
+
 FEATURE_CHOICES = ("cls", "patch_mean", "concat")  # of an extract root; Parquet made elsewhere: its column names
 META_COLUMNS = ("key", "shard", "index", "width", "height", "sha1", "phash")
 ROOT, NPY, PARQUET = "root", "npy", "parquet"  # FeatureSet.kind

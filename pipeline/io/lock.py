@@ -9,12 +9,14 @@ start time, command) is written into the file, so a refused run can say who hold
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -30,23 +32,39 @@ def holder_record() -> dict:
 
 
 class FileLock:
-    """`with FileLock(path, what):` holds an exclusive lock on `path` or raises LockedError at once."""
+    """`with FileLock(path, what):` holds an exclusive lock on `path` or raises LockedError at once.
 
-    def __init__(self, path: str | os.PathLike, what: str) -> None:
-        self.path, self.what = Path(path), what
+    `drop_on_failure()`, when given, is asked as a `with` block ends by an exception: if true, the lock file
+    and its folder (when empty) are removed while still held, so that a run that failed before writing
+    anything leaves nothing behind. A run that opened the file just before is refused meanwhile; one that
+    locks it after its removal sees that the path is gone or new (`acquire` compares inodes) and takes the new
+    file."""
+
+    def __init__(self, path: str | os.PathLike, what: str,
+                 drop_on_failure: Callable[[], bool] | None = None) -> None:
+        self.path, self.what, self.drop_on_failure = Path(path), what, drop_on_failure
         self.fd: int | None = None
 
     def acquire(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_holder(self.path)
+        for _ in range(5):  # the file may be removed by a failing holder between our open and our lock
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # its folder removed in between
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = read_holder(self.path)
+                os.close(fd)
+                raise LockedError(f"{self.what} is in use by another run ({describe_holder(holder)}); wait for it "
+                                  f"to finish or stop it: two runs into one output would redo or mix each other's "
+                                  f"work") from None
+            if _same_file(fd, self.path):
+                break
             os.close(fd)
-            raise LockedError(f"{self.what} is in use by another run ({describe_holder(holder)}); wait for it to "
-                              f"finish or stop it: two runs into one output would redo or mix each other's "
-                              f"work") from None
+        else:
+            raise LockedError(f"{self.what}: its lock file keeps being replaced; try again")
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(holder_record()) + "\n").encode())
         self.fd = fd
@@ -62,8 +80,19 @@ class FileLock:
     def __enter__(self) -> FileLock:
         return self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and self.fd is not None and self.drop_on_failure and self.drop_on_failure():
+            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # only when empty: other ranks' lock files stay
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def is_locked(path: str | os.PathLike) -> bool:

@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import logging
 import os
 import re
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import braceexpand
-from PIL import Image
 
 from pipeline.errors import InputError, MissingInputError
+from pipeline.io.imagefiles import PARQUET_SUFFIXES as _PARQUET_SUFFIXES
+from pipeline.io.imagefiles import TAR_SUFFIXES as _TAR_SUFFIXES
+from pipeline.io.imagefiles import is_image_file, list_image_files
 
 log = logging.getLogger(__name__)
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_TAR_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
 _LIST_SUFFIXES = (".txt", ".list", ".lst", ".shards")
 # A Parquet file is one unit of work, or, when larger, runs of whole row groups of at least this many rows.
 PARQUET_UNIT_ROWS = 10_000
 # Columns tried, in order, when --image-column / --key-column are not given.
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp", "bytes")
 KEY_COLUMNS = ("key", "__key__", "id")
-# Extensions Pillow registers for formats it only writes, only stubs, or needs outside tools for: a file
-# with such a name is an image only if its header says so.
-_NOT_PHOTOS = {".pdf", ".eps", ".ps", ".mpg", ".mpeg", ".h5", ".hdf", ".fits", ".fit", ".wmf", ".emf",
-               ".grib", ".bufr", ".xbm", ".xpm"}
 
 
 @dataclass(frozen=True)
@@ -125,11 +121,23 @@ def expand_shards(specs: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
+def _is_tar(path: str) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
 def _refuse_images(locations: list[str]) -> None:
     """Image files given as shards (`SHARDS=photo.jpg`) would be read as damaged tars: refused, naming IMAGES=."""
-    images = [s for s in locations if not is_url(s) and not s.lower().endswith(_TAR_SUFFIXES + _PARQUET_SUFFIXES)
-              and os.path.isfile(s) and is_image_file(Path(s))]
+    odd = [s for s in locations if not is_url(s) and not s.lower().endswith(_TAR_SUFFIXES + _PARQUET_SUFFIXES)
+           and os.path.isfile(s)]
+    images = [s for s in odd if is_image_file(Path(s))]
     if not images:
+        other = [s for s in odd if not _is_tar(s)]
+        if other:
+            raise InputError(f"{other[0]!r} is not a shard: neither a tar nor a Parquet file (SHARDS= takes .tar "
+                             f"or .parquet files, a folder of them, or a .txt list of them)")
         return
     folder = os.path.dirname(os.path.abspath(images[0]))
     what = (f"{images[0]!r} is an image file" if len(images) == 1
@@ -306,66 +314,6 @@ def _image_column(location: str, schema, wanted: str | None) -> str:
         return binary[0]
     raise InputError(f"{location}: which column holds the images? give --image-column (columns: "
                      f"{', '.join(f'{f.name} ({f.type})' for f in schema)})")
-
-
-def list_image_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """(image files, skipped non-image files) below root, relative and sorted.
-
-    A file is an image when Pillow knows its extension or, failing that, recognises its header (JPEG
-    bytes behind an `.svg` name count). Files Pillow knows by name but cannot decode stay in the list:
-    they become failure rows, never silent losses. Hidden files and folders (names starting with `.`: macOS
-    `._name` resource forks, `.thumbnails` caches, `.git`) are left out and counted in the log.
-    """
-    root = Path(root)
-    if root.is_file():
-        shard = str(root).lower().endswith(_TAR_SUFFIXES + _PARQUET_SUFFIXES)
-        raise InputError(f"{str(root)!r} is a file, not a folder: IMAGES= takes a folder of images (read "
-                         f"recursively), " + (f"a shard is SHARDS={str(root)!r}" if shard else
-                                              f"e.g. its folder IMAGES={str(root.parent)!r}"))
-    if not root.is_dir():
-        raise MissingInputError(f"image folder {str(root)!r} does not exist")
-    known = photo_extensions()
-    images, skipped = [], []
-    hidden_files = hidden_dirs = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        hidden_dirs += sum(d.startswith(".") for d in dirnames)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith("."):
-                hidden_files += 1
-                continue
-            path = Path(dirpath, name)
-            rel = path.relative_to(root).as_posix()
-            if is_image_file(path, known):
-                images.append(rel)
-            else:
-                skipped.append(rel)
-    if hidden_files or hidden_dirs:
-        log.info("%s: left out %d hidden files and %d hidden folders (names starting with '.')", root,
-                 hidden_files, hidden_dirs)
-    return sorted(images), sorted(skipped)
-
-
-def is_image_file(path: Path, known: set[str] | None = None) -> bool:
-    """An image by its extension (one Pillow reads, `known`), else by its header."""
-    return path.suffix.lower() in (known or photo_extensions()) or _sniff_image(path)
-
-
-@functools.cache
-def photo_extensions() -> frozenset[str]:
-    """File extensions of the image formats Pillow reads (lower case, with the dot)."""
-    Image.init()
-    return frozenset(ext.lower() for ext in Image.registered_extensions()) - _NOT_PHOTOS
-
-
-def _sniff_image(path: Path) -> bool:
-    try:
-        with Image.open(path) as im:
-            return bool(im.format)
-    except Image.DecompressionBombError:
-        return True  # an image, too large: it must become a failure row, not vanish
-    except Exception:  # noqa: BLE001 - any failure to identify means "not an image file"
-        return False
 
 
 def create_folder_shards(root: str, chunk: int) -> list[Shard]:

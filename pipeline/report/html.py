@@ -26,7 +26,7 @@ figure.query{border-color:#1565c0}
 figure img,.missing{display:block;max-width:__T__px;max-height:__T__px;margin:auto}
 .missing{width:__T__px;height:__H__px;background:#eee;color:#900;display:flex;align-items:center;
 justify-content:center;text-align:center;overflow:hidden}
-figcaption{word-break:break-all;max-height:5.6em;overflow:hidden}figure.keeper figcaption{max-height:none}
+figcaption{overflow-wrap:anywhere;max-height:5.6em;overflow:hidden}figure.keeper figcaption{max-height:none}
 .why{display:block;word-break:normal;font-style:italic}
 .badge{background:#2e7d32;color:#fff;border-radius:3px;padding:0 4px;font-weight:700}
 .badge.drop{background:#b71c1c}.warn{background:#fff3cd;border:1px solid #e0c060;padding:6px}
@@ -92,4 +92,6 @@ def plural(n: int, word: str) -> str:
 
 def fmt_similarity(value: float | None) -> str:
     """A similarity with three decimals; empty when there is none (NaN or null)."""
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{min(value, 1.0):.3f}"  # a float16 rounding above 1 (outputs written before they were clipped)

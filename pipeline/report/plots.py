@@ -28,7 +28,7 @@ def plot_similarities(groups: pa.Table, threshold: float, note: str, path: Path,
     lo = min([0.0, float(np.nanmin(sims)) if ok.any() else 0.0]
              + ([float(knn_nearest.min())] if knn_nearest is not None and len(knn_nearest) else []))
     bins = np.linspace(lo, 1.0, 51)
-    fig = _figure(5.6, 3.4)
+    fig = _figure(5.6, 4.0)
     ax = fig.add_subplot()
     if knn_nearest is not None and len(knn_nearest):
         ax.hist(np.clip(knn_nearest, lo, 1.0), bins=bins, histtype="step", color="#555", lw=1.5,
@@ -43,7 +43,7 @@ def plot_similarities(groups: pa.Table, threshold: float, note: str, path: Path,
     ax.set_ylabel("images")
     if len(sims) > 200:
         ax.set_yscale("symlog", linthresh=1)
-    ax.legend(fontsize=7, loc="upper left")
+    fig.legend(fontsize=7, loc="outside lower center", ncols=2)  # below the axes: never over the bars
     fig.savefig(path)
 
 

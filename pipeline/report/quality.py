@@ -33,10 +33,13 @@ def has_quality(root: OutputRoot) -> bool:
 
 
 def extremes(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids of the n lowest, ids of the n highest) finite values: lowest first / highest first, ties by id."""
+    """(ids of the n lowest, ids of the n highest) finite values: lowest first / highest first, ties by id.
+    Fewer than 2n values: the lower half and the upper half, so that no image is shown in both rows."""
     ids = np.flatnonzero(np.isfinite(values))
     v = values[ids]
-    return ids[np.lexsort((ids, v))][:n], ids[np.lexsort((ids, -v))][:n]
+    low = ids[np.lexsort((ids, v))][:min(n, -(-len(ids) // 2))]
+    high = ids[np.lexsort((ids, -v))]
+    return low, high[~np.isin(high, low)][:n]
 
 
 def quality_section(rep: Report, root: OutputRoot) -> None:
@@ -55,7 +58,8 @@ def quality_section(rep: Report, root: OutputRoot) -> None:
     keys, shards, index = (table.column(c).to_pylist() for c in ("key", "shard", "index"))
     page = rep.index
     page.add('<section id="quality"><h2>Quality</h2>')
-    page.add(f"<p>For each signal, the {n} images with the lowest and the {n} with the highest value (ties by id). "
+    page.add(f"<p>For each signal, the {n} images with the lowest and the {n} with the highest value (ties by id; "
+             f"with fewer than {2 * n} images, the lower and the upper half: each image once). "
              f"Working image: {esc(definitions.get('working_image', ''))}.</p>")
     for signal in signals:
         low, high = extremes(values[signal], n)

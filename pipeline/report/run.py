@@ -25,7 +25,7 @@ from pipeline.report.dedup import dedup_section
 from pipeline.report.extract import extract_section
 from pipeline.report.html import Page, esc
 from pipeline.report.quality import has_quality, quality_section
-from pipeline.report.search import read_table, search_html
+from pipeline.report.search import read_table, recorded_query, search_html
 from pipeline.report.thumbnails import THUMBS, Thumbnails
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def run_report(cfg: ReportConfig) -> dict:
     if cfg.search:
         rep.sections.append("search")
         rep.index.add('<section id="search"><h2>Search</h2>')
-        n = search_html(rep.index, rep.thumbs, read_table(cfg.search), source, cfg.search_queries,
-                        cfg.search_max_queries)
+        queries = cfg.search_queries or recorded_query(cfg.search)  # else the query images are left out
+        n = search_html(rep.index, rep.thumbs, read_table(cfg.search), source, queries, cfg.search_max_queries)
         rep.info["search"] = {"queries": n}
         rep.index.add("</section>")
     if (root.curate_dir / SELECTED).exists():

@@ -6,6 +6,7 @@ search section.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.index.search import QUERY_METADATA
 from pipeline.io.sources import ImageSource, Item, key_locations, open_source
 from pipeline.io.tables import read_user_table
 from pipeline.layout import OutputRoot
@@ -34,6 +36,17 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         return read_user_table(path, what, lambda p: pacsv.read_csv(
             p, convert_options=pacsv.ConvertOptions(column_types=text)))
     return read_user_table(path, what, pq.read_table)
+
+
+def recorded_query(path: str | os.PathLike) -> str | None:
+    """Where a result Parquet's queries came from, as `search --out` recorded it; None for CSV or older files."""
+    if str(path).endswith(".csv"):
+        return None
+    raw = (pq.read_schema(path).metadata or {}).get(QUERY_METADATA)
+    try:
+        return json.loads(raw).get("query") if raw else None
+    except ValueError:
+        return None
 
 
 def search_html(page: Page, thumbs: Thumbnails, table: pa.Table, source: ImageSource | None,

@@ -64,7 +64,7 @@ def health(request: Request) -> dict:
 
 @router.get("/api/search")
 def search(request: Request, id: int | None = Query(None, ge=0), key: str | None = Query(None, min_length=1,
-           max_length=MAX_KEY_CHARS), k: int | None = Query(None, ge=1)) -> dict:
+           max_length=MAX_KEY_CHARS), k: int | None = Query(None)) -> dict:
     """Neighbours of an indexed image, by `id` or by `key`."""
     service = service_of(request)
     if (id is None) == (key is None):
@@ -73,7 +73,7 @@ def search(request: Request, id: int | None = Query(None, ge=0), key: str | None
 
 
 @router.post("/api/search")
-async def search_image(request: Request, k: int | None = Query(None, ge=1)) -> dict:
+async def search_image(request: Request, k: int | None = Query(None)) -> dict:
     """Neighbours of an uploaded image."""
     data, name = await read_upload(request)
     return results_json(await run_in_threadpool(service_of(request).by_image, data, k, name))

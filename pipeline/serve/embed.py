@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import warnings
 from dataclasses import replace
@@ -51,16 +52,21 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
             with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
                 fmt, (w, h) = img.format, img.size
-    except Image.DecompressionBombError as exc:
-        raise UploadError(413, f"the image has too many pixels: {exc}") from exc
+    except Image.DecompressionBombError as exc:  # past Pillow's own limit: said with the server's
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise UploadError(413, too_many_pixels(f"{int(pixels[1])} pixels" if pixels else "more pixels",
+                                               max_pixels)) from None
     except UnidentifiedImageError as exc:
         raise UploadError(415, f"not an image ({', '.join(ALLOWED_FORMATS)} are accepted)") from exc
     except DATA_ERRORS as exc:
         raise UploadError(400, f"the image cannot be read: {type(exc).__name__}") from exc
     if w * h > max_pixels:
-        raise UploadError(413, f"the image has {w}x{h} = {w * h} pixels, more than the server's limit of "
-                               f"{max_pixels}")
+        raise UploadError(413, too_many_pixels(f"{w}x{h} = {w * h} pixels", max_pixels))
     return fmt, w, h
+
+
+def too_many_pixels(what: str, max_pixels: int) -> str:
+    return f"the image has {what}, more than the server's limit of {max_pixels}"
 
 
 def query_config(provenance: dict, device: str, weights: str | None) -> ExtractConfig:
@@ -115,8 +121,9 @@ class QueryEmbedder:
         try:
             tensor, _ = dataset.process("upload", 0, "upload", data)
         except SampleError as err:
-            status = 413 if err.reason == "DecompressionBombError" else 400
-            raise UploadError(status, f"the image cannot be used: {err.reason}") from err
+            if err.reason == "DecompressionBombError":
+                raise UploadError(413, too_many_pixels("more pixels", self.max_pixels)) from None
+            raise UploadError(400, f"the image cannot be used: {err.reason}") from err
         import torch
 
         from pipeline.extract.prefetch import HostFeatures

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError, MissingInputError
 from pipeline.index.build import search, set_search_params
+from pipeline.io.features import shown_similarity
 from pipeline.layout import read_index_record, resolve_index_dir
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class ServedIndex:
         for rank, (i, s) in enumerate(zip(ids[0].tolist(), sims[0].tolist())):
             if i >= 0:
                 key, shard, index = self.row(i)
-                hits.append(Hit(rank + 1, i, key, shard, index, float(s)))
+                hits.append(Hit(rank + 1, i, key, shard, index, shown_similarity(s)))
         return hits
 
 

@@ -25,8 +25,12 @@ router = APIRouter()
 def render(request: Request, template: str, code: int = 200, **values) -> HTMLResponse:
     """A page: the template filled with `values` (every value escaped), answered with HTTP status `code`."""
     service = service_of(request)
-    facts = f"{service.index.count:,} images · {service.index.provenance.get('model')} · {service.index.feature}"
-    html = ENV.get_template(template).render(facts=facts, **values)
+    prov = service.index.provenance
+    facts = f"{service.index.count:,} images · {prov.get('model')} · {service.index.feature}"
+    random_weights = (prov.get("weights") or {}).get("source") == "random"  # said on every page, not only in facts
+    has_selection = service.review.selected_path.exists()  # no Selection link before `make curate`
+    html = ENV.get_template(template).render(facts=facts, random_weights=random_weights,
+                                             has_selection=has_selection, **values)
     return HTMLResponse(html, status_code=code, headers={"cache-control": "no-store"})
 
 
@@ -47,7 +51,7 @@ def style() -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, k: int | None = Query(None, ge=1)) -> HTMLResponse:
+def home(request: Request, k: int | None = Query(None)) -> HTMLResponse:
     service = service_of(request)
     return search_page(request, service, service.k(k))
 
@@ -55,7 +59,7 @@ def home(request: Request, k: int | None = Query(None, ge=1)) -> HTMLResponse:
 @router.get("/search", response_class=HTMLResponse)
 def search_by_id(request: Request, id: int | None = Query(None, ge=0),
                  key: str | None = Query(None, max_length=MAX_KEY_CHARS),
-                 k: int | None = Query(None, ge=1)) -> Response:
+                 k: int | None = Query(None)) -> Response:
     service = service_of(request)
     if id is None and not key:
         return RedirectResponse("/", status_code=303)

@@ -64,9 +64,12 @@ class Service:
 
     # ------------------------------------------------------------------ searches
     def k(self, k: int | None) -> int:
+        """The neighbours asked for, else the server's k. Out of range, below 1 or above max_k alike: 422, as
+        every other query value outside its range (size, per_page, id); 400 is for a request of the wrong
+        shape (no image, both id= and key=)."""
         k = self.cfg.k if k is None else k
         if not 1 <= k <= self.cfg.max_k:
-            raise ServeError(400, f"k must be 1 to {self.cfg.max_k}, got {k}")
+            raise ServeError(422, f"k: must be 1 to {self.cfg.max_k}, got {k}")
         return k
 
     def row(self, id_: int) -> tuple[str, str, int]:

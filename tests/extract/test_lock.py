@@ -20,7 +20,7 @@ from pipeline.extract.runner import run_extract
 from pipeline.io.features import open_features
 from pipeline.io.lock import LockedError
 from pipeline.layout import OutputRoot
-from tests.conftest import tiny_config, write_shards
+from tests.conftest import listing, tiny_config, write_shards
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,3 +149,41 @@ def test_every_writer_says_in_one_line_when_the_location_cannot_be_written(tmp_p
     with pytest.raises(InputError, match="afile is a file"):
         write_json_atomic({}, tmp_path / "afile" / "x.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "out", "s"]  # no temporary left behind
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_locks_folder(tmp_path):
+    shards, _ = write_shards(tmp_path / "shards", 1, 1)
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="vit_nonexistent_model"):
+        run_extract(tiny_config(out, shards=tuple(shards), model="vit_nonexistent_model"))
+    assert out.is_dir() and listing(out) == []
+    # another rank's lock file stays, and so does its folder
+    (out / "_locks").mkdir()
+    (out / "_locks" / "rank-1.lock").write_text("")
+    with pytest.raises(Exception, match="vit_nonexistent_model"):
+        run_extract(tiny_config(out, shards=tuple(shards), model="vit_nonexistent_model"))
+    assert listing(out / "_locks") == ["rank-1.lock"]
+    # a root that holds work keeps its lock file after a failed run
+    run_extract(tiny_config(tmp_path / "done", shards=tuple(shards)))
+    with pytest.raises(Exception, match="vit_nonexistent_model"):
+        run_extract(tiny_config(tmp_path / "done", shards=tuple(shards), model="vit_nonexistent_model"))
+    assert (tmp_path / "done" / "_locks" / "rank-0.lock").exists()
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
+    """A failing holder removes the lock file just after we opened it: we must lock the file now at the path,
+    not the removed one (else a third run would lock a new file beside us)."""
+    from pipeline.io import lock as lock_module
+
+    path = tmp_path / "_locks" / "rank-0.lock"
+    real_flock, calls = lock_module.fcntl.flock, []
+
+    def flock(fd, op):
+        if op & lock_module.fcntl.LOCK_EX and not calls:
+            calls.append(fd)
+            path.unlink()  # as the failing holder does, between our open and our lock
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", flock)
+    with lock_module.FileLock(path, "b"):
+        assert calls and lock_module.is_locked(path)  # the file at the path is the one held

@@ -32,14 +32,9 @@ import numpy as np
 import pytest
 
 from jobs import cli
-from tests.conftest import SHARED_DATA, make_image, tiny_config
+from tests.conftest import make_image, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def other_branch(item: int):
-    """A row that fails today for a reason another branch of issue 26 fixes: it must pass once merged."""
-    return pytest.mark.xfail(strict=True, reason=f"issue 26 item {item}, fixed on another branch")
 
 
 @dataclass(frozen=True)
@@ -56,18 +51,12 @@ class Row:
         return any("{ro}" in a for a in self.argv)
 
 
-def R(command: str, *argv: str, checks: str, says: str = "", not_says: str = "", item: int | None = None,
-      item_applies: bool = True, open_bug: str = "") -> Row:
-    """A row; `item`: it fails today for that item of issue 26 (where `item_applies`), fixed on another branch;
-    `open_bug`: it fails today for this reason, not fixed yet."""
-    marks = (other_branch(item),) if item and item_applies else ()
+def R(command: str, *argv: str, checks: str, says: str = "", not_says: str = "", open_bug: str = "") -> Row:
+    """A row; `open_bug`: it fails today for this reason, not fixed yet (a strict xfail: fixing it flips it)."""
+    marks: tuple = ()
     if open_bug:
         marks += (pytest.mark.xfail(strict=True, reason=open_bug),)
     return Row(command, argv, checks, says, not_says, marks)
-
-
-# Without ../shared/data the demo downloads its photos at run time (issue 26 item 5) and fails offline.
-DEMO_DOWNLOADS = not (SHARED_DATA / "pkgimages").is_dir()
 
 
 TINY = ("--model", "vit_small_patch14_reg4_dinov2.lvd142m", "--weights", "random",
@@ -88,9 +77,9 @@ ROWS: list[Row] = [
     R("extract", "--shards", "{empty_dir}", "--out", "{new}", *TINY, checks="shards empty folder"),
     R("extract", "--shards", "{empty_file}", "--out", "{new}", *TINY, checks="shards empty file"),
     R("extract", "--shards", "{text}", "--out", "{new}", *TINY, checks="shards text file"),
-    R("extract", "--shards", "{jpg}", "--out", "{new}", *TINY, checks="shards jpeg", item=11),
+    R("extract", "--shards", "{jpg}", "--out", "{new}", *TINY, checks="shards jpeg"),
     R("extract", "--shards", "{npy}", "--out", "{new}", *TINY, checks="shards npy",
-      open_bug="a file that is neither a tar, Parquet nor an image as SHARDS is read as a damaged tar (exit 0)"),
+      says="is not a shard"),
     R("extract", "--images", "{photos}", "--out", "{text}", *TINY, checks="out is a file"),
     R("extract", "--images", "{photos}", "--out", "{text}/below", *TINY, checks="out below a file"),
     R("extract", "--images", "{photos}", "--out", "{ro}/out", *TINY, checks="out read-only"),
@@ -126,7 +115,7 @@ ROWS: list[Row] = [
     R("search", "--index", "{root}", "--query", "{quote}", checks="query quote missing"),
     R("search", "--index", "{root}", "--query", "{empty_dir}", checks="query empty folder"),
     R("search", "--index", "{root}", "--query", "{text}", checks="query text file"),
-    R("search", "--index", "{root}", "--query", "{npy}", checks="query npy", not_says="query_image", item=9),
+    R("search", "--index", "{root}", "--query", "{npy}", checks="query npy", not_says="query_image"),
     R("search", "--index", "{root}", "--query", "{jpg}", "--out", "{text}/r.csv", checks="out below a file"),
     R("search", "--index", "{root}", "--query", "{jpg}", "--out", "{ro}/r.csv", checks="out read-only"),
     R("knn", "--features", "{missing}", checks="features missing"),
@@ -149,7 +138,7 @@ ROWS: list[Row] = [
     R("dedup", "--features", "{root}", "--against", "{jpg}", checks="against jpeg"),
     R("dedup", "--features", "{root}", "--reference", "{missing}", checks="reference missing"),
     R("dedup", "--features", "{root}", "--reference", "{text}", checks="reference text file"),
-    R("dedup", "--features", "{root}", "--reference", "{npy}", checks="reference npy", item=17),
+    R("dedup", "--features", "{root}", "--reference", "{npy}", checks="reference npy"),
     R("dedup", "--features", "{root}", "--out", "{text}", checks="out is a file"),
     R("dedup", "--features", "{root}", "--out", "{ro}/dedup", checks="out read-only"),
     R("apply", "--out", "{missing}", checks="out missing"),
@@ -206,8 +195,8 @@ ROWS: list[Row] = [
       checks="out read-only"),
     R("report", "--out", "{missing}", checks="out missing"),
     R("report", "--out", "{jpg}", checks="out jpeg"),
-    R("report", "--out", "{root}", "--report", "{text}", checks="report is a file", item=4),
-    R("report", "--out", "{root}", "--report", "{ro}/report", checks="report read-only", item=4),
+    R("report", "--out", "{root}", "--report", "{text}", checks="report is a file"),
+    R("report", "--out", "{root}", "--report", "{ro}/report", checks="report read-only"),
     R("report", "--out", "{root}", "--search", "{missing}", checks="search missing", says="does not exist"),
     R("report", "--out", "{root}", "--search", "{jpg}", checks="search jpeg", says="is not a readable"),
     R("pca", "--images", "{missing}", "--out", "{new}", *TINY, checks="images missing"),
@@ -230,9 +219,8 @@ ROWS: list[Row] = [
     R("parity", "--photos", "{jpg}", "--out", "{new}", *TINY, checks="photos is a file"),
     R("parity", "--photos", "{empty_dir}", "--out", "{new}", *TINY, checks="photos empty folder"),
     R("parity", "--photos", "{photos}", "--out", "{text}", *TINY, checks="out is a file", says="is a file"),
-    R("demo", "--out", "{text}", "--weights", "random", checks="out is a file", item=5, item_applies=DEMO_DOWNLOADS),
-    R("demo", "--out", "{text}/below", "--weights", "random", checks="out below a file", item=5,
-      item_applies=DEMO_DOWNLOADS),
+    R("demo", "--out", "{text}", "--weights", "random", checks="out is a file"),
+    R("demo", "--out", "{text}/below", "--weights", "random", checks="out below a file"),
     R("demo", "--out", "{new}", "--weights", "{missing}", checks="weights missing"),
 ]
 

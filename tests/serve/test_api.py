@@ -82,8 +82,11 @@ def test_search_by_key_and_by_id_equal_make_search_over_the_feature_root(http, f
 def test_k_defaults_to_the_servers_and_is_bounded(http):
     assert len(http.get("/api/search", params={"id": 3}).json()["results"]) == 5  # ServeConfig k=5
     assert len(http.get("/api/search", params={"id": 3, "k": 50}).json()["results"]) == 14  # all there are
-    assert http.get("/api/search", params={"id": 3, "k": 201}).status_code == 400
-    assert http.get("/api/search", params={"id": 3, "k": 0}).status_code == 422
+    # one kind of mistake, one status and one message: a k out of 1..max_k (422, as other values out of range)
+    for k in (201, 0, -3):
+        answer = http.get("/api/search", params={"id": 3, "k": k})
+        assert answer.status_code == 422 and answer.json()["error"] == f"k: must be 1 to 200, got {k}"
+    assert http.get("/search", params={"id": 3, "k": 0}).status_code == 422
 
 
 @pytest.mark.parametrize("params, status, message", [

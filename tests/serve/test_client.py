@@ -34,7 +34,7 @@ def test_search_by_path_bytes_key_and_id_round_trip(server, folder_root):
     (lambda c: c.search_key("nope.jpg"), 404, "no indexed image has this key"),
     (lambda c: c.search_id(10**6), 404, "not in the index"),
     (lambda c: c.search(b"not an image"), 415, "not an image"),
-    (lambda c: c.search_id(0, k=10**4), 400, "k must be 1 to 200"),
+    (lambda c: c.search_id(0, k=10**4), 422, "k: must be 1 to 200"),
 ])
 def test_refusals_are_client_errors_with_the_servers_reason(server, call, status, message):
     url, _ = server

@@ -41,3 +41,14 @@ def test_a_model_that_does_not_give_the_index_fingerprint_is_refused(tmp_path):
     forged = {**prov, "fingerprint": "0" * 16}  # as if the index had been made by other weights
     with pytest.raises(MixedProvenanceError, match="the server's model"):
         QueryEmbedder(forged, "cls", 10**6, "cpu").load()
+
+
+@pytest.mark.parametrize("side", [60000, 2**31 - 1])
+def test_a_decompression_bomb_is_refused_in_the_servers_words_with_its_limit(side):
+    from pipeline.serve.embed import UploadError, check_image
+    from tests.serve.test_security import png_header
+
+    with pytest.raises(UploadError) as err:
+        check_image(png_header(side, side), 4_000_000)
+    assert err.value.status == 413
+    assert err.value.message == f"the image has {side * side} pixels, more than the server's limit of 4000000"
