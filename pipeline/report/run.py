@@ -85,8 +85,9 @@ def run_report(cfg: ReportConfig) -> dict:
     if cfg.search:
         rep.sections.append("search")
         rep.index.add('<section id="search"><h2>Search</h2>')
+        table = read_table(cfg.search)  # first: a missing or unreadable file is one line
         queries = cfg.search_queries or recorded_query(cfg.search)  # else the query images are left out
-        n = search_html(rep.index, rep.thumbs, read_table(cfg.search), source, queries, cfg.search_max_queries)
+        n = search_html(rep.index, rep.thumbs, table, source, queries, cfg.search_max_queries)
         rep.info["search"] = {"queries": n}
         rep.index.add("</section>")
     if (root.curate_dir / SELECTED).exists():
