@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,30 @@ SHARED_DATA = Path(os.environ.get("DINOCURATE_SHARED_DATA",
 TINY_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 TINY_KWARGS = (("depth", 2), ("embed_dim", 64), ("num_heads", 2))
 TINY_RES = 56
+REPO = Path(__file__).resolve().parents[1]
+# The tiny random-weight model as command-line options (what tests pass to `python -m jobs.<stage>`)
+TINY_CLI_ARGS = ("--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES),
+                 "--model-kwargs", ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--workers", "0", "--no-progress")
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    """`python -m <args>` from the repository root, as a user runs a job; asserts exit 0."""
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def folder_with_copies(photos: Path, others: int) -> None:
+    """a.png, its byte-identical trip/a_copy.png and mirrored trip/a_mirror.png, and `others` distinct images."""
+    from PIL import ImageOps
+
+    (photos / "trip").mkdir(parents=True)
+    base = make_image(7, (160, 120))
+    base.save(photos / "a.png")
+    base.save(photos / "trip" / "a_copy.png")
+    ImageOps.mirror(base).save(photos / "trip" / "a_mirror.png")
+    for i in range(others):
+        make_image(20 + i, (160, 120)).save(photos / f"other{i}.png")
 
 
 def shared_data(*parts: str) -> Path:

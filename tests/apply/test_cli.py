@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from PIL import ImageOps
 
 from jobs import cli
 from tests.apply.conftest import DUPLICATES, snapshot
 from tests.apply.test_run import dup_bytes
-from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, make_image
+from tests.conftest import TINY_CLI_ARGS, folder_with_copies
+from tests.conftest import run_module as run
 
-REPO = Path(__file__).resolve().parents[2]
-EXTRACT_ARGS = ["--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES),
-                "--model-kwargs", ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--workers", "0", "--no-progress"]
+EXTRACT_ARGS = TINY_CLI_ARGS
 
 
 def main_exit(argv: list[str]) -> int:
@@ -60,21 +54,10 @@ def test_user_mistakes_are_one_line_and_exit_2(collection, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
-
 
 def test_from_make_dedup_images_to_apply_and_undo(tmp_path):
     photos = tmp_path / "photos"
-    (photos / "trip").mkdir(parents=True)
-    base = make_image(7, (160, 120))
-    base.save(photos / "a.png")
-    base.save(photos / "trip" / "a_copy.png")  # byte-identical
-    ImageOps.mirror(base).save(photos / "trip" / "a_mirror.png")
-    for i in range(3):
-        make_image(20 + i, (160, 120)).save(photos / f"other{i}.png")
+    folder_with_copies(photos, 3)  # a.png, trip/a_copy.png (byte-identical), trip/a_mirror.png
     before = snapshot(photos)
     out = tmp_path / "out"
     run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)

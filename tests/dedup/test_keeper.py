@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +16,9 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.keeper import Candidate, rank
 from pipeline.dedup.run import dedup_images
 from pipeline.dedup.signals import LOSSLESS, read_signals
-from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, shared_data, tiny_config
+from tests.conftest import TINY_CLI_ARGS, shared_data, tiny_config
+from tests.conftest import run_module as run
 
-REPO = Path(__file__).resolve().parents[2]
 DAY = 86400.0
 
 
@@ -180,11 +178,7 @@ def test_the_original_is_kept_over_its_degraded_copies(tmp_path):
 def test_the_original_is_kept_through_the_command_line(tmp_path):
     truth = planted_folder(tmp_path / "photos", [photo_like(i) for i in range(2)])
     out = tmp_path / "out"
-    args = ["--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES), "--model-kwargs",
-            ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--workers", "0", "--no-progress"]
-    proc = subprocess.run([sys.executable, "-m", "jobs.dedup", "--images", str(tmp_path / "photos"), "--out",
-                           str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run("jobs.dedup", "--images", str(tmp_path / "photos"), "--out", str(out), *TINY_CLI_ARGS)
     check_keepers(pd.read_parquet(out / "dedup" / "groups.parquet"), truth)
     with open(out / "duplicates.csv") as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))

@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import ImageOps
 
-from tests.conftest import TINY_KWARGS, TINY_MODEL, TINY_RES, make_image
+from tests.conftest import TINY_CLI_ARGS, folder_with_copies, make_image
+from tests.conftest import run_module as run
 
-REPO = Path(__file__).resolve().parents[2]
-EXTRACT_ARGS = ["--weights", "random", "--model", TINY_MODEL, "--resolution", str(TINY_RES),
-                "--model-kwargs", ",".join(f"{k}={v}" for k, v in TINY_KWARGS), "--workers", "0", "--no-progress"]
+EXTRACT_ARGS = TINY_CLI_ARGS
 
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
 
 
 def test_dedup_images_one_command_writes_duplicates_csv_and_touches_no_file(tmp_path):
     photos = tmp_path / "photos"
-    (photos / "trip").mkdir(parents=True)
-    base = make_image(7, (160, 120))
-    base.save(photos / "a.png")
-    base.save(photos / "trip" / "a_copy.png")  # byte-identical
-    ImageOps.mirror(base).save(photos / "trip" / "a_mirror.png")
-    for i in range(4):
-        make_image(20 + i, (160, 120)).save(photos / f"other{i}.png")
+    folder_with_copies(photos, 4)  # a.png, trip/a_copy.png (byte-identical), trip/a_mirror.png
     before = {p: p.stat().st_mtime_ns for p in photos.rglob("*")}
     out = tmp_path / "out"
     proc = run("jobs.dedup", "--images", str(photos), "--out", str(out), *EXTRACT_ARGS)
