@@ -10,11 +10,12 @@ they were, and lets other `OSError`s through for the caller to record.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 from pathlib import Path
 from typing import BinaryIO
+
+from pipeline.io.files import hash_file
 
 CHUNK = 1 << 20
 # What os.link answers where a hard link cannot be made: another file system, one without links, too many links
@@ -31,11 +32,7 @@ class MoveError(Exception):
 
 def file_sha1(path: str | os.PathLike) -> bytes:
     """SHA-1 of a file's bytes: what extract records per image (`sha1` column, the digest of the file read)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.digest()
+    return hash_file(path, "sha1", CHUNK).digest()
 
 
 def copy_bytes(source: BinaryIO, target: BinaryIO) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -12,6 +11,7 @@ from pathlib import Path
 import timm
 
 from pipeline.errors import WeightsError
+from pipeline.io.files import hash_file
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,8 @@ class Weights:
         return record
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike) -> str:
+    return hash_file(path, "sha256").hexdigest()
 
 
 def resolve_weights(model_name: str, weights: str) -> Weights:

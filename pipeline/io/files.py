@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -104,3 +105,12 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON file written by this pipeline."""
     return json.loads(Path(path).read_text())
+
+
+def hash_file(path: str | os.PathLike, algorithm: str, chunk: int = 1 << 22) -> hashlib._Hash:
+    """`hashlib.new(algorithm)` over a file's bytes, read in chunks (any size in bounded memory)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h
