@@ -21,7 +21,7 @@ IMAGES ?=
 ARGS ?=
 UNDO ?=
 
-.PHONY: help venv lint test test-slow demo extract pack bench parity index search serve knn dedup apply curate export export-npy evaluate report pca clean
+.PHONY: help venv lint test test-slow demo extract pack bench parity docs perf-page index search serve knn dedup apply curate export export-npy evaluate report pca clean
 SEARCH ?=
 LABELS ?=
 COMPARE ?=
@@ -63,6 +63,8 @@ help:
 	@echo "make report OUT=out/x          HTML report: dedup groups + threshold histogram, curate, extract (SEARCH=results.parquet)"
 	@echo "make pca IMAGES=DIR OUT=..     the DINOv2 picture: patch PCA as RGB + foreground mask per image"
 	@echo "make bench                     images/s vs the machine's limit: backbone sweep, end-to-end, naive loop, fast paths"
+	@echo "make docs                      the docs site (MkDocs, --strict: a broken link fails) → site/"
+	@echo "make perf-page                 docs/PERFORMANCE.md from benchmarks/results/*.json"
 	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, bf16 (, device)"
 
 venv: $(STAMP)
@@ -148,5 +150,13 @@ bench: $(STAMP)
 parity: $(STAMP)
 	$(PY) -m jobs.parity $(ARGS)
 
+# the docs site; mkdocs comes with the dev extras ($(STAMP)); --strict turns a broken link or anchor into an error
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
+
+# docs/PERFORMANCE.md is generated: edit benchmarks/results/*.json (make bench ARGS='--record ...'), then this
+perf-page: $(STAMP)
+	$(PY) -m jobs.perf_page
+
 clean:
-	rm -rf demo_out bench_out pca_out test-artifacts .pytest_cache
+	rm -rf demo_out bench_out pca_out test-artifacts .pytest_cache site

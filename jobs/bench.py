@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from jobs._args import add_model_args, add_running_args, comma_list, config_from, default, option, shown
 from jobs._cli import run_command
@@ -50,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            type=comma_list(str), metavar="P,...")
     option(m, BenchConfig, "matmul_size", "side of the matrix products that measure each precision's limit "
                                           "(default: %(default)s)")
+    p.add_argument("--record", metavar="FILE", help="also append this run's row (date, CPU, flags, cores, load, "
+                   "torch, command, ratios) to FILE, e.g. benchmarks/results/bench.json; then make perf-page")
     add_running_args(p, log_level="WARNING")
 
 
@@ -58,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.bench.run import format_bench, run_bench
 
     cfg = config_from(BenchConfig, args)
-    print(format_bench(run_bench(cfg)))
+    result = run_bench(cfg)
+    print(format_bench(result))
     print(f"-> {cfg.out}/bench.json, {cfg.out}/bench.png")
+    if args.record:
+        from pipeline.bench.perfpage import append_row, bench_row
+
+        append_row(args.record, bench_row(result, shlex.join(["python", "-m", "jobs.bench", *sys.argv[1:]])))
+        print(f"-> {args.record} (one row more; make perf-page redraws docs/PERFORMANCE.md)")
     return 0
 
 

@@ -120,7 +120,7 @@ def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
 
 def dedup_factory(n: int, dim: int) -> str:
     """The graph only has to rank candidates (each is re-scored exactly), so past 100k vectors 4-bit
-    fast-scan PQ replaces IVF-Flat: 4–8× faster to search here, same recall of near-copies (measured)."""
+    fast-scan PQ replaces IVF-Flat: faster to search, with the same recall of near-copies."""
     if n <= FLAT_MAX:
         return "Flat"
     m = next((m for m in (dim // 8, dim // 4, dim // 2) if m and dim % m == 0 and m % 2 == 0), dim)

@@ -28,8 +28,8 @@ def keep_freed_memory() -> bool:
     A forward pass allocates its activations afresh (torch has no caching allocator on the CPU) and frees them
     at its end. By default glibc maps each block above its adaptive threshold straight from the kernel and
     gives freed heap back past a trim threshold, so every pass faults its activations in again as zeroed
-    pages: ~73-89k minor faults (~0.3 GB) per 16-image ViT-S/14 pass at 224 px, ~19-34k for a 4-block one.
-    Here blocks up to 32 MiB come from the heap and the heap is never trimmed: 0-1k faults per pass. The
+    pages, tens of thousands of minor faults per pass (docs/PERFORMANCE.md, allocator). Here blocks up to
+    32 MiB come from the heap and the heap is never trimmed, so a pass reuses the pages of the last. The
     process's peak memory is the same (it was reached in every pass); it is simply not handed back between
     passes. Left alone where the user chose: glibc tunables in the environment, a preloaded allocator
     (jemalloc, tcmalloc), or DINOCURATE_KEEP_FREED_MEMORY=0. Returns whether the setting is in force."""

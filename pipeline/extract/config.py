@@ -60,9 +60,9 @@ class ExtractConfig:
     # are lifted from a .json member when there is no member or column of that name).
     keep_columns: tuple[str, ...] = ()
     folder_shard_size: int = 1000
-    # Dropped (issue 13): dynamic int8 Linear layers ran at 0.73-0.86x of bf16 autocast on an AMX CPU and failed
-    # parity (CLS cosine 0.9975, trimmed relative error 11 %). The field stays so that config.json files of older
-    # roots still load, and "quantize": null stays in the provenance so that their fingerprints hold.
+    # Dropped: dynamic int8 Linear layers were slower than bf16 autocast and failed parity (docs/PERFORMANCE.md,
+    # int8). The field stays so that config.json files of older roots still load, and "quantize": null stays in
+    # the provenance so that their fingerprints hold.
     quantize: str | None = None
     compile: bool = False  # torch.compile the forward pass
     progress: bool = True

@@ -103,8 +103,7 @@ def assemble(tensors: list[torch.Tensor], shared: bool = False) -> torch.Tensor:
     """Same-shape CPU tensors stacked into one new contiguous batch; `shared`: made in shared memory (a
     DataLoader worker's batch, sent to the model's process without another copy, as torch's default_collate
     does). The copy is numpy's: the images are strided views (the channels of an RGBX resize), which numpy
-    copies faster than torch.stack (a 16-image 224 px batch, alternated 5 times: 0.11 vs 0.20 ms per image; in
-    shared memory 0.31 vs 0.40 for stack + share_memory_)."""
+    copies faster than torch.stack, also into shared memory (docs/PERFORMANCE.md, loader)."""
     first = tensors[0]
     if shared:
         storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
@@ -122,14 +121,11 @@ class ForwardGate:
 
     On a CPU the model's threads and the workers share the cores. A worker that takes a core in the middle of
     a forward pass stalls the model's other threads at the operation's barrier, so its CPU time costs the model
-    up to twice that in wall time (with bench/paired.py's in-run reference on a 2-core AMX machine, bf16:
-    end-to-end over the backbone 0.920 median without the gate, 0.934 with it, 6 rounds each alternated; whole
-    `make bench` runs, 0.924 without and 0.924-0.928 with, within their noise). With the gate, the workers
+    up to twice that in wall time (docs/PERFORMANCE.md, forward gate). With the gate, the workers
     decode between forward passes only, when the model waits for them or writes, and a batch costs its loader
     CPU time spread over the workers, no more. The runner closes the gate around each forward pass; a worker
     waits at it before each sample, between its stages and before it assembles a batch, so at most one stage's
-    work (~1 ms) overlaps a forward (bf16, 16-image batches, 2 cores: the workers' CPU time while the gate was
-    closed, `processes_cpu_seconds`, 3.7-6.3 ms per forward with a check per sample, 1.6-3.7 with these)."""
+    work overlaps a forward (the workers' CPU time while the gate was closed is `processes_cpu_seconds`)."""
 
     POLL_SECONDS = 1.0  # how often a waiting worker checks that the process that made the gate still runs
 
@@ -189,8 +185,8 @@ class ExtractDataset(IterableDataset):
         units = [(shard, part) for shard in self.shards for part in range(self.parts)]
         units = units if info is None else split_by_rank(units, info.id, info.num_workers)
         batcher = Batcher(self.batch_size, max_buffered=8 * self.batch_size)
-        # the gate, passed before each sample, between its stages and before any batch is assembled (~3 ms for
-        # 16 images, into shared memory in a worker: see `assemble`)
+        # the gate, passed before each sample, between its stages and before any batch is assembled (into
+        # shared memory in a worker: see `assemble`)
         wait = gate.wait if gate is not None else None
         for shard, part in units:
             end = ShardEnd(shard.id, part=part, parts=self.parts)
@@ -227,7 +223,7 @@ class ExtractDataset(IterableDataset):
     def process(self, shard: str, index: int, key: str, data: bytes,
                 between: Callable[[], None] | None = None) -> tuple[torch.Tensor, SampleMeta]:
         """Bytes → (uint8 CHW tensor, metadata); data problems raise SampleError with the stage. `between` is
-        called between the stages (decode ~1 ms, pHashes ~0.4, resize ~0.5): the workers' ForwardGate."""
+        called between the stages (decode, pHashes, resize): the workers' ForwardGate."""
         sha1 = hashlib.sha1(data).digest()
         decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
         _call(between)
@@ -235,7 +231,7 @@ class ExtractDataset(IterableDataset):
             hashes = phash64_orientations(decoded.view, FAST_REDUCING_GAP)
             _call(between)
             tensor = self.preprocess(decoded.pixels, (decoded.width, decoded.height))
-            # quality signals on the model's input, already made: < 0.3 ms (io/stats.py)
+            # quality signals on the model's input, already made: cheap beside the decode (io/stats.py)
             stats = image_stats(tensor.numpy(), decoded.width, decoded.height) if self.stats else ()
         except DATA_ERRORS as exc:
             raise SampleError("preprocess", type(exc).__name__, str(exc)) from exc

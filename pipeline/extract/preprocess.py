@@ -1,9 +1,8 @@
 """The model's own eval transform, stopped before ToTensor/Normalize: PIL RGB → uint8 CHW tensor.
 
-The resize runs on uint8 tensors (torchvision's v2 kernels, antialiased bicubic as PIL's): on a 512×341 photo
-it takes ~1.2 ms against ~3.6 ms for PIL's resize, with pixels within 2 levels of PIL's (mean difference
-~0.003 levels on real photos); timm's Resize/CenterCrop steps are mapped one to one, so sizes and crop
-offsets are timm's own. A step of another kind keeps the PIL path.
+The resize runs on uint8 tensors (torchvision's v2 kernels, antialiased bicubic as PIL's): faster than PIL's
+resize, with pixels within 2 levels of PIL's (docs/PERFORMANCE.md); timm's Resize/CenterCrop steps are mapped
+one to one, so sizes and crop offsets are timm's own. A step of another kind keeps the PIL path.
 """
 
 from __future__ import annotations

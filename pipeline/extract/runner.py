@@ -196,8 +196,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     worker_pids = [w.pid for w in getattr(batches, "_workers", ())]  # the DataLoader's worker processes
     warm_arrow()  # while the workers decode the first batch, not in the writer thread during a forward pass
     # The feature files' schema, from the widths of the first batch's features: no forward pass of its own (a
-    # dry one cost ~0.1-0.2 s per run, ~0.5 % of a 400-image run on 2 cores); made by a dry pass only when a
-    # shard ends before any batch had an image (every sample of it failed).
+    # dry one is pure overhead); made by a dry pass only when a shard ends before any batch had an image.
     schema: pa.Schema | None = None
 
     def schema_for(widths: dict[str, int]) -> pa.Schema:
