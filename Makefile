@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The torch build for this machine (CPU here; these CUDA wheels also run on the CPU). CUDA / CPU-only /
-# Ascend users: see README "Installing for your hardware", e.g. make test TORCH='torch==2.9.1 torchvision==0.24.1'
+# Ascend users: see docs/install.md, e.g. make test TORCH='torch==2.9.1 torchvision==0.24.1'
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.installed

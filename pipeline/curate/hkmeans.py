@@ -70,7 +70,7 @@ class HierarchyPlan:
                               f"{list(self.sizes)}")
 
 
-# Default levels by pool size (README "Balanced sampling"): pool at most → (levels, leaf clusters at most,
+# Default levels by pool size (docs/curate.md "Balanced sampling"): pool at most → (levels, leaf clusters at most,
 # resampling steps on the leaf level). The paper's 743M-image run: 10M / 500k / 50k / 10k clusters, 10 resampling
 # steps on every level but the first (skipped for its cost). Ours are scaled down to what k-means on CPUs can do:
 # leaves ~3.5·√N (over-clustered, so rare modes get leaves of their own), the levels above 10× then 5× coarser

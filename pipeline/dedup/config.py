@@ -22,7 +22,7 @@ class DedupConfig:
     keys: str | None = None  # a .npy's keys, one a line (default: row numbers)
     out: str | None = None  # default: <features>/dedup
     feature: str = "cls"
-    threshold: float = 0.6  # LVD-142M, with SSCD copy-detection embeddings; model-dependent (see README)
+    threshold: float = 0.6  # LVD-142M, with SSCD copy-detection embeddings; model-dependent (docs/dedup.md)
     k: int = 64
     phash_distance: int = 8
     phash_exhaustive_max: int = 200_000  # above this many images, pHash checks only k-NN neighbours
