@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
     "config.json", "stats.json", "index.json", "_graph.json", "summary.json")
 # `_`: Parquet readers skip it, so that `pd.read_parquet("OUT/knn")` reads the parts; roots made before keep
+# the data files of the index, dedup and curate folders (read by later stages, `make serve` and the report)
+INDEX_FILE, IDS, GROUPS, SELECTED = "index.faiss", "ids.parquet", "groups.parquet", "selected.parquet"
 OLD_GRAPH_RECORD = "graph.json"  # read when `_graph.json` is absent, removed when it is written
 # Features made elsewhere (a .npy, a Parquet file or folder) have no output root: stages write into this sibling
 EXTERNAL_OUTPUTS = ".dinocurate"  # emb.npy → emb.npy.dinocurate/{index,knn,dedup,curate,eval}/
@@ -124,7 +126,7 @@ class OutputRoot:
     index_dir = property(lambda self: self.root / "index")
     knn_dir = property(lambda self: self.root / "knn")
     dedup_dir = property(lambda self: self.root / "dedup")
-    groups_path = property(lambda self: self.dedup_dir / "groups.parquet")  # one row per image: group, keep
+    groups_path = property(lambda self: self.dedup_dir / GROUPS)  # one row per image: group, keep
     duplicates_csv_path = property(lambda self: self.root / "duplicates.csv")  # a folder's duplicate → kept file
     curate_dir = property(lambda self: self.root / "curate")
     eval_dir = property(lambda self: self.root / "eval")
@@ -332,7 +334,7 @@ class OutputRoot:
 def resolve_index_dir(path: str | os.PathLike) -> Path:
     """An index folder, given it or the output root that holds it in `index/`."""
     path = Path(path)
-    if (path / "index").is_dir() and not (path / "index.faiss").exists():
+    if (path / "index").is_dir() and not (path / INDEX_FILE).exists():
         return path / "index"
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,10 @@ CORE = ("errors", "provenance", "layout", "tasks")  # the contract: imported by 
 FACADES = ("api",)  # one call per stage for notebooks: imports any stage, imported by no pipeline module
 RECORD_NAMES = ("config.json", "index.json", "graph.json", "summary.json", "stats.json")
 MAX_LINES = 400
+FORMAT = REPO / "docs" / "FORMAT.md"
+# FORMAT.md names that no module spells, with why: an input's name in an example, a name made from a suffix
+NOT_SPELLED = {"train-00000-of-00004.parquet": "an input file in an example",
+               "emb.provenance.json": "<stem>.provenance.json beside any .npy (layout.NPY_PROVENANCE_SUFFIX)"}
 
 
 @cache
@@ -142,6 +147,38 @@ def test_only_layout_names_the_record_files():
                 hits += [f"{rel(path)}:{node.lineno} {name!r}" for name in RECORD_NAMES if name in node.value]
     assert not hits, "only pipeline/layout.py may name these files (ask it for the path or the record):\n" + \
         "\n".join(hits)
+
+
+def format_file_names() -> set[str]:
+    """The file names docs/FORMAT.md gives in backticks (`dedup/groups.parquet` → groups.parquet), less patterns
+    (`<shard>.parquet`, `*.parquet`, `part-NNNNN.json`) and bare suffixes (`.npy`)."""
+    names = {m.rpartition("/")[2] for m in re.findall(r"`([^`\s]+\.(?:parquet|json|faiss|csv|npy))`", FORMAT.read_text())}
+    return {n for n in names if not n.startswith(".") and not re.search(r"[<>*]|NNNN", n)}
+
+
+def spellings(name: str) -> list[str]:
+    """`module:line` of every string literal under pipeline/ (docstrings excluded; f-strings' text counted) that
+    spells `name` as a whole file name (`graph.json` is not spelled by `_graph.json`)."""
+    pattern = re.compile(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])")
+    hits = []
+    for path in modules(PIPELINE):
+        tree = parse(path)
+        docs = docstring_nodes(tree)
+        hits += [f"{rel(path)}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                 and isinstance(node.value, str) and id(node) not in docs and pattern.search(node.value)]
+    return hits
+
+
+def test_each_file_name_of_the_format_is_spelled_in_one_module():
+    names = format_file_names()
+    assert {"groups.parquet", "selected.parquet", "index.faiss", "ids.parquet", "config.json"} <= names
+    owners = {name: sorted({hit.partition(":")[0] for hit in spellings(name)}) for name in sorted(names)}
+    unowned = [name for name, where in owners.items() if not where and name not in NOT_SPELLED]
+    shared = {name: spellings(name) for name, where in owners.items() if len(where) > 1}
+    spelled = {name: where for name, where in owners.items() if where and name in NOT_SPELLED}
+    assert not shared, f"file names spelled in more than one module (ask the owner's constant): {shared}"
+    assert not unowned, f"FORMAT.md names these files but no module under pipeline/ spells them: {unowned}"
+    assert not spelled, f"NOT_SPELLED names that a module spells now (drop them from NOT_SPELLED): {spelled}"
 
 
 def is_submodule(module: str, name: str) -> bool:

@@ -35,7 +35,7 @@ from pipeline.extract.runner import ExtractStats, run_extract
 from pipeline.index.rows import where_mask
 from pipeline.io.features import FeatureSet, has_hashes, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import OutputRoot, is_external, write_summary
+from pipeline.layout import GROUPS, OutputRoot, is_external, write_summary
 from pipeline.provenance import describe_origin, is_random
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def run_dedup(cfg: DedupConfig) -> dict:
                                        mask=nearest < 0),
         "reason": reason,
     }, schema=GROUP_SCHEMA)
-    write_parquet_atomic(keepers.add_columns(table), out / "groups.parquet")
+    write_parquet_atomic(keepers.add_columns(table), out / GROUPS)
     if not fs.external and out.resolve() == OutputRoot(fs.root).dedup_dir.resolve():
         refresh_duplicates_csv(fs.root)  # a folder's duplicates.csv never lags its groups
     summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
@@ -275,5 +275,5 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
         return FolderDedup(stats, summary, None)
     out = Path(cfg.out) if cfg.out else root.dedup_dir
     csv = root.duplicates_csv_path
-    n = write_duplicates_csv(out / "groups.parquet", extract.images, csv)
+    n = write_duplicates_csv(out / GROUPS, extract.images, csv)
     return FolderDedup(stats, summary, csv, n)

@@ -25,7 +25,7 @@ from pipeline.io.features import (
     to_matrix,
 )
 from pipeline.io.files import atomic_write, write_parquet_atomic
-from pipeline.layout import OutputRoot, read_index_record, resolve_index_dir, write_index_record
+from pipeline.layout import IDS, INDEX_FILE, OutputRoot, read_index_record, resolve_index_dir, write_index_record
 from pipeline.tasks import EXECUTORS
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def update_index(cfg: IndexConfig) -> dict:
                           f"is a file made elsewhere: rebuild the index (make index without --update)")
     out = Path(cfg.out or OutputRoot.for_features(cfg.features).index_dir)
     record = read_index_record(out)
-    if record is None or not (out / "index.faiss").exists():
+    if record is None or not (out / INDEX_FILE).exists():
         raise MissingInputError(f"no index in {out} to update: build it first (make index without --update)")
     if record.get("provenance", {}).get("fingerprint") != fs.provenance["fingerprint"]:
         raise ConfigMismatchError(f"the index in {out} was built from features made with other settings (model, "
@@ -223,7 +223,7 @@ def update_index(cfg: IndexConfig) -> dict:
                                   f"rebuild it without --update")
     if record.get("feature") != cfg.feature:
         raise ConfigError(f"the index in {out} holds {record.get('feature')!r} vectors, not {cfg.feature!r}")
-    held = _held_shards(pq.read_table(out / "ids.parquet", columns=["shard"]).column("shard").to_pylist())
+    held = _held_shards(pq.read_table(out / IDS, columns=["shard"]).column("shard").to_pylist())
     files = [(f.stem, rows, i) for i, (f, rows) in enumerate(zip(fs.files, fs.rows)) if rows]
     if [(stem, rows) for stem, rows, _ in files[:len(held)]] != held:
         changed = next(((a, b) for a, b in zip(files, held) if (a[0], a[1]) != b), None)
@@ -270,9 +270,9 @@ def _held_shards(shards: list[str]) -> list[tuple[str, int]]:
 
 def write_index(out: Path, index: faiss.Index, fs: FeatureSet, record: dict) -> None:
     """`index.faiss`, `ids.parquet` (id → key, shard, index), then `index.json` last (it marks the index whole)."""
-    atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
+    atomic_write(out / INDEX_FILE, lambda tmp: faiss.write_index(index, tmp))
     meta = read_meta(fs, ("key", "shard", "index"))
-    write_parquet_atomic(meta.select(["id", "key", "shard", "index"]), out / "ids.parquet")
+    write_parquet_atomic(meta.select(["id", "key", "shard", "index"]), out / IDS)
     write_index_record(out, record)
 
 
@@ -287,11 +287,11 @@ def load_index(path: str | Path) -> LoadedIndex:
     """An index folder (or the output root holding `index/`) with its ids and record, search params set."""
     path = resolve_index_dir(path)
     record = read_index_record(path)
-    if record is None or not (path / "index.faiss").exists():
+    if record is None or not (path / INDEX_FILE).exists():
         raise MissingInputError(f"no index in {path}: build one with make index FEATURES=...")
-    index = faiss.read_index(str(path / "index.faiss"))
+    index = faiss.read_index(str(path / INDEX_FILE))
     set_search_params(index, record.get("nprobe"), record.get("ef_search", 128), record.get("k_factor", 32))
-    return LoadedIndex(index, pq.read_table(path / "ids.parquet"), record)
+    return LoadedIndex(index, pq.read_table(path / IDS), record)
 
 
 def matches(record: dict | None, fs: FeatureSet, feature: str) -> bool:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.dedup.decided import decided_groups
-from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, read_summary
+from pipeline.layout import GROUPS, OutputRoot, graph_parts_done, read_graph_record, read_summary
 from pipeline.report.html import Page, esc, facts_html, fmt_similarity, tile
 from pipeline.report.plots import plot_component_sizes, plot_similarities
 
@@ -132,7 +132,7 @@ def _dedup_groups(rep: Report, groups: pa.Table) -> tuple[int, int]:
     if total > len(order):
         rep.pages.get(f"dedup-{n_pages}.html", rep.index).add(
             f"<p>{total - len(order)} smaller groups are not shown (--max-groups {cfg.max_groups}); "
-            f"all are in dedup/groups.parquet.</p>")
+            f"all are in dedup/{GROUPS}.</p>")
     if not order:
         rep.index.add("<p>No duplicate groups.</p>")
     return len(order), total
@@ -169,5 +169,5 @@ def _group_html(rep: Report, page: Page, n: int, component: int, rows: list[dict
         page.add(*tile(thumb, caption, kind="keeper" if r["keep"] else "", badge=badge))
     page.add("</div>")
     if size > len(rows):
-        page.add(f"<p>… and {size - len(rows)} more (component {int(component)} in dedup/groups.parquet)</p>")
+        page.add(f"<p>… and {size - len(rows)} more (component {int(component)} in dedup/{GROUPS})</p>")
     page.add("</div>")

@@ -24,7 +24,7 @@ from pipeline.errors import InputError, MissingInputError
 from pipeline.io.features import feature_columns, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.io.schema import read_provenance
-from pipeline.layout import OutputRoot, index_vectors_path
+from pipeline.layout import IDS, OutputRoot, index_vectors_path
 from pipeline.serve.engine import ServedIndex
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def vectors_digest(index: ServedIndex) -> str:
     """What the copy depends on: the index's ids (ids.parquet bytes), feature and fingerprint."""
     h = hashlib.sha256(f"{index.provenance['fingerprint']}\0{index.feature}\0".encode())
-    h.update((index.folder / "ids.parquet").read_bytes())
+    h.update((index.folder / IDS).read_bytes())
     return h.hexdigest()[:16]
 
 
