@@ -22,7 +22,7 @@ from pipeline.errors import ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
 from pipeline.io.inputs import member_change, other_root_input, other_unit_input
 from pipeline.io.lock import FileLock, is_locked, read_holder
-from pipeline.provenance import differences
+from pipeline.provenance import carries, differences, same
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class OutputRoot:
             return
         old = self.read_config() or {}
         old_prov = old.get("provenance", {})
-        same_settings = old_prov.get("fingerprint") == provenance["fingerprint"]
+        same_settings = same(old_prov, provenance)
         other_input = other_root_input(self.root, old.get("config") or {}, config)
         if same_settings and other_input is None:
             return
@@ -241,7 +241,7 @@ class OutputRoot:
         if record is None:
             return []
         fp = record["provenance"]["fingerprint"]
-        return [m["shard"] for m in self.markers() if m.get("fingerprint") != fp]
+        return [m["shard"] for m in self.markers() if not carries(m, fp)]
 
     def repair(self) -> list[str]:
         """Drop every shard made with another fingerprint than config.json's (features, failures, marker),
@@ -267,7 +267,7 @@ class OutputRoot:
         marker = self.read_marker(shard)
         if marker is None:
             return False
-        if marker.get("fingerprint") != fingerprint:
+        if not carries(marker, fingerprint):
             raise ConfigMismatchError(
                 f"shard {shard} in {self.root} was made with other settings than this run (marker "
                 f"{self.marker_path(shard).name}); the root is mixed. Rerun with --repair to drop the shards "

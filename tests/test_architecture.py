@@ -152,7 +152,8 @@ def test_only_layout_names_the_record_files():
 def format_file_names() -> set[str]:
     """The file names docs/FORMAT.md gives in backticks (`dedup/groups.parquet` → groups.parquet), less patterns
     (`<shard>.parquet`, `*.parquet`, `part-NNNNN.json`) and bare suffixes (`.npy`)."""
-    names = {m.rpartition("/")[2] for m in re.findall(r"`([^`\s]+\.(?:parquet|json|faiss|csv|npy))`", FORMAT.read_text())}
+    found = re.findall(r"`([^`\s]+\.(?:parquet|json|faiss|csv|npy))`", FORMAT.read_text())
+    names = {m.rpartition("/")[2] for m in found}
     return {n for n in names if not n.startswith(".") and not re.search(r"[<>*]|NNNN", n)}
 
 
@@ -179,6 +180,23 @@ def test_each_file_name_of_the_format_is_spelled_in_one_module():
     assert not shared, f"file names spelled in more than one module (ask the owner's constant): {shared}"
     assert not unowned, f"FORMAT.md names these files but no module under pipeline/ spells them: {unowned}"
     assert not spelled, f"NOT_SPELLED names that a module spells now (drop them from NOT_SPELLED): {spelled}"
+
+
+def reads_fingerprint(node: ast.AST) -> bool:
+    """`x["fingerprint"]` or `x.get("fingerprint", ...)` anywhere inside `node`."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Constant) and sub.slice.value == "fingerprint":
+            return True
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "get" \
+                and sub.args and isinstance(sub.args[0], ast.Constant) and sub.args[0].value == "fingerprint":
+            return True
+    return False
+
+
+def test_fingerprints_are_compared_only_in_provenance():
+    hits = [f"{rel(path)}:{node.lineno}" for path in modules(PIPELINE) if path != PIPELINE / "provenance.py"
+            for node in ast.walk(parse(path)) if isinstance(node, ast.Compare) and reads_fingerprint(node)]
+    assert not hits, "fingerprints compared by hand (use pipeline.provenance.same or carries):\n" + "\n".join(hits)
 
 
 def is_submodule(module: str, name: str) -> bool:
@@ -263,6 +281,8 @@ def test_checkers_on_made_up_code(tmp_path, monkeypatch):
     docs = docstring_nodes(tree)
     found = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs]
     assert found == ["a/config.json"]
+    compare = ast.parse('a.get("fingerprint") != fp\n(x["k"], y["fingerprint"]) == t\nsame(a, b)\n').body
+    assert [reads_fingerprint(stmt.value) for stmt in compare] == [True, True, False]
 
     files = {"pipeline/__init__.py": "", "pipeline/a/__init__.py": "", "pipeline/a/_helper.py": "",
              "pipeline/a/b.py": "from pipeline.a import _helper\nfrom . import _helper\nfrom ._helper import g\n"

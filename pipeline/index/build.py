@@ -26,6 +26,7 @@ from pipeline.io.features import (
 )
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.layout import IDS, INDEX_FILE, OutputRoot, read_index_record, resolve_index_dir, write_index_record
+from pipeline.provenance import same
 from pipeline.tasks import EXECUTORS
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ def update_index(cfg: IndexConfig) -> dict:
     record = read_index_record(out)
     if record is None or not (out / INDEX_FILE).exists():
         raise MissingInputError(f"no index in {out} to update: build it first (make index without --update)")
-    if record.get("provenance", {}).get("fingerprint") != fs.provenance["fingerprint"]:
+    if not same(record.get("provenance", {}), fs.provenance):
         raise ConfigMismatchError(f"the index in {out} was built from features made with other settings (model, "
                                   f"weights or preprocessing): its trained quantiser does not fit these vectors; "
                                   f"rebuild it without --update")
@@ -296,7 +297,7 @@ def load_index(path: str | Path) -> LoadedIndex:
 
 def matches(record: dict | None, fs: FeatureSet, feature: str) -> bool:
     """An index record built from exactly these features (same provenance, feature kind and count)."""
-    return (record is not None and record.get("provenance", {}).get("fingerprint") == fs.provenance["fingerprint"]
+    return (record is not None and same(record.get("provenance", {}), fs.provenance)
             and record.get("feature") == feature and record.get("count") == fs.count)
 
 

@@ -18,7 +18,7 @@ from pipeline.index.build import load_index, search, set_search_params
 from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, write_graph_record
-from pipeline.provenance import require_same
+from pipeline.provenance import require_same, same
 from pipeline.tasks import EXECUTORS, run_tasks
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ def graph_state(fs: FeatureSet, feature: str, k: int, ntotal: int, part_rows: in
 def complete_graph(folder: str | Path, fs: FeatureSet, feature: str, k: int) -> bool:
     """A finished graph of these features with these settings (e.g. made in parallel by `make knn`)."""
     state = read_graph_record(folder)
-    if state is None or (state.get("k"), state.get("count"), state.get("feature"), state.get("fingerprint")) != (
-            k, fs.count, feature, fs.provenance["fingerprint"]):
+    if state is None or not same(state, fs.provenance) or (
+            (state.get("k"), state.get("count"), state.get("feature")) != (k, fs.count, feature)):
         return False
     return graph_parts_done(folder) == -(-fs.count // state["part_rows"])
 

@@ -25,6 +25,7 @@ from pipeline.io.features import feature_columns, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.io.schema import read_provenance
 from pipeline.layout import IDS, OutputRoot, index_vectors_path
+from pipeline.provenance import carries
 from pipeline.serve.engine import ServedIndex
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class StoredVectors:
         if not path.is_file():
             raise MissingInputError(f"no feature file for shard {shard!r} in {self.layout.features}: the stored "
                                     f"vectors of the index are gone (queries by key need them)")
-        if read_provenance(path)["fingerprint"] != self.fingerprint:
+        if not carries(read_provenance(path), self.fingerprint):
             raise InputError(f"{path} was made with other settings than the index: rebuild the index")
         return path
 
