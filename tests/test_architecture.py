@@ -199,6 +199,61 @@ def test_fingerprints_are_compared_only_in_provenance():
     assert not hits, "fingerprints compared by hand (use pipeline.provenance.same or carries):\n" + "\n".join(hits)
 
 
+TORCH = "torch and timm"
+# Imports of one pipeline module by another inside a function, each with why it is late. Anything else imports
+# at the top: a late import must not hide a cycle (move the shared helper down a level instead).
+LATE_IMPORTS = {
+    ("pipeline.layout", "pipeline.io.shards"): "PIL, braceexpand and tarfile for every reader of layout, for one "
+                                              "method (every job's --help imports layout)",
+    ("pipeline.extract.demo", "pipeline.extract.weights"): f"{TORCH}: `demo --help` and its listing stay light",
+    ("pipeline.extract.demo", "pipeline.extract.runner"): f"{TORCH}: `demo --help` and its listing stay light",
+    ("pipeline.extract.demo", "pipeline.io.pack"): "webdataset, and with it torch",
+    ("pipeline.extract.ray", "pipeline.extract.backbone"): f"{TORCH} load in the Ray actor, not in the driver",
+    ("pipeline.extract.ray", "pipeline.extract.device"): "torch loads in the Ray actor, not in the driver",
+    ("pipeline.extract.ray", "pipeline.extract.runner"): f"{TORCH} load in the Ray actor, not in the driver",
+    ("pipeline.index.search", "pipeline.extract.runner"): f"{TORCH} only when the queries are images",
+    ("pipeline.serve.embed", "pipeline.extract.backbone"): f"{TORCH}: the model loads on the first image query",
+    ("pipeline.serve.embed", "pipeline.extract.device"): "torch: the model loads on the first image query",
+    ("pipeline.serve.embed", "pipeline.extract.loader"): f"{TORCH}: the model loads on the first image query",
+    ("pipeline.serve.embed", "pipeline.extract.prefetch"): "torch: the model loads on the first image query",
+    ("pipeline.serve.images", "pipeline.io.samples"): "webdataset, and with it torch: only for shard sources",
+    # the facade: one call per stage, each stage imported when called (api.py is being reworked for typed results)
+    **{("pipeline.api", f"pipeline.{stage}"): "the facade imports a stage when it is called" for stage in (
+        "extract.runner", "io.features", "index.build", "index.knn", "index.search", "dedup.run",
+        "curate.retrieval", "curate.export", "evaluate.run", "report.run")},
+}
+
+
+def late_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of each import of a pipeline module inside a function (at any depth) of `path`."""
+    tree = parse(path)
+    inside = {node for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))}
+    out = set()
+    for node in inside:
+        if isinstance(node, ast.Import):
+            out |= {(node.lineno, alias.name) for alias in node.names}
+        else:
+            module = node.module or ""
+            if node.level:
+                base = package_of(path).split(".")
+                module = ".".join(base[: len(base) - (node.level - 1)] + ([module] if module else []))
+            out.add((node.lineno, module))
+    return sorted((line, module) for line, module in out if module.split(".")[0] == "pipeline")
+
+
+def test_no_pipeline_module_imports_another_inside_a_function_but_the_listed_ones():
+    found = {(dotted(path), module): f"{rel(path)}:{line}" for path in modules(PIPELINE)
+             for line, module in late_imports(path)}
+    unlisted = [f"{where} imports {module}" for (importer, module), where in found.items()
+                if (importer, module) not in LATE_IMPORTS]
+    assert not unlisted, ("imports inside a function (move the shared helper down a level and import it at the "
+                          "top, or list a deliberately late heavy import in LATE_IMPORTS with why):\n"
+                          + "\n".join(unlisted))
+    stale = sorted(set(LATE_IMPORTS) - set(found))
+    assert not stale, f"LATE_IMPORTS lists imports that are gone or at the top now (drop them): {stale}"
+
+
 def is_submodule(module: str, name: str) -> bool:
     """`from module import name` imports a module (a .py file or a package folder), not a name in one."""
     base = REPO.joinpath(*module.split("."), name)
@@ -296,6 +351,9 @@ def test_checkers_on_made_up_code(tmp_path, monkeypatch):
     assert imports(tmp_path / "pipeline/a/b.py")[1:3] == [(2, "pipeline.a", ["_helper"]),
                                                            (3, "pipeline.a._helper", ["g"])]
     assert private_imports(tmp_path / "pipeline/a/b.py") == ["pipeline/a/b.py:4 from pipeline.a.c import _f"]
+    (tmp_path / "pipeline/a/late.py").write_text("import os\ndef f():\n    import json\n    from . import c\n"
+                                                 "    def g():\n        import pipeline.z.y\n")
+    assert late_imports(tmp_path / "pipeline/a/late.py") == [(4, "pipeline.a"), (6, "pipeline.z.y")]
     assert private_imports(tmp_path / "pipeline/z/y.py") == [
         "pipeline/z/y.py:1 imports the private module pipeline.a._helper",
         "pipeline/z/y.py:2 from pipeline.a import _helper"]

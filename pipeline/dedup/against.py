@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches
+from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.keeper import choose, source_reader
-from pipeline.dedup.run import self_edges
 from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import write_parquet_atomic

@@ -14,7 +14,8 @@ import faiss
 import numpy as np
 
 from pipeline.dedup.config import DedupConfig
-from pipeline.index.build import FLAT_MAX, IndexConfig, find_or_build_index, ivf_lists
+from pipeline.index.base import FLAT_MAX, ivf_lists
+from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.index.knn import build_graph, complete_graph, iter_parts
 from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 from pipeline.io.phash import transpose64

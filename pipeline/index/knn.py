@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError, MismatchError, MixedProvenanceError
-from pipeline.index.build import load_index, search, set_search_params
+from pipeline.index.base import set_search_params
+from pipeline.index.build import load_index, search
 from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, write_graph_record

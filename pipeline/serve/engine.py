@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError, MissingInputError
-from pipeline.index.build import search, set_search_params
+from pipeline.index.base import set_search_params
+from pipeline.index.build import search
 from pipeline.io.features import shown_similarity
 from pipeline.layout import IDS, INDEX_FILE, read_index_record, resolve_index_dir
 
