@@ -31,6 +31,7 @@ CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
 # `_`: Parquet readers skip it, so that `pd.read_parquet("OUT/knn")` reads the parts; roots made before keep
 # the data files of the index, dedup and curate folders (read by later stages, `make serve` and the report)
 INDEX_FILE, IDS, GROUPS, SELECTED = "index.faiss", "ids.parquet", "groups.parquet", "selected.parquet"
+INDEX_DIR, KNN_DIR = "index", "knn"  # in a root, and in a dedup or curate folder that built its own
 OLD_GRAPH_RECORD = "graph.json"  # read when `_graph.json` is absent, removed when it is written
 # Features made elsewhere (a .npy, a Parquet file or folder) have no output root: stages write into this sibling
 EXTERNAL_OUTPUTS = ".dinocurate"  # emb.npy → emb.npy.dinocurate/{index,knn,dedup,curate,eval}/
@@ -123,8 +124,8 @@ class OutputRoot:
         return cls(root)
 
     # ------------------------------------------------------------------ stage folders and their files
-    index_dir = property(lambda self: self.root / "index")
-    knn_dir = property(lambda self: self.root / "knn")
+    index_dir = property(lambda self: self.root / INDEX_DIR)
+    knn_dir = property(lambda self: self.root / KNN_DIR)
     dedup_dir = property(lambda self: self.root / "dedup")
     groups_path = property(lambda self: self.dedup_dir / GROUPS)  # one row per image: group, keep
     duplicates_csv_path = property(lambda self: self.root / "duplicates.csv")  # a folder's duplicate → kept file
@@ -334,8 +335,8 @@ class OutputRoot:
 def resolve_index_dir(path: str | os.PathLike) -> Path:
     """An index folder, given it or the output root that holds it in `index/`."""
     path = Path(path)
-    if (path / "index").is_dir() and not (path / INDEX_FILE).exists():
-        return path / "index"
+    if (path / INDEX_DIR).is_dir() and not (path / INDEX_FILE).exists():
+        return path / INDEX_DIR
     return path
 
 
@@ -358,6 +359,16 @@ def write_graph_record(graph_dir: str | os.PathLike, record: dict) -> None:
     """Write `_graph.json` (no non-Parquet file among the parts), replacing an older folder's `graph.json`."""
     write_json_atomic(record, Path(graph_dir) / GRAPH_RECORD)
     (Path(graph_dir) / OLD_GRAPH_RECORD).unlink(missing_ok=True)
+
+
+def graph_part_paths(graph_dir: str | os.PathLike, part: int) -> tuple[Path, Path]:
+    """(`part-NNNNN.parquet`, its marker `_done/part-NNNNN.json`) of one part of a k-NN graph folder."""
+    return Path(graph_dir) / f"part-{part:05d}.parquet", Path(graph_dir) / "_done" / f"part-{part:05d}.json"
+
+
+def graph_part_files(graph_dir: str | os.PathLike) -> list[Path]:
+    """The parts of a k-NN graph folder, in id order."""
+    return sorted(Path(graph_dir).glob("part-*.parquet"))
 
 
 def graph_parts_done(graph_dir: str | os.PathLike) -> int:

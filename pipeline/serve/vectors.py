@@ -63,7 +63,7 @@ class StoredVectors:
         """Build the copy beside the index, or, where the index folder cannot be written (read-only, shared), in
         the temporary folder; returns where it is."""
         try:
-            for stale in self.path.parent.glob(f"vectors-{index.feature}-*.npy"):
+            for stale in self.path.parent.glob(index_vectors_path(index.folder, index.feature, "*").name):
                 stale.unlink()  # a copy for ids that are gone: a cache, not data
             atomic_write(self.path, lambda tmp: self._build(index, tmp, progress))
             return self.path
