@@ -28,7 +28,7 @@ from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats
 from pipeline.index.build import IndexConfig, LoadedIndex, load_index
 from pipeline.index.knn import KnnConfig, KnnResult
-from pipeline.layout import OutputRoot
+from pipeline.layout import GROUPS, SELECTED, OutputRoot
 from pipeline.report.run import ReportConfig
 
 __all__ = [
@@ -164,7 +164,7 @@ def _dedup_result(cfg: DedupConfig, summary: dict) -> DedupResult:
     out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).dedup_dir
     return DedupResult(summary["images"], summary["kept"], summary["duplicates_removed"],
                        summary["contaminated_removed"], summary["groups"], summary["largest_component"],
-                       summary["reasons"], out / "groups.parquet", summary.get("warning"), summary)
+                       summary["reasons"], out / GROUPS, summary.get("warning"), summary)
 
 
 def dedup(cfg: DedupConfig) -> DedupResult:
@@ -192,7 +192,7 @@ def curate(cfg: CurateConfig) -> CurateResult:
 
     summary = run_curate(cfg)
     out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.pool).curate_dir
-    return CurateResult(summary["pool"], summary["selected"], summary["sources"], out / "selected.parquet",
+    return CurateResult(summary["pool"], summary["selected"], summary["sources"], out / SELECTED,
                         summary)
 
 

@@ -22,13 +22,16 @@ from pipeline.errors import ConfigMismatchError, InputError, MissingInputError
 from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
 from pipeline.io.inputs import member_change, other_root_input, other_unit_input
 from pipeline.io.lock import FileLock, is_locked, read_holder
-from pipeline.provenance import differences
+from pipeline.provenance import carries, differences, same
 
 log = logging.getLogger(__name__)
 
 CONFIG, STATS, INDEX_RECORD, GRAPH_RECORD, SUMMARY = (
     "config.json", "stats.json", "index.json", "_graph.json", "summary.json")
 # `_`: Parquet readers skip it, so that `pd.read_parquet("OUT/knn")` reads the parts; roots made before keep
+# the data files of the index, dedup and curate folders (read by later stages, `make serve` and the report)
+INDEX_FILE, IDS, GROUPS, SELECTED = "index.faiss", "ids.parquet", "groups.parquet", "selected.parquet"
+INDEX_DIR, KNN_DIR = "index", "knn"  # in a root, and in a dedup or curate folder that built its own
 OLD_GRAPH_RECORD = "graph.json"  # read when `_graph.json` is absent, removed when it is written
 # Features made elsewhere (a .npy, a Parquet file or folder) have no output root: stages write into this sibling
 EXTERNAL_OUTPUTS = ".dinocurate"  # emb.npy → emb.npy.dinocurate/{index,knn,dedup,curate,eval}/
@@ -121,10 +124,10 @@ class OutputRoot:
         return cls(root)
 
     # ------------------------------------------------------------------ stage folders and their files
-    index_dir = property(lambda self: self.root / "index")
-    knn_dir = property(lambda self: self.root / "knn")
+    index_dir = property(lambda self: self.root / INDEX_DIR)
+    knn_dir = property(lambda self: self.root / KNN_DIR)
     dedup_dir = property(lambda self: self.root / "dedup")
-    groups_path = property(lambda self: self.dedup_dir / "groups.parquet")  # one row per image: group, keep
+    groups_path = property(lambda self: self.dedup_dir / GROUPS)  # one row per image: group, keep
     duplicates_csv_path = property(lambda self: self.root / "duplicates.csv")  # a folder's duplicate → kept file
     curate_dir = property(lambda self: self.root / "curate")
     eval_dir = property(lambda self: self.root / "eval")
@@ -217,7 +220,7 @@ class OutputRoot:
             return
         old = self.read_config() or {}
         old_prov = old.get("provenance", {})
-        same_settings = old_prov.get("fingerprint") == provenance["fingerprint"]
+        same_settings = same(old_prov, provenance)
         other_input = other_root_input(self.root, old.get("config") or {}, config)
         if same_settings and other_input is None:
             return
@@ -239,7 +242,7 @@ class OutputRoot:
         if record is None:
             return []
         fp = record["provenance"]["fingerprint"]
-        return [m["shard"] for m in self.markers() if m.get("fingerprint") != fp]
+        return [m["shard"] for m in self.markers() if not carries(m, fp)]
 
     def repair(self) -> list[str]:
         """Drop every shard made with another fingerprint than config.json's (features, failures, marker),
@@ -265,7 +268,7 @@ class OutputRoot:
         marker = self.read_marker(shard)
         if marker is None:
             return False
-        if marker.get("fingerprint") != fingerprint:
+        if not carries(marker, fingerprint):
             raise ConfigMismatchError(
                 f"shard {shard} in {self.root} was made with other settings than this run (marker "
                 f"{self.marker_path(shard).name}); the root is mixed. Rerun with --repair to drop the shards "
@@ -332,8 +335,8 @@ class OutputRoot:
 def resolve_index_dir(path: str | os.PathLike) -> Path:
     """An index folder, given it or the output root that holds it in `index/`."""
     path = Path(path)
-    if (path / "index").is_dir() and not (path / "index.faiss").exists():
-        return path / "index"
+    if (path / INDEX_DIR).is_dir() and not (path / INDEX_FILE).exists():
+        return path / INDEX_DIR
     return path
 
 
@@ -356,6 +359,16 @@ def write_graph_record(graph_dir: str | os.PathLike, record: dict) -> None:
     """Write `_graph.json` (no non-Parquet file among the parts), replacing an older folder's `graph.json`."""
     write_json_atomic(record, Path(graph_dir) / GRAPH_RECORD)
     (Path(graph_dir) / OLD_GRAPH_RECORD).unlink(missing_ok=True)
+
+
+def graph_part_paths(graph_dir: str | os.PathLike, part: int) -> tuple[Path, Path]:
+    """(`part-NNNNN.parquet`, its marker `_done/part-NNNNN.json`) of one part of a k-NN graph folder."""
+    return Path(graph_dir) / f"part-{part:05d}.parquet", Path(graph_dir) / "_done" / f"part-{part:05d}.json"
+
+
+def graph_part_files(graph_dir: str | os.PathLike) -> list[Path]:
+    """The parts of a k-NN graph folder, in id order."""
+    return sorted(Path(graph_dir).glob("part-*.parquet"))
 
 
 def graph_parts_done(graph_dir: str | os.PathLike) -> int:

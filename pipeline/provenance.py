@@ -93,8 +93,13 @@ def describe_origin(record: dict) -> str:
 
 
 def same(a: dict, b: dict) -> bool:
-    """True when two records have the same fingerprint."""
+    """True when two records (provenances, or records that carry one's fingerprint) have the same fingerprint."""
     return a.get("fingerprint") == b.get("fingerprint")
+
+
+def carries(record: dict, fingerprint: str | None) -> bool:
+    """True when a record (a provenance, a shard marker, a graph record) holds this fingerprint."""
+    return fingerprint is not None and record.get("fingerprint") == fingerprint
 
 
 def require_same(a: dict, b: dict, what_a: str = "the first", what_b: str = "the second",

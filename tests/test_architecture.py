@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,10 @@ CORE = ("errors", "provenance", "layout", "tasks")  # the contract: imported by 
 FACADES = ("api",)  # one call per stage for notebooks: imports any stage, imported by no pipeline module
 RECORD_NAMES = ("config.json", "index.json", "graph.json", "summary.json", "stats.json")
 MAX_LINES = 400
+FORMAT = REPO / "docs" / "FORMAT.md"
+# FORMAT.md names that no module spells, with why: an input's name in an example, a name made from a suffix
+NOT_SPELLED = {"train-00000-of-00004.parquet": "an input file in an example",
+               "emb.provenance.json": "<stem>.provenance.json beside any .npy (layout.NPY_PROVENANCE_SUFFIX)"}
 
 
 @cache
@@ -144,6 +149,111 @@ def test_only_layout_names_the_record_files():
         "\n".join(hits)
 
 
+def format_file_names() -> set[str]:
+    """The file names docs/FORMAT.md gives in backticks (`dedup/groups.parquet` → groups.parquet), less patterns
+    (`<shard>.parquet`, `*.parquet`, `part-NNNNN.json`) and bare suffixes (`.npy`)."""
+    found = re.findall(r"`([^`\s]+\.(?:parquet|json|faiss|csv|npy))`", FORMAT.read_text())
+    names = {m.rpartition("/")[2] for m in found}
+    return {n for n in names if not n.startswith(".") and not re.search(r"[<>*]|NNNN", n)}
+
+
+def spellings(name: str) -> list[str]:
+    """`module:line` of every string literal under pipeline/ (docstrings excluded; f-strings' text counted) that
+    spells `name` as a whole file name (`graph.json` is not spelled by `_graph.json`)."""
+    pattern = re.compile(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])")
+    hits = []
+    for path in modules(PIPELINE):
+        tree = parse(path)
+        docs = docstring_nodes(tree)
+        hits += [f"{rel(path)}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                 and isinstance(node.value, str) and id(node) not in docs and pattern.search(node.value)]
+    return hits
+
+
+def test_each_file_name_of_the_format_is_spelled_in_one_module():
+    names = format_file_names()
+    assert {"groups.parquet", "selected.parquet", "index.faiss", "ids.parquet", "config.json"} <= names
+    owners = {name: sorted({hit.partition(":")[0] for hit in spellings(name)}) for name in sorted(names)}
+    unowned = [name for name, where in owners.items() if not where and name not in NOT_SPELLED]
+    shared = {name: spellings(name) for name, where in owners.items() if len(where) > 1}
+    spelled = {name: where for name, where in owners.items() if where and name in NOT_SPELLED}
+    assert not shared, f"file names spelled in more than one module (ask the owner's constant): {shared}"
+    assert not unowned, f"FORMAT.md names these files but no module under pipeline/ spells them: {unowned}"
+    assert not spelled, f"NOT_SPELLED names that a module spells now (drop them from NOT_SPELLED): {spelled}"
+
+
+def reads_fingerprint(node: ast.AST) -> bool:
+    """`x["fingerprint"]` or `x.get("fingerprint", ...)` anywhere inside `node`."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Constant) and sub.slice.value == "fingerprint":
+            return True
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "get" \
+                and sub.args and isinstance(sub.args[0], ast.Constant) and sub.args[0].value == "fingerprint":
+            return True
+    return False
+
+
+def test_fingerprints_are_compared_only_in_provenance():
+    hits = [f"{rel(path)}:{node.lineno}" for path in modules(PIPELINE) if path != PIPELINE / "provenance.py"
+            for node in ast.walk(parse(path)) if isinstance(node, ast.Compare) and reads_fingerprint(node)]
+    assert not hits, "fingerprints compared by hand (use pipeline.provenance.same or carries):\n" + "\n".join(hits)
+
+
+TORCH = "torch and timm"
+# Imports of one pipeline module by another inside a function, each with why it is late. Anything else imports
+# at the top: a late import must not hide a cycle (move the shared helper down a level instead).
+LATE_IMPORTS = {
+    ("pipeline.layout", "pipeline.io.shards"): "PIL, braceexpand and tarfile for every reader of layout, for one "
+                                              "method (every job's --help imports layout)",
+    ("pipeline.extract.demo", "pipeline.extract.weights"): f"{TORCH}: `demo --help` and its listing stay light",
+    ("pipeline.extract.demo", "pipeline.extract.runner"): f"{TORCH}: `demo --help` and its listing stay light",
+    ("pipeline.extract.demo", "pipeline.io.pack"): "webdataset, and with it torch",
+    ("pipeline.extract.ray", "pipeline.extract.backbone"): f"{TORCH} load in the Ray actor, not in the driver",
+    ("pipeline.extract.ray", "pipeline.extract.device"): "torch loads in the Ray actor, not in the driver",
+    ("pipeline.extract.ray", "pipeline.extract.runner"): f"{TORCH} load in the Ray actor, not in the driver",
+    ("pipeline.index.search", "pipeline.extract.runner"): f"{TORCH} only when the queries are images",
+    ("pipeline.serve.embed", "pipeline.extract.backbone"): f"{TORCH}: the model loads on the first image query",
+    ("pipeline.serve.embed", "pipeline.extract.device"): "torch: the model loads on the first image query",
+    ("pipeline.serve.embed", "pipeline.extract.loader"): f"{TORCH}: the model loads on the first image query",
+    ("pipeline.serve.embed", "pipeline.extract.prefetch"): "torch: the model loads on the first image query",
+    ("pipeline.serve.images", "pipeline.io.samples"): "webdataset, and with it torch: only for shard sources",
+    # the facade: one call per stage, each stage imported when called (api.py is being reworked for typed results)
+    **{("pipeline.api", f"pipeline.{stage}"): "the facade imports a stage when it is called" for stage in (
+        "extract.runner", "io.features", "index.build", "index.knn", "index.search", "dedup.run",
+        "curate.retrieval", "curate.export", "evaluate.run", "report.run")},
+}
+
+
+def late_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of each import of a pipeline module inside a function (at any depth) of `path`."""
+    tree = parse(path)
+    inside = {node for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))}
+    out = set()
+    for node in inside:
+        if isinstance(node, ast.Import):
+            out |= {(node.lineno, alias.name) for alias in node.names}
+        else:
+            module = node.module or ""
+            if node.level:
+                base = package_of(path).split(".")
+                module = ".".join(base[: len(base) - (node.level - 1)] + ([module] if module else []))
+            out.add((node.lineno, module))
+    return sorted((line, module) for line, module in out if module.split(".")[0] == "pipeline")
+
+
+def test_no_pipeline_module_imports_another_inside_a_function_but_the_listed_ones():
+    found = {(dotted(path), module): f"{rel(path)}:{line}" for path in modules(PIPELINE)
+             for line, module in late_imports(path)}
+    unlisted = [f"{where} imports {module}" for (importer, module), where in found.items()
+                if (importer, module) not in LATE_IMPORTS]
+    assert not unlisted, ("imports inside a function (move the shared helper down a level and import it at the "
+                          "top, or list a deliberately late heavy import in LATE_IMPORTS with why):\n"
+                          + "\n".join(unlisted))
+    stale = sorted(set(LATE_IMPORTS) - set(found))
+    assert not stale, f"LATE_IMPORTS lists imports that are gone or at the top now (drop them): {stale}"
+
+
 def is_submodule(module: str, name: str) -> bool:
     """`from module import name` imports a module (a .py file or a package folder), not a name in one."""
     base = REPO.joinpath(*module.split("."), name)
@@ -226,6 +336,8 @@ def test_checkers_on_made_up_code(tmp_path, monkeypatch):
     docs = docstring_nodes(tree)
     found = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs]
     assert found == ["a/config.json"]
+    compare = ast.parse('a.get("fingerprint") != fp\n(x["k"], y["fingerprint"]) == t\nsame(a, b)\n').body
+    assert [reads_fingerprint(stmt.value) for stmt in compare] == [True, True, False]
 
     files = {"pipeline/__init__.py": "", "pipeline/a/__init__.py": "", "pipeline/a/_helper.py": "",
              "pipeline/a/b.py": "from pipeline.a import _helper\nfrom . import _helper\nfrom ._helper import g\n"
@@ -239,6 +351,9 @@ def test_checkers_on_made_up_code(tmp_path, monkeypatch):
     assert imports(tmp_path / "pipeline/a/b.py")[1:3] == [(2, "pipeline.a", ["_helper"]),
                                                            (3, "pipeline.a._helper", ["g"])]
     assert private_imports(tmp_path / "pipeline/a/b.py") == ["pipeline/a/b.py:4 from pipeline.a.c import _f"]
+    (tmp_path / "pipeline/a/late.py").write_text("import os\ndef f():\n    import json\n    from . import c\n"
+                                                 "    def g():\n        import pipeline.z.y\n")
+    assert late_imports(tmp_path / "pipeline/a/late.py") == [(4, "pipeline.a"), (6, "pipeline.z.y")]
     assert private_imports(tmp_path / "pipeline/z/y.py") == [
         "pipeline/z/y.py:1 imports the private module pipeline.a._helper",
         "pipeline/z/y.py:2 from pipeline.a import _helper"]

@@ -10,6 +10,7 @@ import pytest
 from pipeline.errors import MismatchError, MixedProvenanceError, UserError
 from pipeline.provenance import (
     NOT_FINGERPRINTED,
+    carries,
     describe,
     diff_records,
     differences,
@@ -111,6 +112,14 @@ def test_require_same_accepts_one_fingerprint_whatever_the_run_environment():
     b = stamp(record(device="cuda:0", torch="2.14.1", timm="1.1", compile=True))
     assert same(a, b)
     require_same(a, b, "the index", "the queries")  # no error
+
+
+def test_carries_matches_a_marker_or_provenance_against_one_fingerprint():
+    a = stamp(record())
+    marker = {"shard": "s0", "fingerprint": a["fingerprint"]}
+    assert carries(a, a["fingerprint"]) and carries(marker, a["fingerprint"])
+    assert not carries(marker, stamp(record(input_size=[3, 518, 518]))["fingerprint"])
+    assert not carries({"shard": "s0"}, None)  # a record without a fingerprint matches none
 
 
 def test_require_same_names_both_sides_and_the_differing_field():

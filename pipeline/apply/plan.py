@@ -13,9 +13,8 @@ from pipeline.dedup.decided import decided_groups, duplicates_of_keepers
 from pipeline.dedup.decisions import CONTAMINATED
 from pipeline.errors import ConfigError, InputError, MissingInputError
 from pipeline.io.features import open_features, read_meta
-from pipeline.layout import OutputRoot
+from pipeline.layout import GROUPS, OutputRoot
 
-GROUPS = "groups.parquet"
 DEFAULT_SUFFIX = ".duplicates"  # the default quarantine: <images>.duplicates, beside the collection
 
 

@@ -14,9 +14,11 @@ from PIL import Image
 
 from pipeline.bench.machine import sync
 from pipeline.bench.paired import InRunReference
-from pipeline.extract.backbone import Backbone, create_backbone
+from pipeline.extract.backbone import Backbone, create_backbone, create_model
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import run_extract
+from pipeline.extract.weights import resolve_weights
+from pipeline.io.decode import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,6 @@ def sweep(backbone: Backbone, batch_sizes: list[int], images_per_size: int = 64,
 def dynamic_resolution(cfg: ExtractConfig, files: list[Path]) -> dict:
     """End-to-end images/s with aspect-preserving sizes (fewer tokens on non-square photos), tokens per
     image against fixed mode, and the CLS cosine between the two modes on the same photos."""
-    from pipeline.io.decode import decode_image
-
     dyn = replace(cfg, resize_mode="dynamic")
     result = end_to_end_throughput(dyn)
     base = create_backbone(cfg, torch.device("cpu"))
@@ -121,9 +121,6 @@ def naive_loop(model_name: str, files: list[Path], resolution: int, weights_cfg:
     """The loop a user copies from the timm model card: per image PIL open → timm transform → model(x[None])."""
     from timm.data import create_transform, resolve_model_data_config
 
-    from pipeline.extract.backbone import create_model
-    from pipeline.extract.weights import resolve_weights
-
     model = create_model(weights_cfg, resolve_weights(model_name, weights_cfg.weights)).eval()
     data = resolve_model_data_config(model)
     data["input_size"] = (3, resolution, resolution)
@@ -150,8 +147,6 @@ def fidelity(reference: Backbone, other: Backbone, images: torch.Tensor) -> dict
 
 def real_batch(backbone: Backbone, files: list[Path]) -> torch.Tensor:
     """Real photos through the pipeline's own decode + preprocess, as one uint8 batch."""
-    from pipeline.io.decode import decode_image
-
     tensors = []
     for f in files:
         decoded = decode_image(f.read_bytes(), 10**9, target=backbone.preprocess.needed_size)

@@ -25,7 +25,7 @@ from pipeline.io.pack import sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, as_text, iter_samples
 from pipeline.io.shards import Shard
 from pipeline.io.tables import read_user_table
-from pipeline.layout import OutputRoot, read_summary
+from pipeline.layout import GROUPS, SELECTED, OutputRoot, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def unsafe_name(name: str) -> str | None:
 
 def read_selection(path: str | Path) -> list[tuple[str, int, str]]:
     """(shard, index, key) of every selected sample, in shard/index order."""
-    table = read_user_table(path, "selection (dedup/groups.parquet or curate/selected.parquet)", pq.read_table)
+    table = read_user_table(path, f"selection (dedup/{GROUPS} or curate/{SELECTED})", pq.read_table)
     if "keep" in table.column_names:  # dedup groups: export the keepers, as reviewed in make serve
         table, _ = decided_groups(path)
         table = table.filter(table.column("keep"))
@@ -131,7 +131,7 @@ def source_root(cfg: ExportConfig) -> Path:
     raise InputError(f"cannot tell which extract output {cfg.selection} belongs to: pass --features")
 
 
-SELECTION_FILES = ("dedup/groups.parquet", "curate/selected.parquet")
+SELECTION_FILES = (f"dedup/{GROUPS}", f"curate/{SELECTED}")
 
 
 def check_selection(path: str) -> None:

@@ -27,7 +27,7 @@ from pipeline.io.features import (
     shown_similarity,
 )
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import OutputRoot, write_summary
+from pipeline.layout import INDEX_DIR, SELECTED, OutputRoot, write_summary
 from pipeline.provenance import is_random
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def choose_mode(cfg: CurateConfig, n_queries: int) -> tuple[str, str]:
 def pool_index(pool: FeatureSet, cfg: CurateConfig, out: Path) -> faiss.Index:
     """The pool's index (reused from POOL/index when it matches), built under OUT/index otherwise."""
     return find_or_build_index(pool, IndexConfig(
-        features=str(pool.root), out=str(out / "index"), feature=cfg.feature, memory_budget_gb=cfg.memory_budget_gb,
+        features=str(pool.root), out=str(out / INDEX_DIR), feature=cfg.feature, memory_budget_gb=cfg.memory_budget_gb,
         progress=cfg.progress), reuse=(OutputRoot.for_features(pool.root).index_dir,)).index
 
 
@@ -224,7 +224,7 @@ def run_curate(cfg: CurateConfig) -> dict:
         "key": [keys[i] for i in ids], "shard": [shards[i] for i in ids], "index": [idx[i] for i in ids],
         "id": ids, **{c: [rows[int(i)][c] for i in ids] for c in ("source", "mode", "query", "cluster",
                                                                   "similarity")}}, schema=SELECTED_SCHEMA)
-    write_parquet_atomic(table, out / "selected.parquet")
+    write_parquet_atomic(table, out / SELECTED)
     summary.update({"selected": int(len(ids)), "seconds": round(time.perf_counter() - t0, 3),
                     "pool_root": str(Path(cfg.pool).resolve())})
     write_summary(out, summary)

@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches
+from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.keeper import choose, source_reader
-from pipeline.dedup.run import self_edges
 from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import OutputRoot, write_summary
+from pipeline.layout import INDEX_DIR, OutputRoot, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _embedding_pairs(old, old_vectors: np.ndarray, vectors: np.ndarray, cfg: Ded
     loaded = find_or_build_index(old, IndexConfig(
         features=str(old.root), out=str(out / "against_index"), feature=cfg.feature, factory=cfg.factory,
         nprobe=cfg.nprobe, memory_budget_gb=cfg.memory_budget_gb, progress=cfg.progress),
-        reuse=(OutputRoot(old.root).index_dir, OutputRoot(old.root).dedup_dir / "index"))  # the collection's own
+        reuse=(OutputRoot(old.root).index_dir, OutputRoot(old.root).dedup_dir / INDEX_DIR))  # the collection's own
     k = min(cfg.k, old.count)
     if k < 1 or not len(vectors):
         return []

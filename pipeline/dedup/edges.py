@@ -14,11 +14,12 @@ import faiss
 import numpy as np
 
 from pipeline.dedup.config import DedupConfig
-from pipeline.index.build import FLAT_MAX, IndexConfig, find_or_build_index, ivf_lists
+from pipeline.index.base import FLAT_MAX, ivf_lists
+from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.index.knn import build_graph, complete_graph, iter_parts
 from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 from pipeline.io.phash import transpose64
-from pipeline.layout import OutputRoot, read_index_record
+from pipeline.layout import INDEX_DIR, KNN_DIR, OutputRoot, read_index_record
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,16 @@ def _codes(hashes: np.ndarray) -> np.ndarray:
 def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
     """The k-NN graph of the features (index and graph reused when they match): (graph folder, factory)."""
     root = OutputRoot.for_features(fs.root)
-    for folder in (root.knn_dir, out / "knn"):
+    for folder in (root.knn_dir, out / KNN_DIR):
         if complete_graph(folder, fs, cfg.feature, cfg.k):
-            record = read_index_record(folder.parent / "index")
+            record = read_index_record(folder.parent / INDEX_DIR)
             log.info("dedup: reusing the k-NN graph in %s", folder)
             return folder, record["factory"] if record else "prebuilt graph"
     factory = cfg.factory or dedup_factory(fs.count, fs.dim(cfg.feature))
     loaded = find_or_build_index(fs, IndexConfig(
-        features=str(fs.root), out=str(out / "index"), feature=cfg.feature, factory=factory, nprobe=cfg.nprobe,
+        features=str(fs.root), out=str(out / INDEX_DIR), feature=cfg.feature, factory=factory, nprobe=cfg.nprobe,
         memory_budget_gb=cfg.memory_budget_gb, progress=cfg.progress))
-    graph = build_graph(fs, loaded.index, cfg.feature, out / "knn", k=cfg.k, progress=cfg.progress)
+    graph = build_graph(fs, loaded.index, cfg.feature, out / KNN_DIR, k=cfg.k, progress=cfg.progress)
     return graph, loaded.record["factory"]
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pipeline.dedup.signals import ImageSignals, read_signals
 from pipeline.io.decode import DATA_ERRORS
 from pipeline.io.sources import ImageSource, open_source, read_images
+from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,6 @@ def source_reader(root: str | os.PathLike | None, progress: bool = False) -> Sig
     recorded inputs, decoding on every core; None when the features were made elsewhere (no images to read)."""
     if root is None:
         return None
-    from pipeline.layout import OutputRoot
-
     if not OutputRoot(root).config_path.is_file():
         return None
     source = open_source(root)

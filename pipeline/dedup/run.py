@@ -10,33 +10,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.dedup.against import run_dedup_against
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decided import refresh_duplicates_csv, write_duplicates_csv
-from pipeline.dedup.edges import (
-    EMBEDDING,
-    EXACT,
-    KIND_ORDER,
-    PHASH,
-    Edges,
-    contaminated_ids,
-    embedding_edges,
-    exact_edges,
-    knn_graph,
-    orientation_variants,
-    phash_candidate_edges,
-    phash_edges,
-)
+from pipeline.dedup.edges import KIND_ORDER, contaminated_ids
+from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason
 from pipeline.dedup.keeper import source_reader
 from pipeline.dedup.semantic import choose_by_policy
+from pipeline.dedup.sweep import run_sweep
 from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats, run_extract
 from pipeline.index.rows import where_mask
-from pipeline.io.features import FeatureSet, has_hashes, open_features, read_matrix, read_meta
+from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import OutputRoot, is_external, write_summary
-from pipeline.provenance import describe_origin, is_random
+from pipeline.layout import GROUPS, OutputRoot, is_external, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +36,8 @@ def run_dedup(cfg: DedupConfig) -> dict:
     if cfg.where and (cfg.against or cfg.sweep):
         raise ConfigError("--where works on a dedup of one collection: drop it with --against or --sweep")
     if cfg.against:
-        from pipeline.dedup.against import run_dedup_against
-
         return run_dedup_against(cfg)
     if cfg.sweep:  # a dry run: dedup/sweep.parquet only, see dedup/sweep.py
-        from pipeline.dedup.sweep import run_sweep
-
         return run_sweep(cfg)
     t0 = time.perf_counter()
     fs = open_features(cfg.features, cfg.keys)
@@ -112,7 +97,7 @@ def run_dedup(cfg: DedupConfig) -> dict:
                                        mask=nearest < 0),
         "reason": reason,
     }, schema=GROUP_SCHEMA)
-    write_parquet_atomic(keepers.add_columns(table), out / "groups.parquet")
+    write_parquet_atomic(keepers.add_columns(table), out / GROUPS)
     if not fs.external and out.resolve() == OutputRoot(fs.root).dedup_dir.resolve():
         refresh_duplicates_csv(fs.root)  # a folder's duplicates.csv never lags its groups
     summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
@@ -145,82 +130,6 @@ def count_taking_part(stages: dict, kind: np.ndarray, linked: np.ndarray) -> Non
             of_kind = kind == KIND_ORDER[name]
             info["edges"] = int((of_kind & linked).sum())
             info["edges_excluded"] = int((of_kind & ~linked).sum())
-
-
-@dataclass
-class SelfEdges:
-    """Every edge among the rows of one feature set, the stages' counts, whether the embedding stage ran, and
-    the pHashes it compared (each row's, and those of its turned and flipped image) for later stages."""
-
-    edges: Edges
-    stages: dict
-    use_embedding: bool
-    hashes: np.ndarray
-    variants: list[np.ndarray]
-
-
-def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
-    """Exact, perceptual and (unless off or random weights) embedding edges among the rows of `fs`."""
-    if not has_hashes(fs):
-        return embedding_only(fs, vectors, cfg, out)
-    edges = Edges([], [], [])
-    n = fs.count
-    i, j = exact_edges(meta.column("sha1").to_pylist())
-    edges.add(i, j, EXACT)
-    stages: dict[str, dict] = {EXACT: {"edges": int(len(i))}}
-    hashes = meta.column("phash").to_numpy()
-    variants = orientation_variants(fs, hashes, set(fs.columns()))
-    if n <= cfg.phash_exhaustive_max:
-        i, j = phash_edges(hashes, cfg.phash_distance, variants)
-        strategy = "all pairs"
-    else:  # N² Hamming comparisons (× 8 orientations) would take hours: check k-NN neighbours only
-        graph, _ = knn_graph(fs, cfg, out)
-        i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
-        strategy = f"the {cfg.k} nearest neighbours of each image"
-    edges.add(i, j, PHASH)
-    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
-                     "orientations": len(variants) + 1, "compared": strategy}
-
-    random_weights = is_random(fs.provenance)
-    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
-    if use_embedding:
-        i, j, info = embedding_edges(fs, vectors, cfg, out)
-        edges.add(i, j, EMBEDDING)
-        stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
-    else:
-        log.warning("features come from random weights: the embedding stage%s is off (exact and perceptual "
-                    "only); pass --embedding to force it", " and the embedding check against --reference"
-                    if cfg.reference else "")
-        stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if random_weights else "disabled"}
-
-    return SelfEdges(edges, stages, use_embedding, hashes, variants)
-
-
-def embedding_only(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
-    """Features made elsewhere carry no image hashes: embedding edges only, unless the embedding stage is off
-    (random weights, as an export-npy sidecar records them, or --no-embedding): then nothing is compared."""
-    skipped = {"edges": 0, "skipped": "no image hashes (features made elsewhere)"}
-    stages = {EXACT: dict(skipped), PHASH: dict(skipped)}
-    edges = Edges([], [], [])
-    random_weights = is_random(fs.provenance)
-    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
-    if not use_embedding:
-        why = (f"its vectors come from random weights ({describe_origin(fs.provenance)}), so the embedding stage "
-               "is off; pass --embedding to compare them anyway" if cfg.embedding is None
-               else "--no-embedding turns the embedding stage off")
-        log.warning("dedup: nothing was compared and every image is kept: %s holds no image hashes (features made "
-                    "elsewhere) and %s", fs.root, why)
-        stages[EMBEDDING] = {"edges": 0, "skipped": "random weights" if cfg.embedding is None else "disabled"}
-        return SelfEdges(edges, stages, False, np.zeros(0, np.uint64), [])
-    log.info("dedup: %s holds features made elsewhere, without image hashes: the exact and perceptual stages are "
-             "skipped, embedding edges only", fs.root)
-    if random_weights:
-        log.warning("dedup: %s comes from random weights (%s): --embedding compares vectors whose similarities "
-                    "mean nothing", fs.root, describe_origin(fs.provenance))
-    i, j, info = embedding_edges(fs, vectors, cfg, out)
-    edges.add(i, j, EMBEDDING)
-    stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
-    return SelfEdges(edges, stages, True, np.zeros(0, np.uint64), [])
 
 
 def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np.ndarray, reason: np.ndarray,
@@ -275,5 +184,5 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
         return FolderDedup(stats, summary, None)
     out = Path(cfg.out) if cfg.out else root.dedup_dir
     csv = root.duplicates_csv_path
-    n = write_duplicates_csv(out / "groups.parquet", extract.images, csv)
+    n = write_duplicates_csv(out / GROUPS, extract.images, csv)
     return FolderDedup(stats, summary, csv, n)

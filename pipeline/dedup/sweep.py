@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.edges import EMBEDDING, KIND_ORDER
+from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import components
 from pipeline.errors import ConfigError
 from pipeline.io.features import open_features, read_matrix, read_meta
@@ -74,8 +75,6 @@ def run_sweep(cfg: DedupConfig) -> dict:
     """Dry run: the k-NN graph searched once, at the sweep's lowest threshold, its edges' exact cosines kept;
     for each threshold, what a separate run with the same k would remove. Writes `dedup/sweep.parquet` only
     (groups.parquet and summary.json of an earlier run are left as they are); returns the sweep record."""
-    from pipeline.dedup.run import self_edges  # run.py calls this module: imported late
-
     t0 = time.perf_counter()
     thresholds = tuple(sorted(set(cfg.sweep), reverse=True))
     if not thresholds:

@@ -23,7 +23,7 @@ from pipeline.io.external import is_npy
 from pipeline.io.features import FEATURE_CHOICES, FeatureSet, check_feature, open_features, read_matrix
 from pipeline.io.files import write_json_atomic
 from pipeline.layout import OutputRoot
-from pipeline.provenance import differing_fields, is_random
+from pipeline.provenance import differing_fields, is_random, same
 
 __all__ = ["KS", "WEIGHT_DECAYS", "EvalConfig", "evaluate_features", "format_results", "protocol_fingerprint",
            "run_evaluate"]
@@ -145,7 +145,7 @@ def format_results(results: dict) -> str:
         ("dtype", [str(r["provenance"].get("dtype")) for r in runs]),
         ("fingerprint", [str(r["provenance"].get("fingerprint")) for r in runs]),
     ]
-    if len({r["provenance"].get("fingerprint") for r in runs}) > 1:
+    if not all(same(first, r["provenance"]) for r in runs):
         rows.append(("differs from 1st", [", ".join(differing_fields(first, r["provenance"])) or "-" for r in runs]))
     for i, entry in enumerate(runs[0].get("knn", {}).get("by_k", [])):
         name = f"{entry['k']}-NN" + (f" (k={entry['k_used']})" if entry["k_used"] != entry["k"] else "")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps
 
 from pipeline.errors import WeightsError
-from pipeline.extract.config import DEFAULT_MODEL
+from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
 from pipeline.layout import OutputRoot
 
 if TYPE_CHECKING:  # the runner loads torch: imported where the demo runs, so that `demo --help` stays quick
@@ -145,7 +145,6 @@ def pick_weights(model: str, asked: str | None) -> str:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Photos → `OUT/shards` (10 per shard) → `OUT/features-<hub|random|file>`."""
-    from pipeline.extract.config import ExtractConfig
     from pipeline.extract.runner import run_extract
     from pipeline.io.pack import pack_folder
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -15,23 +14,29 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError, ConfigMismatchError, InputError, MissingInputError
+from pipeline.index.base import (
+    choose_factory,
+    default_nprobe,
+    ivf_of,
+    sample_for_training,
+    seed_clustering,
+    set_search_params,
+    write_index,
+)
+from pipeline.index.parts import build_index_parts
 from pipeline.io.features import (
     FeatureSet,
     check_feature,
     feature_columns,
     iter_batches,
     open_features,
-    read_meta,
     to_matrix,
 )
-from pipeline.io.files import atomic_write, write_parquet_atomic
-from pipeline.layout import OutputRoot, read_index_record, resolve_index_dir, write_index_record
+from pipeline.layout import IDS, INDEX_FILE, OutputRoot, read_index_record, resolve_index_dir
+from pipeline.provenance import same
 from pipeline.tasks import EXECUTORS
 
 log = logging.getLogger(__name__)
-
-FLAT_MAX = 100_000
-
 
 @dataclass(frozen=True)
 class IndexConfig:
@@ -58,86 +63,6 @@ class IndexConfig:
             raise ConfigError("parts must be >= 1")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
-
-
-def choose_factory(n: int, dim: int, budget_bytes: float) -> str:
-    """autofaiss's ladder: Flat below ~100k; IVF-Flat while raw vectors fit; IVF-SQ8 (¼ the memory, recall
-    close to Flat) while that fits; 4-bit fast-scan IVF-PQ beyond (trains in minutes on a CPU, not hours)."""
-    raw = n * dim * 4
-    if n <= FLAT_MAX and raw <= budget_bytes:
-        return "Flat"
-    nlist = ivf_lists(n)
-    if raw * 1.1 <= budget_bytes:
-        return f"IVF{nlist},Flat"
-    if raw / 4 * 1.1 <= budget_bytes:
-        return f"IVF{nlist},SQ8"
-    m = _pq_subquantizers(dim, 2 * budget_bytes / max(n, 1))  # x4: m sub-quantizers take m/2 bytes
-    return f"IVF{nlist},PQ{m}x4fs"
-
-
-def ivf_lists(n: int) -> int:
-    """≈ 4√N up to 1M vectors, then 16k–65k; at least 1, and ≥ 39 training points per list."""
-    if n <= 1_000_000:
-        nlist = int(4 * math.sqrt(n))
-    else:
-        nlist = 16384 if n <= 4_000_000 else 65536
-    return max(1, min(nlist, n // 39 or 1))
-
-
-def _pq_subquantizers(dim: int, bytes_per_vector: float) -> int:
-    choices = [m for m in (dim // 2, 128, 96, 64, 48, 32, 24, 16, 8) if m and dim % m == 0 and m % 2 == 0]
-    for m in choices:
-        if m * 1.2 <= bytes_per_vector:
-            return m
-    return choices[-1] if choices else 8
-
-
-def default_nprobe(index: faiss.Index) -> int | None:
-    top = faiss.downcast_index(index)
-    ivf = ivf_of(top.base_index if isinstance(top, faiss.IndexRefine) else index)
-    if ivf is None:
-        return None
-    return int(min(ivf.nlist, max(16, ivf.nlist // 64)))  # ~1.5 % of the lists: near-copies share cells
-
-
-def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
-    """The inverted-file part of an index (through refine/pre-transform wrappers), or None."""
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
-def set_search_params(index: faiss.Index, nprobe: int | None, ef_search: int, k_factor: int = 32) -> None:
-    top = faiss.downcast_index(index)
-    if isinstance(top, faiss.IndexRefine):
-        top.k_factor = k_factor
-        index = top.base_index
-    ivf = ivf_of(index)
-    if ivf is not None and nprobe:
-        ivf.nprobe = nprobe
-    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
-    if hnsw is not None:
-        hnsw.efSearch = ef_search
-
-
-def sample_for_training(fs: FeatureSet, feature: str, size: int, seed: int, batch_rows: int) -> np.ndarray:
-    """A seeded uniform sample of rows (one streaming pass; only the sample is held)."""
-    n = fs.count
-    if size >= n:
-        chosen = np.arange(n)
-    else:
-        chosen = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-    out = np.empty((len(chosen), fs.dim(feature)), np.float32)
-    start, filled = 0, 0
-    for batch in iter_batches(fs, feature_columns(feature), batch_rows):
-        end = start + batch.num_rows
-        lo, hi = np.searchsorted(chosen, [start, end])
-        if hi > lo:
-            out[filled:filled + hi - lo] = to_matrix(batch, feature)[chosen[lo:hi] - start]
-            filled += hi - lo
-        start = end
-    return out
 
 
 def build_index(cfg: IndexConfig, fs: FeatureSet | None = None) -> dict:
@@ -178,27 +103,12 @@ def build_index(cfg: IndexConfig, fs: FeatureSet | None = None) -> dict:
     return record
 
 
-def seed_clustering(index: faiss.Index, seed: int) -> None:
-    """Seeded, 10-iteration k-means for the coarse quantizer (Faiss's 25 buy little recall for the time)."""
-    ivf = ivf_of(index)
-    if ivf is not None:
-        ivf.cp.seed = seed
-        ivf.cp.niter = 10
-        ivf.cp.min_points_per_centroid = 1  # no stderr warning from Faiss on small samples (logged by us)
-    pq = getattr(faiss.downcast_index(ivf) if ivf is not None else None, "pq", None)
-    if pq is not None:
-        pq.cp.seed = seed
-        pq.cp.min_points_per_centroid = 1
-
-
 def run_index(cfg: IndexConfig) -> dict:
     """Build the index in one process, or (`cfg.parts` > 1, IVF) in parallel parts, or (`cfg.update`) add new
     shards to the existing one; returns `index.json`."""
     if cfg.update:
         return update_index(cfg)
     if cfg.parts > 1:
-        from pipeline.index.parts import build_index_parts
-
         return build_index_parts(cfg, cfg.parts, cfg.executor)
     return build_index(cfg)
 
@@ -215,15 +125,15 @@ def update_index(cfg: IndexConfig) -> dict:
                           f"is a file made elsewhere: rebuild the index (make index without --update)")
     out = Path(cfg.out or OutputRoot.for_features(cfg.features).index_dir)
     record = read_index_record(out)
-    if record is None or not (out / "index.faiss").exists():
+    if record is None or not (out / INDEX_FILE).exists():
         raise MissingInputError(f"no index in {out} to update: build it first (make index without --update)")
-    if record.get("provenance", {}).get("fingerprint") != fs.provenance["fingerprint"]:
+    if not same(record.get("provenance", {}), fs.provenance):
         raise ConfigMismatchError(f"the index in {out} was built from features made with other settings (model, "
                                   f"weights or preprocessing): its trained quantiser does not fit these vectors; "
                                   f"rebuild it without --update")
     if record.get("feature") != cfg.feature:
         raise ConfigError(f"the index in {out} holds {record.get('feature')!r} vectors, not {cfg.feature!r}")
-    held = _held_shards(pq.read_table(out / "ids.parquet", columns=["shard"]).column("shard").to_pylist())
+    held = _held_shards(pq.read_table(out / IDS, columns=["shard"]).column("shard").to_pylist())
     files = [(f.stem, rows, i) for i, (f, rows) in enumerate(zip(fs.files, fs.rows)) if rows]
     if [(stem, rows) for stem, rows, _ in files[:len(held)]] != held:
         changed = next(((a, b) for a, b in zip(files, held) if (a[0], a[1]) != b), None)
@@ -268,14 +178,6 @@ def _held_shards(shards: list[str]) -> list[tuple[str, int]]:
     return runs
 
 
-def write_index(out: Path, index: faiss.Index, fs: FeatureSet, record: dict) -> None:
-    """`index.faiss`, `ids.parquet` (id → key, shard, index), then `index.json` last (it marks the index whole)."""
-    atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
-    meta = read_meta(fs, ("key", "shard", "index"))
-    write_parquet_atomic(meta.select(["id", "key", "shard", "index"]), out / "ids.parquet")
-    write_index_record(out, record)
-
-
 @dataclass
 class LoadedIndex:
     index: faiss.Index
@@ -287,16 +189,16 @@ def load_index(path: str | Path) -> LoadedIndex:
     """An index folder (or the output root holding `index/`) with its ids and record, search params set."""
     path = resolve_index_dir(path)
     record = read_index_record(path)
-    if record is None or not (path / "index.faiss").exists():
+    if record is None or not (path / INDEX_FILE).exists():
         raise MissingInputError(f"no index in {path}: build one with make index FEATURES=...")
-    index = faiss.read_index(str(path / "index.faiss"))
+    index = faiss.read_index(str(path / INDEX_FILE))
     set_search_params(index, record.get("nprobe"), record.get("ef_search", 128), record.get("k_factor", 32))
-    return LoadedIndex(index, pq.read_table(path / "ids.parquet"), record)
+    return LoadedIndex(index, pq.read_table(path / IDS), record)
 
 
 def matches(record: dict | None, fs: FeatureSet, feature: str) -> bool:
     """An index record built from exactly these features (same provenance, feature kind and count)."""
-    return (record is not None and record.get("provenance", {}).get("fingerprint") == fs.provenance["fingerprint"]
+    return (record is not None and same(record.get("provenance", {}), fs.provenance)
             and record.get("feature") == feature and record.get("count") == fs.count)
 
 

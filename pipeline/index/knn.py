@@ -14,11 +14,19 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError, MismatchError, MixedProvenanceError
-from pipeline.index.build import load_index, search, set_search_params
+from pipeline.index.base import set_search_params
+from pipeline.index.build import load_index, search
 from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
-from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, write_graph_record
-from pipeline.provenance import require_same
+from pipeline.layout import (
+    OutputRoot,
+    graph_part_files,
+    graph_part_paths,
+    graph_parts_done,
+    read_graph_record,
+    write_graph_record,
+)
+from pipeline.provenance import require_same, same
 from pipeline.tasks import EXECUTORS, run_tasks
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,7 @@ def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Pat
     k_eff = max(0, min(k, fs.count - 1))  # fewer images than k: every other image, then -1 padding
     with tqdm(total=fs.count, unit="vec", disable=not progress, desc=f"knn k={k}") as bar:
         for part, start, vectors in _parts(fs, feature, part_rows):
-            marker = out / "_done" / f"part-{part:05d}.json"
+            path, marker = graph_part_paths(out, part)
             if marker.exists() or part % worker[1] != worker[0]:
                 bar.update(len(vectors))
                 continue
@@ -104,7 +112,7 @@ def build_graph(fs: FeatureSet, index: faiss.Index, feature: str, out: str | Pat
                               "neighbours": pa.FixedSizeListArray.from_arrays(pa.array(nb.ravel()), k),
                               "similarities": pa.FixedSizeListArray.from_arrays(pa.array(sm.ravel()), k)},
                              schema=knn_schema(k))
-            write_parquet_atomic(table, out / f"part-{part:05d}.parquet")
+            write_parquet_atomic(table, path)
             write_json_atomic({"part": part, "start": start, "rows": len(vectors)}, marker)
             bar.update(len(vectors))
     return out
@@ -129,8 +137,8 @@ def graph_state(fs: FeatureSet, feature: str, k: int, ntotal: int, part_rows: in
 def complete_graph(folder: str | Path, fs: FeatureSet, feature: str, k: int) -> bool:
     """A finished graph of these features with these settings (e.g. made in parallel by `make knn`)."""
     state = read_graph_record(folder)
-    if state is None or (state.get("k"), state.get("count"), state.get("feature"), state.get("fingerprint")) != (
-            k, fs.count, feature, fs.provenance["fingerprint"]):
+    if state is None or not same(state, fs.provenance) or (
+            (state.get("k"), state.get("count"), state.get("feature")) != (k, fs.count, feature)):
         return False
     return graph_parts_done(folder) == -(-fs.count // state["part_rows"])
 
@@ -185,7 +193,7 @@ def _drop_self(ids: np.ndarray, sims: np.ndarray, start: int, k: int) -> tuple[n
 
 def iter_parts(graph: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(ids (n,), neighbours (n, k), similarities (n, k)) of each graph part, in id order."""
-    for path in sorted(Path(graph).glob("part-*.parquet")):
+    for path in graph_part_files(graph):
         t = pq.read_table(path)
         k = t.schema.field("neighbours").type.list_size
         yield (t.column("id").to_numpy(),

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.index.knn import complete_graph, iter_parts
 from pipeline.io.features import FeatureSet
-from pipeline.layout import OutputRoot, read_graph_record
+from pipeline.layout import KNN_DIR, OutputRoot, read_graph_record
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ _ABSENT = -1e30
 def find_graph(fs: FeatureSet) -> Path | None:
     """A finished k-NN graph of exactly these features (any feature kind and k), or None."""
     root = OutputRoot(fs.root)
-    for folder in (root.knn_dir, root.dedup_dir / "knn"):
+    for folder in (root.knn_dir, root.dedup_dir / KNN_DIR):
         record = read_graph_record(folder)
         if record and complete_graph(folder, fs, record.get("feature"), record.get("k")):
             return folder

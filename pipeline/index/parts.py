@@ -6,13 +6,13 @@ import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.index.build import (
-    IndexConfig,
+from pipeline.index.base import (
     choose_factory,
     default_nprobe,
     ivf_of,
@@ -25,6 +25,9 @@ from pipeline.io.features import feature_columns, file_subset, iter_batches, ope
 from pipeline.io.files import atomic_write
 from pipeline.layout import OutputRoot
 from pipeline.tasks import run_tasks
+
+if TYPE_CHECKING:  # annotations only: build.py runs this module's build_index_parts
+    from pipeline.index.build import IndexConfig
 
 log = logging.getLogger(__name__)
 

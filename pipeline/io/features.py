@@ -31,7 +31,7 @@ from pipeline.io.external import (
 from pipeline.io.npy_origin import read_origin
 from pipeline.io.schema import META_FIELDS, feature_schema, read_provenance
 from pipeline.layout import OutputRoot, is_external
-from pipeline.provenance import describe, describe_origin, require_comparable
+from pipeline.provenance import describe, describe_origin, require_comparable, same
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def open_features(root: str | Path, keys: str | Path | None = None) -> FeatureSe
     rows = []
     for path in files:
         prov = read_provenance(path)
-        if prov["fingerprint"] != provenance["fingerprint"]:
+        if not same(prov, provenance):
             raise MixedProvenanceError(
                 f"{path.name} was made with {describe(prov)}, {files[0].name} with {describe(provenance)}; "
                 f"features of two models or preprocessings cannot share one index")

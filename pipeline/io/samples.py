@@ -12,7 +12,7 @@ from pathlib import Path
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from pipeline.io.decode import SampleError
-from pipeline.io.shards import Shard, is_url, shard_id
+from pipeline.io.shards import Shard, open_stream, shard_id
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +49,6 @@ class ShardEnd:
 def failure_row(shard: str, index: int, key: str, err: SampleError) -> dict:
     return {"key": key, "shard": shard, "index": index, "stage": err.stage, "reason": err.reason,
             "detail": err.detail}
-
-
-def open_stream(url: str):
-    """A binary stream for a local path, a `pipe:` command (webdataset) or any fsspec URL."""
-    if url.startswith("pipe:"):
-        from webdataset.gopen import gopen
-
-        return gopen(url, "rb")
-    if is_url(url):
-        import fsspec
-
-        return fsspec.open(url, "rb").open()
-    return open(url.removeprefix("file://"), "rb")
 
 
 def iter_tar(shard: Shard, end: ShardEnd) -> Iterator[dict]:

@@ -76,6 +76,19 @@ def is_url(spec: str) -> bool:
     return spec.startswith("pipe:") or bool(_URL.match(spec)) and not spec.startswith("file://")
 
 
+def open_stream(url: str):
+    """A binary stream for a local path, a `pipe:` command (webdataset) or any fsspec URL."""
+    if url.startswith("pipe:"):
+        from webdataset.gopen import gopen
+
+        return gopen(url, "rb")
+    if is_url(url):
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return open(url.removeprefix("file://"), "rb")
+
+
 def whole_spec(spec: str) -> bool:
     """A `pipe:` command, or a path with white space in it (`my shards/a.tar`: its folder exists, spaces and all),
     is one spec; other white space separates specs."""
@@ -257,8 +270,6 @@ def parquet_units(location: str, image_column: str | None = None, key_column: st
     """A Parquet file as units of work: the whole file, or runs of whole row groups of >= `unit_rows` rows
     (ids `<stem>-rg00000`, by first row group), with its image and key columns resolved."""
     import pyarrow.parquet as pq
-
-    from pipeline.io.samples import open_stream
 
     try:
         with open_stream(location) as stream:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.io.decode import SampleError
+from pipeline.io.features import open_features, read_meta
 from pipeline.io.samples import ShardEnd, iter_samples, pick_image
 from pipeline.layout import OutputRoot
 
@@ -122,7 +123,5 @@ def _pick(sample: dict, item: Item, where: str, image_key: str | None) -> bytes 
 
 def key_locations(root: str | os.PathLike) -> dict[str, Item]:
     """key → (key, shard, index) of an extract root's feature rows (to show images known only by key)."""
-    from pipeline.io.features import open_features, read_meta
-
     meta = read_meta(open_features(root), ("key", "shard", "index"))
     return {k: (k, s, int(i)) for k, s, i in zip(*(meta.column(c).to_pylist() for c in ("key", "shard", "index")))}

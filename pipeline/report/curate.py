@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.layout import OutputRoot, read_summary
+from pipeline.layout import SELECTED, OutputRoot, read_summary
 from pipeline.report.html import esc, fmt_similarity, table_html, tile
 from pipeline.report.search import query_items
 
 if TYPE_CHECKING:
     from pipeline.report.run import Report
 
-SELECTED = "selected.parquet"
 
 
 def curate_section(rep: Report, root: OutputRoot) -> None:

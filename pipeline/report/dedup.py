@@ -17,7 +17,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.dedup.decided import decided_groups
-from pipeline.layout import OutputRoot, graph_parts_done, read_graph_record, read_summary
+from pipeline.layout import (
+    GROUPS,
+    KNN_DIR,
+    OutputRoot,
+    graph_part_files,
+    graph_parts_done,
+    read_graph_record,
+    read_summary,
+)
 from pipeline.report.html import Page, esc, facts_html, fmt_similarity, tile
 from pipeline.report.plots import plot_component_sizes, plot_similarities
 
@@ -69,14 +77,14 @@ def find_knn_graph(root: OutputRoot, feature: str | None, count: int) -> Path | 
     """The k-NN graph behind a dedup, where dedup looks for one: the root's own (`make knn`) first, then the
     one dedup built in its folder. A graph of another feature or another number of images is passed over,
     and so is an unfinished one."""
-    for folder in (root.knn_dir, root.dedup_dir / "knn"):
+    for folder in (root.knn_dir, root.dedup_dir / KNN_DIR):
         if _graph_fits(folder, feature, count):
             return folder
     return None
 
 
 def _graph_fits(folder: Path, feature: str | None, count: int) -> bool:
-    if not any(folder.glob("part-*.parquet")):
+    if not graph_part_files(folder):
         return False
     record = read_graph_record(folder)
     if record is None:  # parts without their record: taken as they are
@@ -88,7 +96,7 @@ def _graph_fits(folder: Path, feature: str | None, count: int) -> bool:
 
 
 def _knn_nearest(graph: Path) -> np.ndarray | None:
-    parts = sorted(graph.glob("part-*.parquet"))
+    parts = graph_part_files(graph)
     if not parts:
         return None
     out = []
@@ -132,7 +140,7 @@ def _dedup_groups(rep: Report, groups: pa.Table) -> tuple[int, int]:
     if total > len(order):
         rep.pages.get(f"dedup-{n_pages}.html", rep.index).add(
             f"<p>{total - len(order)} smaller groups are not shown (--max-groups {cfg.max_groups}); "
-            f"all are in dedup/groups.parquet.</p>")
+            f"all are in dedup/{GROUPS}.</p>")
     if not order:
         rep.index.add("<p>No duplicate groups.</p>")
     return len(order), total
@@ -169,5 +177,5 @@ def _group_html(rep: Report, page: Page, n: int, component: int, rows: list[dict
         page.add(*tile(thumb, caption, kind="keeper" if r["keep"] else "", badge=badge))
     page.add("</div>")
     if size > len(rows):
-        page.add(f"<p>… and {size - len(rows)} more (component {int(component)} in dedup/groups.parquet)</p>")
+        page.add(f"<p>… and {size - len(rows)} more (component {int(component)} in dedup/{GROUPS})</p>")
     page.add("</div>")

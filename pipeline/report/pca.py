@@ -17,9 +17,12 @@ import torch
 from PIL import Image
 
 from pipeline.errors import ConfigError, InputError, MissingInputError
+from pipeline.extract.backbone import create_backbone
 from pipeline.extract.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.device import resolve_device
 from pipeline.io.decode import SampleError, decode_image
 from pipeline.io.files import write_json_atomic
+from pipeline.io.shards import list_image_files
 from pipeline.io.tables import make_folder
 
 log = logging.getLogger(__name__)
@@ -126,10 +129,6 @@ def patch_tokens(backbone, images: torch.Tensor) -> torch.Tensor:
 
 def run_pca(cfg: PcaConfig) -> dict:
     """Write `OUT/<relative path>.png` for each image and `OUT/pca.json`; returns the record."""
-    from pipeline.extract.backbone import create_backbone
-    from pipeline.extract.device import resolve_device
-    from pipeline.io.shards import list_image_files
-
     t0 = time.perf_counter()
     files = list_image_files(cfg.images)[0][:cfg.max_images]
     if not files:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from pipeline.layout import GROUPS
 from pipeline.serve.errors import ServeError
 from pipeline.serve.service import Results, Service, thumb_url
 
@@ -113,7 +114,7 @@ def group(request: Request, component: int) -> dict:
 
 class Decision(BaseModel):
     action: str = Field(description="keeper, not_duplicate or duplicate (undoes not_duplicate)")
-    id: int = Field(ge=0, description="the image's id in groups.parquet")
+    id: int = Field(ge=0, description=f"the image's id in {GROUPS}")
 
 
 @router.post("/api/decisions")

@@ -11,9 +11,12 @@ from starlette.exceptions import HTTPException
 
 from pipeline import __version__
 from pipeline.errors import UserError
+from pipeline.serve.api import router as api_router
 from pipeline.serve.config import LOOPBACK
 from pipeline.serve.errors import ServeError
 from pipeline.serve.guard import BodyTooLarge, Guard
+from pipeline.serve.pages import error_page
+from pipeline.serve.pages import router as page_router
 from pipeline.serve.service import Service
 
 log = logging.getLogger(__name__)
@@ -27,16 +30,11 @@ def wants_json(request: Request) -> bool:
 def error_response(request: Request, status: int, message: str) -> Response:
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
-    from pipeline.serve.pages import error_page
-
     return error_page(request, status, message)
 
 
 def create_app(service: Service) -> Guard:
     """The application serving `service`: pass it to uvicorn (or any ASGI server)."""
-    from pipeline.serve.api import router as api_router
-    from pipeline.serve.pages import router as page_router
-
     app = FastAPI(title="dinocurate", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.include_router(api_router)

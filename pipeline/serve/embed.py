@@ -21,6 +21,7 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import MixedProvenanceError
+from pipeline.index.search import config_from_provenance
 from pipeline.io.decode import DATA_ERRORS, SampleError
 from pipeline.io.features import feature_columns, to_matrix
 from pipeline.provenance import require_same
@@ -72,8 +73,6 @@ def too_many_pixels(what: str, max_pixels: int) -> str:
 def query_config(provenance: dict, device: str, weights: str | None) -> ExtractConfig:
     """The extract config that reproduces the index's features (extras and kept columns included: they are in
     the fingerprint), on `device`; `weights` replaces a weights file that moved."""
-    from pipeline.index.search import config_from_provenance
-
     prov = provenance
     if weights:
         prov = {**provenance, "weights": {**provenance["weights"], "source": "file", "path": weights}}

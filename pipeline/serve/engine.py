@@ -14,9 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError, MissingInputError
-from pipeline.index.build import search, set_search_params
+from pipeline.index.base import set_search_params
+from pipeline.index.build import search
 from pipeline.io.features import shown_similarity
-from pipeline.layout import read_index_record, resolve_index_dir
+from pipeline.layout import IDS, INDEX_FILE, read_index_record, resolve_index_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,15 @@ class ServedIndex:
     def __init__(self, index_dir: str | os.PathLike, mmap: bool = True) -> None:
         folder = resolve_index_dir(index_dir)
         record = read_index_record(folder)
-        if record is None or not (folder / "index.faiss").exists():
+        if record is None or not (folder / INDEX_FILE).exists():
             raise MissingInputError(f"no index in {folder}: build one with make index FEATURES=...")
         self.folder, self.record = folder, record
-        self.index, self.loading = read_index_mapped(folder / "index.faiss", mmap)
+        self.index, self.loading = read_index_mapped(folder / INDEX_FILE, mmap)
         set_search_params(self.index, record.get("nprobe"), record.get("ef_search", 128), record.get("k_factor", 32))
-        ids = pq.read_table(folder / "ids.parquet", columns=["id", "key", "shard", "index"]).combine_chunks()
+        ids = pq.read_table(folder / IDS, columns=["id", "key", "shard", "index"]).combine_chunks()
         if ids.num_rows != self.index.ntotal or not np.array_equal(ids.column("id").to_numpy(),
                                                                    np.arange(ids.num_rows)):
-            raise InputError(f"{folder}: ids.parquet does not hold ids 0..{self.index.ntotal - 1} in order; rebuild "
+            raise InputError(f"{folder}: {IDS} does not hold ids 0..{self.index.ntotal - 1} in order; rebuild "
                              f"the index (make index)")
         self.keys: pa.Array = _array(ids.column("key"))
         encoded = _array(pc.dictionary_encode(ids.column("shard")))

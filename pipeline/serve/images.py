@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.io.decode import DATA_ERRORS, SampleError, thumbnail_jpeg
-from pipeline.io.shards import Shard, is_url
+from pipeline.io.shards import Shard, is_url, open_stream
 from pipeline.layout import OutputRoot
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,6 @@ class SourceImages:
         with self.lock:
             sizes = self.row_groups.get(shard.id)
         if sizes is None:
-            from pipeline.io.samples import open_stream
-
             with closing(open_stream(shard.url)) as stream:
                 meta = pq.ParquetFile(stream).metadata
                 sizes = [meta.row_group(g).num_rows for g in range(*shard.row_groups)]

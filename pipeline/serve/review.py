@@ -22,10 +22,8 @@ from pipeline.dedup.decisions import (
     NOT_DUPLICATE,
     read_decisions,
 )
-from pipeline.layout import OutputRoot
+from pipeline.layout import SELECTED, OutputRoot
 from pipeline.serve.errors import ServeError
-
-SELECTED = "selected.parquet"
 
 
 class ReviewError(ServeError):

@@ -24,7 +24,8 @@ from pipeline.errors import InputError, MissingInputError
 from pipeline.io.features import feature_columns, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.io.schema import read_provenance
-from pipeline.layout import OutputRoot, index_vectors_path
+from pipeline.layout import IDS, OutputRoot, index_vectors_path
+from pipeline.provenance import carries
 from pipeline.serve.engine import ServedIndex
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def vectors_digest(index: ServedIndex) -> str:
     """What the copy depends on: the index's ids (ids.parquet bytes), feature and fingerprint."""
     h = hashlib.sha256(f"{index.provenance['fingerprint']}\0{index.feature}\0".encode())
-    h.update((index.folder / "ids.parquet").read_bytes())
+    h.update((index.folder / IDS).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -62,7 +63,7 @@ class StoredVectors:
         """Build the copy beside the index, or, where the index folder cannot be written (read-only, shared), in
         the temporary folder; returns where it is."""
         try:
-            for stale in self.path.parent.glob(f"vectors-{index.feature}-*.npy"):
+            for stale in self.path.parent.glob(index_vectors_path(index.folder, index.feature, "*").name):
                 stale.unlink()  # a copy for ids that are gone: a cache, not data
             atomic_write(self.path, lambda tmp: self._build(index, tmp, progress))
             return self.path
@@ -87,7 +88,7 @@ class StoredVectors:
         if not path.is_file():
             raise MissingInputError(f"no feature file for shard {shard!r} in {self.layout.features}: the stored "
                                     f"vectors of the index are gone (queries by key need them)")
-        if read_provenance(path)["fingerprint"] != self.fingerprint:
+        if not carries(read_provenance(path), self.fingerprint):
             raise InputError(f"{path} was made with other settings than the index: rebuild the index")
         return path
 

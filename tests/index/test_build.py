@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.index.build import IndexConfig, build_index, choose_factory, ivf_lists, load_index, search
+from pipeline.index.base import choose_factory, ivf_lists
+from pipeline.index.build import IndexConfig, build_index, load_index, search
 from tests.conftest import clustered_vectors, write_feature_root
 
 
