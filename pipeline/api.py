@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from pipeline.curate.export import ExportConfig
 from pipeline.curate.retrieval import CurateConfig
 from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.results import AgainstResult, DedupResult, FolderDedupResult, SweepResult
 from pipeline.errors import UserError
 from pipeline.evaluate.run import EvalConfig
 from pipeline.extract.config import ExtractConfig
@@ -33,7 +34,8 @@ from pipeline.report.run import ReportConfig
 
 __all__ = [
     "ExtractConfig", "IndexConfig", "KnnConfig", "DedupConfig", "CurateConfig", "ExportConfig", "EvalConfig",
-    "ReportConfig", "ExtractStats", "IndexResult", "KnnResult", "DedupResult", "FolderDedupResult",
+    "ReportConfig", "ExtractStats", "IndexResult", "KnnResult", "DedupResult", "AgainstResult", "SweepResult",
+    "FolderDedupResult",
     "CurateResult", "ExportResult", "EvalResult", "ReportResult", "UserError",
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
@@ -49,32 +51,6 @@ class IndexResult:
     feature: str
     seconds: float
     record: dict = field(repr=False)
-
-
-@dataclass(frozen=True)
-class DedupResult:
-    images: int
-    kept: int
-    duplicates: int  # removed as copies of a kept image
-    contaminated: int  # removed as near-copies of the reference set
-    groups: int  # components with more than one image
-    largest_group: int
-    reasons: dict[str, int]
-    groups_path: Path  # dedup/groups.parquet: one row per image
-    warning: str | None
-    record: dict = field(repr=False)
-
-    def table(self) -> pa.Table:
-        """groups.parquet: key, shard, index, id, component, component_size, keep, nearest_*, reason."""
-        return pq.read_table(self.groups_path)
-
-
-@dataclass(frozen=True)
-class FolderDedupResult:
-    extract: ExtractStats
-    dedup: DedupResult | None  # None when some shards could not be read: rerun to retry them
-    csv: Path | None  # duplicates.csv: each duplicate file with the file kept
-    duplicate_files: int
 
 
 @dataclass(frozen=True)
@@ -160,18 +136,12 @@ def search(index_dir: str | Path, query: str | Path, k: int = 10) -> pa.Table:
     return run_search(str(index_dir), str(query), k)
 
 
-def _dedup_result(cfg: DedupConfig, summary: dict) -> DedupResult:
-    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).dedup_dir
-    return DedupResult(summary["images"], summary["kept"], summary["duplicates_removed"],
-                       summary["contaminated_removed"], summary["groups"], summary["largest_component"],
-                       summary["reasons"], out / "groups.parquet", summary.get("warning"), summary)
-
-
-def dedup(cfg: DedupConfig) -> DedupResult:
-    """Exact, perceptual and embedding near-duplicates → components → one keeper each (nothing deleted)."""
+def dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
+    """Exact, perceptual and embedding near-duplicates → components → one keeper each (nothing deleted); with
+    `cfg.against`, new images against a processed collection; with `cfg.sweep`, a dry run per threshold."""
     from pipeline.dedup.run import run_dedup
 
-    return _dedup_result(cfg, run_dedup(cfg))
+    return run_dedup(cfg)
 
 
 def dedup_images(extract_cfg: ExtractConfig, cfg: DedupConfig | None = None) -> FolderDedupResult:
@@ -180,10 +150,7 @@ def dedup_images(extract_cfg: ExtractConfig, cfg: DedupConfig | None = None) -> 
 
     from pipeline.dedup.run import dedup_images as run
 
-    cfg = replace(cfg or DedupConfig(features=extract_cfg.out), features=extract_cfg.out)
-    done = run(extract_cfg, cfg)
-    result = _dedup_result(cfg, done.summary) if done.summary is not None else None
-    return FolderDedupResult(done.extract, result, done.csv, done.duplicates)
+    return run(extract_cfg, replace(cfg or DedupConfig(features=extract_cfg.out), features=extract_cfg.out))
 
 
 def curate(cfg: CurateConfig) -> CurateResult:

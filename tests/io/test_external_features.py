@@ -260,14 +260,14 @@ def test_dedup_on_an_npy_uses_embedding_edges_only_and_says_why(planted, caplog)
                                         progress=False))
     assert "exact and perceptual stages are skipped" in caplog.text
     skipped = {"edges": 0, "skipped": "no image hashes (features made elsewhere)"}
-    assert summary["stages"]["exact"] == skipped and summary["stages"]["phash"] == skipped
+    assert summary.record["stages"]["exact"] == skipped and summary.record["stages"]["phash"] == skipped
     groups = pq.read_table(path.parent / "emb.npy.dinocurate" / "dedup" / "groups.parquet").to_pydict()
     x16 = unit(x.astype(np.float16).astype(np.float32))
     sims = np.triu(x16 @ x16.T, 1)
     pairs = {tuple(p) for p in np.argwhere(sims > 0.95).tolist()}
     assert pairs == {(3, 50), (17, 51), (40, 52)}  # the brute-force truth at this threshold
     removed = [i for i, k in enumerate(groups["keep"]) if not k]
-    assert removed == [50, 51, 52] and summary["removed"] == 3  # no pixels known: the smaller key is kept
+    assert removed == [50, 51, 52] and summary.record["removed"] == 3  # no pixels known: the smaller key is kept
     assert [groups["nearest_key"][i] for i in removed] == [keys[3], keys[17], keys[40]]
     assert {groups["reason"][i] for i in removed} == {"embedding"} and groups["shard"] == [None] * 60
 

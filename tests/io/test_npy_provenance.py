@@ -171,7 +171,7 @@ def test_curate_and_evaluate_see_random_weights_through_the_npy(exported, tmp_pa
 
 def test_dedup_library_on_the_npy_matches_the_root(exported):
     """Through the .npy as on the root: random weights, the embedding stage off."""
-    on_npy = run_dedup(DedupConfig(features=str(exported), progress=False))
-    on_root = run_dedup(DedupConfig(features=str(exported.parents[1] / "root"), progress=False))
+    on_npy = run_dedup(DedupConfig(features=str(exported), progress=False)).record
+    on_root = run_dedup(DedupConfig(features=str(exported.parents[1] / "root"), progress=False)).record
     assert on_npy["stages"]["embedding"]["skipped"] == on_root["stages"]["embedding"]["skipped"] == "random weights"
     assert on_npy["weights"] == on_root["weights"] and on_npy["removed"] == on_root["removed"] == 0
