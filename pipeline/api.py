@@ -27,8 +27,9 @@ from pipeline.errors import UserError
 from pipeline.evaluate.run import EvalConfig
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats
-from pipeline.index.build import IndexConfig, LoadedIndex, load_index
-from pipeline.index.knn import KnnConfig, KnnResult
+from pipeline.index.build import LoadedIndex, load_index
+from pipeline.index.config import IndexConfig, KnnConfig
+from pipeline.index.results import IndexResult, KnnResult
 from pipeline.layout import OutputRoot
 from pipeline.report.run import ReportConfig
 
@@ -40,17 +41,6 @@ __all__ = [
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
 ]
-
-
-@dataclass(frozen=True)
-class IndexResult:
-    path: Path  # the index folder: index.faiss, ids.parquet, index.json
-    factory: str
-    count: int
-    dim: int
-    feature: str
-    seconds: float
-    record: dict = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -111,10 +101,7 @@ def index(cfg: IndexConfig) -> IndexResult:
     """A Faiss index over an extract output (automatic type by size and memory, or `cfg.factory`)."""
     from pipeline.index.build import run_index
 
-    record = run_index(cfg)
-    path = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).index_dir
-    return IndexResult(path, record["factory"], record["count"], record["dim"], record["feature"],
-                       record["build_seconds"], record)
+    return run_index(cfg)
 
 
 def open_index(path: str | Path) -> LoadedIndex:

@@ -234,7 +234,7 @@ def test_index_and_knn_on_an_npy_equal_brute_force_and_write_beside_it(planted):
     from pipeline.index.knn import KnnConfig, iter_parts, run_knn
 
     path, x, keys = planted
-    record = run_index(IndexConfig(features=str(path), keys=str(path.parent / "keys.txt"), progress=False))
+    record = run_index(IndexConfig(features=str(path), keys=str(path.parent / "keys.txt"), progress=False)).record
     out = path.parent / "emb.npy.dinocurate"
     assert record["factory"] == "Flat" and record["count"] == 60 and record["provenance"]["source"] == "external"
     loaded = load_index(out / "index")
