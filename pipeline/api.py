@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.curate.export import ExportConfig
-from pipeline.curate.retrieval import CurateConfig
+from pipeline.curate.config import CurateConfig, ExportConfig
+from pipeline.curate.results import CurateResult, ExportResult
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.results import AgainstResult, DedupResult, FolderDedupResult, SweepResult
 from pipeline.errors import UserError
@@ -30,7 +29,6 @@ from pipeline.extract.runner import ExtractStats
 from pipeline.index.build import LoadedIndex, load_index
 from pipeline.index.config import IndexConfig, KnnConfig
 from pipeline.index.results import IndexResult, KnnResult
-from pipeline.layout import OutputRoot
 from pipeline.report.run import ReportConfig
 
 __all__ = [
@@ -41,27 +39,6 @@ __all__ = [
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
 ]
-
-
-@dataclass(frozen=True)
-class CurateResult:
-    pool: int
-    selected: int
-    sources: dict[str, dict]  # per seed set: queries, mode, why, selected, unique
-    selected_path: Path  # curate/selected.parquet
-    record: dict = field(repr=False)
-
-    def table(self) -> pa.Table:
-        return pq.read_table(self.selected_path)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    out: Path
-    samples: int
-    shards: list[str]
-    rejected: int
-    record: dict = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -144,19 +121,14 @@ def curate(cfg: CurateConfig) -> CurateResult:
     """LVD-142M retrieval from a pool near named seed sets, or balanced sampling."""
     from pipeline.curate.retrieval import run_curate
 
-    summary = run_curate(cfg)
-    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.pool).curate_dir
-    return CurateResult(summary["pool"], summary["selected"], summary["sources"], out / "selected.parquet",
-                        summary)
+    return run_curate(cfg)
 
 
 def export(cfg: ExportConfig) -> ExportResult:
     """A selection (dedup keepers or curate selection) copied byte for byte into new webdataset shards."""
     from pipeline.curate.export import run_export
 
-    manifest = run_export(cfg)
-    return ExportResult(Path(cfg.out), manifest["samples"], [s["name"] for s in manifest["shards"]],
-                        len(manifest["rejected"]), manifest)
+    return run_export(cfg)
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:

@@ -419,7 +419,7 @@ def test_round_trip_export_npy_then_curate_balanced_selects_the_same_images(extr
     on_npy = run_curate(CurateConfig(pool=str(emb), balanced=10, progress=False))
     a = pq.read_table(tmp_path / "root_curate" / "selected.parquet")
     b = pq.read_table(tmp_path / "emb" / "emb.npy.dinocurate" / "curate" / "selected.parquet")
-    assert on_root["selected"] == on_npy["selected"] == 10
+    assert on_root.record["selected"] == on_npy.record["selected"] == 10
     assert b.column("id").to_pylist() == a.column("id").to_pylist()
     assert b.column("cluster").to_pylist() == a.column("cluster").to_pylist()
     assert b.column("key").to_pylist() == [str(i) for i in a.column("id").to_pylist()]  # row-number keys

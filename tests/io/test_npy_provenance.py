@@ -163,7 +163,7 @@ def test_curate_and_evaluate_see_random_weights_through_the_npy(exported, tmp_pa
     from pipeline.evaluate.run import EvalConfig, run_evaluate
 
     summary = run_curate(CurateConfig(pool=str(exported), balanced=10, out=str(tmp_path / "c"), progress=False))
-    assert any("random weights" in note for note in summary["notes"])
+    assert any("random weights" in note for note in summary.record["notes"])
     results = run_evaluate(EvalConfig(features=(str(exported),), keys=str(exported.with_name("keys.parquet")),
                                       ks=(5,), linear=False, out=str(tmp_path / "ev")))
     assert "random weights" in results["runs"][0]["note"]
