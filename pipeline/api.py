@@ -23,7 +23,8 @@ from pipeline.curate.results import CurateResult, ExportResult
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.results import AgainstResult, DedupResult, FolderDedupResult, SweepResult
 from pipeline.errors import UserError
-from pipeline.evaluate.run import EvalConfig
+from pipeline.evaluate.config import EvalConfig
+from pipeline.evaluate.results import EvalResult
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats
 from pipeline.index.build import LoadedIndex, load_index
@@ -39,14 +40,6 @@ __all__ = [
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
 ]
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    path: Path  # results.json or compare.json
-    runs: list[dict]  # per feature root and kind: knn.by_k[].top1/top5, linear.top1/top5
-    text: str  # the side-by-side table the CLI prints
-    record: dict = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -133,10 +126,9 @@ def export(cfg: ExportConfig) -> ExportResult:
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """Weighted k-NN and linear-probe accuracy of frozen features."""
-    from pipeline.evaluate.run import format_results, run_evaluate
+    from pipeline.evaluate.run import run_evaluate
 
-    results = run_evaluate(cfg)
-    return EvalResult(Path(results["path"]), results["runs"], format_results(results), results)
+    return run_evaluate(cfg)
 
 
 def report(cfg: ReportConfig) -> ReportResult:

@@ -295,14 +295,14 @@ def test_evaluate_on_an_npy_with_keys_and_a_labels_file(planted, tmp_path):
     labels.write_text("key,label\n" + "".join(f"{k},{k.split('/')[0]}\n" for k in keys))
     results = run_evaluate(EvalConfig(features=(str(path),), keys=str(path.parent / "keys.txt"), labels=str(labels),
                                       ks=(5,), linear=False))
-    assert Path(results["path"]) == path.parent / "emb.npy.dinocurate" / "eval" / "results.json"
-    assert results["labels"]["used"] == 60 and results["labels"]["val_exact_copies_in_train"] == 0
-    run = results["runs"][0]
+    assert results.path == path.parent / "emb.npy.dinocurate" / "eval" / "results.json"
+    assert results.record["labels"]["used"] == 60 and results.record["labels"]["val_exact_copies_in_train"] == 0
+    run = results.record["runs"][0]
     assert run["provenance"]["source"] == "external" and run["dim"] == 64
     # folder labels come from the keys too: the same split and numbers
     again = run_evaluate(EvalConfig(features=(str(path),), keys=str(path.parent / "keys.txt"), ks=(5,),
                                     linear=False, out=str(tmp_path / "again")))
-    assert again["runs"][0]["knn"]["by_k"][0]["top1"] == run["knn"]["by_k"][0]["top1"]
+    assert again.record["runs"][0]["knn"]["by_k"][0]["top1"] == run["knn"]["by_k"][0]["top1"]
     with pytest.raises(InputError, match="folder part"):  # row-number keys: no ImageFolder classes
         run_evaluate(EvalConfig(features=(str(path),), ks=(5,), linear=False, out=str(tmp_path / "x")))
 

@@ -166,7 +166,7 @@ def test_curate_and_evaluate_see_random_weights_through_the_npy(exported, tmp_pa
     assert any("random weights" in note for note in summary.record["notes"])
     results = run_evaluate(EvalConfig(features=(str(exported),), keys=str(exported.with_name("keys.parquet")),
                                       ks=(5,), linear=False, out=str(tmp_path / "ev")))
-    assert "random weights" in results["runs"][0]["note"]
+    assert "random weights" in results.record["runs"][0]["note"]
 
 
 def test_dedup_library_on_the_npy_matches_the_root(exported):
