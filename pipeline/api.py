@@ -12,7 +12,6 @@ Each result holds the figures people read (counts, paths) as attributes and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,8 @@ from pipeline.extract.runner import ExtractStats
 from pipeline.index.build import LoadedIndex, load_index
 from pipeline.index.config import IndexConfig, KnnConfig
 from pipeline.index.results import IndexResult, KnnResult
-from pipeline.report.run import ReportConfig
+from pipeline.report.config import ReportConfig
+from pipeline.report.results import ReportResult
 
 __all__ = [
     "ExtractConfig", "IndexConfig", "KnnConfig", "DedupConfig", "CurateConfig", "ExportConfig", "EvalConfig",
@@ -40,15 +40,6 @@ __all__ = [
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
 ]
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    page: Path  # report/index.html
-    sections: list[str]
-    pages: int
-    thumbnails: int
-    record: dict = field(repr=False)
 
 
 def extract(cfg: ExtractConfig) -> ExtractStats:
@@ -135,5 +126,4 @@ def report(cfg: ReportConfig) -> ReportResult:
     """A self-contained HTML report of an output root."""
     from pipeline.report.run import run_report
 
-    info = run_report(cfg)
-    return ReportResult(Path(info["report"]), info["sections"], info["pages"], info["thumbnails"], info)
+    return run_report(cfg)
