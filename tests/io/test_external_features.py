@@ -322,7 +322,7 @@ def test_export_npy_streams_what_read_matrix_gives_and_writes_keys(tmp_path):
     x = clustered_vectors(23, 8, 3) * 5
     keys = write_feature_root(tmp_path / "root", x, per_shard=10, dtype="float16")
     done = run_export_npy(ExportNpyConfig(features=str(tmp_path / "root"), out=str(tmp_path / "emb"), batch_rows=4,
-                                          feature="concat", progress=False))
+                                          feature="concat", progress=False)).record
     assert listing(tmp_path / "emb") == ["emb.npy", "emb.provenance.json", "keys.parquet"]  # no temporary left
     emb = np.load(tmp_path / "emb" / "emb.npy")
     expected = read_matrix(open_features(tmp_path / "root"), "concat")
@@ -339,13 +339,13 @@ def test_export_npy_streams_what_read_matrix_gives_and_writes_keys(tmp_path):
     about = json.loads(table.schema.metadata[EXPORT_KEY])
     assert about["normalised"] and about["feature"] == "concat" and about["provenance"]["model"] == "test"
     half = run_export_npy(ExportNpyConfig(features=str(tmp_path / "root"), out=str(tmp_path / "half"),
-                                          dtype="float16", progress=False))
+                                          dtype="float16", progress=False)).record
     emb16 = np.load(tmp_path / "half" / "emb.npy", mmap_mode="r")
     assert emb16.dtype == np.float16 and half["feature"] == "cls"
     np.testing.assert_allclose(emb16, read_matrix(open_features(tmp_path / "root"), "cls"), atol=1e-3)
     # an .npy in: keys only
     again = run_export_npy(ExportNpyConfig(features=str(tmp_path / "half" / "emb.npy"), out=str(tmp_path / "again"),
-                                           keys=str(tmp_path / "half" / "keys.parquet"), progress=False))
+                                           keys=str(tmp_path / "half" / "keys.parquet"), progress=False)).record
     assert pq.read_table(again["keys"]).column_names == ["id", "key"]
     assert pq.read_table(again["keys"]).column("key").to_pylist() == keys
 
@@ -412,7 +412,7 @@ def extracted(tmp_path_factory) -> Path:
 def test_round_trip_export_npy_then_curate_balanced_selects_the_same_images(extracted, tmp_path):
     from pipeline.curate.retrieval import CurateConfig, run_curate
 
-    done = run_export_npy(ExportNpyConfig(features=str(extracted), out=str(tmp_path / "emb"), progress=False))
+    done = run_export_npy(ExportNpyConfig(features=str(extracted), out=str(tmp_path / "emb"), progress=False)).record
     emb = tmp_path / "emb" / "emb.npy"
     on_root = run_curate(CurateConfig(pool=str(extracted), balanced=10, out=str(tmp_path / "root_curate"),
                                       progress=False))

@@ -95,7 +95,7 @@ def test_a_sidecar_of_other_bytes_is_ignored_with_a_warning(exported, caplog):
 
 def test_an_export_of_an_export_keeps_the_provenance(exported, tmp_path):
     again = run_export_npy(ExportNpyConfig(features=str(exported), out=str(tmp_path / "again"),
-                                           keys=str(exported.with_name("keys.parquet")), progress=False))
+                                           keys=str(exported.with_name("keys.parquet")), progress=False)).record
     fs = open_features(again["emb"])
     assert is_random(fs.provenance) and fs.provenance["model"] == "vit_test"
     assert fs.provenance["origin"]["fingerprint"] == open_features(exported.parents[1] / "root").provenance[
