@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.bench.run import format_bench, run_bench
 
     cfg = config_from(BenchConfig, args)
-    print(format_bench(run_bench(cfg)))
-    print(f"-> {cfg.out}/bench.json, {cfg.out}/bench.png")
+    done = run_bench(cfg)
+    print(format_bench(done.record))
+    print(f"-> {done.path}, {done.plot}")
     return 0
 
 
