@@ -551,7 +551,7 @@ def main() -> None:
         with Stage("dedup", stages):
             summary = run_dedup(DedupConfig(features=str(root), out=str(dedup_dir), k=args.k,
                                             threshold=args.threshold, phash_distance=args.phash_distance,
-                                            memory_budget_gb=args.memory_budget_gb, progress=progress))
+                                            memory_budget_gb=args.memory_budget_gb, progress=progress)).record
     finally:
         timer.restore()
     stages["dedup"]["breakdown"] = timer.report()
