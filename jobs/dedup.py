@@ -143,19 +143,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(done: DedupResult) -> None:
-    record = done.record
     print(f"dedup: {done.images} images, {done.groups} groups of copies, {done.duplicates} duplicates, "
           f"{done.contaminated} contaminated, {done.kept} kept")
     print(f"  by reason: {json.dumps(done.reasons)}; largest group: {done.largest_group}")
-    print(f"  weights: {weights_text(record)}; stages: "
+    print(f"  weights: {weights_text(done.weights)}; stages: "
           + ", ".join(f"{k} {v.get('edges', 0)} edges" + (f" (skipped: {v['skipped']})" if "skipped" in v else "")
                       + (f" (+{v['edges_excluded']} touching excluded images, not used)"
                          if v.get("edges_excluded") else "")
-                      for k, v in record["stages"].items()))
-    if "where" in record:
-        print(f"  --where {record['where']['expression']}: {record['where']['excluded']} of {done.images} "
+                      for k, v in done.stages.items()))
+    if done.where is not None:
+        print(f"  --where {done.where['expression']}: {done.where['excluded']} of {done.images} "
               f"images excluded (compared with nothing, kept)")
-    keep = record.get("keep", {})
+    keep = done.keep
     if keep.get("policy") == "quality":
         unread = f"; {keep['unreadable']} grouped files could not be checked" if keep.get("unreadable") else ""
         print(f"  kept per group: the best copy (pixels, colour, sharpness, compression, EXIF, age, path){unread}")
@@ -167,10 +166,9 @@ def print_summary(done: DedupResult) -> None:
     print(f"  {done.groups_path}, {done.summary_path}")
 
 
-def weights_text(summary: dict) -> str:
+def weights_text(weights: dict | None) -> str:
     """The weights' source (`random`, `hub`, `file`, ...), or that features made elsewhere do not say."""
-    weights = summary.get("weights") or {}
-    if not weights.get("source"):
+    if not (weights or {}).get("source"):
         return "unknown (features made elsewhere, no export-npy provenance)"
     return str(weights["source"])
 

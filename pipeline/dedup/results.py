@@ -28,6 +28,10 @@ class DedupResult:
     summary_path: Path  # dedup/summary.json
     warning: str | None
     seconds: float
+    stages: dict[str, dict]  # per kind of edge (exact, phash, embedding, reference): edges, or why skipped
+    keep: dict  # the keep policy and what it read (policy, seed, clusters, unreadable ...)
+    where: dict | None  # --where: expression, excluded
+    weights: dict | None  # the features' weights record (None: made elsewhere, unknown)
     record: dict = field(repr=False)
 
     def table(self) -> pa.Table:

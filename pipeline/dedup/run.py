@@ -125,7 +125,8 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
     return DedupResult(summary["images"], summary["kept"], summary["duplicates_removed"],
                        summary["contaminated_removed"], summary["groups"], summary["largest_component"],
                        summary["reasons"], out / "groups.parquet", out / SUMMARY, summary.get("warning"),
-                       summary["seconds"], summary)
+                       summary["seconds"], summary["stages"], summary["keep"], summary.get("where"),
+                       summary["weights"], summary)
 
 
 REFERENCE_NEEDS = ("--reference takes the extract output root of an evaluation set, made with the pool's model, "
