@@ -35,8 +35,7 @@ from pipeline.report.results import ReportResult
 __all__ = [
     "ExtractConfig", "IndexConfig", "KnnConfig", "DedupConfig", "CurateConfig", "ExportConfig", "EvalConfig",
     "ReportConfig", "ExtractStats", "IndexResult", "KnnResult", "DedupResult", "AgainstResult", "SweepResult",
-    "FolderDedupResult",
-    "CurateResult", "ExportResult", "EvalResult", "ReportResult", "UserError",
+    "FolderDedupResult", "CurateResult", "ExportResult", "EvalResult", "ReportResult", "UserError",
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
 ]
