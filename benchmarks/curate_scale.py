@@ -93,7 +93,7 @@ def main() -> None:
     for mode in ("sample", "cluster"):
         t0 = time.perf_counter()
         summary = run_curate(CurateConfig(pool=args.pool, queries=(("seeds", str(seeds)),), mode=mode,
-                                          out=str(out / mode), clusters=args.clusters, progress=False))
+                                          out=str(out / mode), clusters=args.clusters, progress=False)).record
         selected = pq.read_table(out / mode / "selected.parquet", columns=["id"]).column("id").to_numpy()
         results[mode] = {"seconds": round(time.perf_counter() - t0, 1), "selected": summary["selected"],
                          "seed_sources_selected": round(float(np.isin(sources, selected).mean()), 4),

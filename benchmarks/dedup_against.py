@@ -105,13 +105,14 @@ def main() -> None:
         "params": {**vars(args)}, "generate": generated,
         "seconds": {"collection_dedup_once": old_s, "against": against_s, "full_rerun": full_s},
         "speedup_full_over_against": round(full_s / against_s, 2) if against_s else None,
-        "against": {k: against[k] for k in ("images", "collection", "kept", "duplicates_of_old", "duplicates_of_new")},
+        "against": {k: against.record[k]
+                    for k in ("images", "collection", "kept", "duplicates_of_old", "duplicates_of_new")},
         "planted": {"copies_of_old": len(expected_old), "found_as_duplicate_of_their_source": found_old,
                     "copies_of_new": len(expected_new), "grouped_with_their_new_source": found_new},
         "agreement_with_full_run": {"new_rows_grouped_full": len(grouped_full),
                                     "new_rows_grouped_against": len(grouped_against),
                                     "same": len(grouped_full & grouped_against)},
-        "full_run": {k: full[k] for k in ("images", "kept", "removed", "groups")},
+        "full_run": {k: full.record[k] for k in ("images", "kept", "removed", "groups")},
     }
     (out / "dedup_against.json").write_text(json.dumps(result, indent=2) + "\n")
     s = result["seconds"]

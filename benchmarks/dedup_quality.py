@@ -147,7 +147,7 @@ def dedup_stage(features: Path, stage: str, args: argparse.Namespace, phash_dist
                threshold=args.threshold, phash_distance=phash_distance)
     if stage.startswith("exact+phash"):
         cfg.update(embedding=False)
-    summary = run_dedup(DedupConfig(**cfg))
+    summary = run_dedup(DedupConfig(**cfg)).record
     return pd.read_parquet(Path(cfg["out"]) / "groups.parquet"), summary
 
 

@@ -457,6 +457,7 @@ def main() -> None:
     import faiss
 
     from pipeline.dedup import edges as dedup_edges
+    from pipeline.dedup import found as dedup_found
     from pipeline.dedup import groups as dedup_groups
     from pipeline.dedup import run as dedup_run
     from pipeline.dedup.config import DedupConfig
@@ -544,14 +545,14 @@ def main() -> None:
                  "phash_candidate_edges", "embedding_edges", "knn_graph", "load_index", "build_index",
                  "build_graph", "read_edges", "rescored_edges", "exact_cosine", "components", "choose_keepers",
                  "nearest_and_reason", "contaminated_ids", "write_parquet_atomic", "summarize"):
-        for module in (dedup_run, dedup_edges, dedup_groups):  # whichever of these the dedup modules have
+        for module in (dedup_run, dedup_found, dedup_edges, dedup_groups):  # whichever of them call it
             if callable(getattr(module, name, None)):
                 timer.wrap(module, name)
     try:
         with Stage("dedup", stages):
             summary = run_dedup(DedupConfig(features=str(root), out=str(dedup_dir), k=args.k,
                                             threshold=args.threshold, phash_distance=args.phash_distance,
-                                            memory_budget_gb=args.memory_budget_gb, progress=progress))
+                                            memory_budget_gb=args.memory_budget_gb, progress=progress)).record
     finally:
         timer.restore()
     stages["dedup"]["breakdown"] = timer.report()

@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.bench.run import format_bench, run_bench
 
     cfg = config_from(BenchConfig, args)
-    result = run_bench(cfg)
-    print(format_bench(result))
-    print(f"-> {cfg.out}/bench.json, {cfg.out}/bench.png")
+    done = run_bench(cfg)
+    print(format_bench(done.record))
+    print(f"-> {done.path}, {done.plot}")
     if args.record:
         from pipeline.bench.perfpage import append_row, bench_row
 
-        append_row(args.record, bench_row(result, shlex.join(["python", "-m", "jobs.bench", *sys.argv[1:]])))
+        append_row(args.record, bench_row(done.record, shlex.join(["python", "-m", "jobs.bench", *sys.argv[1:]])))
         print(f"-> {args.record} (one row more; make perf-page redraws docs/PERFORMANCE.md)")
     return 0
 

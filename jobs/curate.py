@@ -26,7 +26,7 @@ The pool is usually deduplicated and decontaminated first (python -m jobs.dedup)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.curate.retrieval import CurateConfig
+    from pipeline.curate.config import CurateConfig
 
     p.add_argument("--pool", required=True, metavar="POOL", help="the uncurated pool: " + FEATURES_HELP)
     add_keys_arg(p, CurateConfig)
@@ -72,21 +72,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.curate.retrieval import CurateConfig, parse_queries, run_curate
-    from pipeline.layout import OutputRoot
+    from pipeline.curate.config import CurateConfig
+    from pipeline.curate.retrieval import parse_queries, run_curate
 
-    cfg = config_from(CurateConfig, args, queries=parse_queries(args.queries))
-    summary = run_curate(cfg)
-    print(f"curate: {summary['selected']} of {summary['pool']} pool images selected in {summary['seconds']:.1f} s")
-    for name, info in summary["sources"].items():
+    done = run_curate(config_from(CurateConfig, args, queries=parse_queries(args.queries)))
+    print(f"curate: {done.selected} of {done.pool} pool images selected in {done.seconds:.1f} s")
+    for name, info in done.sources.items():
         print(f"  {name}: {info['queries']} queries, {info['mode']}-based ({info['why']}); "
               f"{info['selected']} selected, {info['unique']} only by this source")
-    if "balanced" in summary:
-        b = summary["balanced"]
+    if done.balanced is not None:
+        b = done.balanced
         print(f"  balanced: {b['selected']} images; levels {b['levels']}, resampling steps {b['resample_steps']}, "
               f"{b['sampling']} at the leaves; top-level cluster sizes pool "
               f"{b['top_cluster_sizes_pool'][:8]}... selected {b['top_cluster_sizes_selected'][:8]}...")
-    print(f"  {cfg.out or OutputRoot.for_features(cfg.pool).curate_dir}/selected.parquet, summary.json")
+    print(f"  {done.selected_path}, {done.summary_path.name}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from jobs._args import (
     FEATURE_METAVAR,
@@ -17,6 +18,9 @@ from jobs._args import (
     parsed,
 )
 from jobs._cli import run_command
+
+if TYPE_CHECKING:
+    from pipeline.dedup.results import DedupResult, SweepResult
 
 EPILOG = """examples:
   python -m jobs.dedup --images ~/Pictures --out out/pictures      # extract (cached), index, dedup, duplicates.csv
@@ -98,6 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.dedup.config import DedupConfig
+    from pipeline.dedup.results import AgainstResult, SweepResult
 
     if args.images:
         from pipeline.dedup.run import dedup_images
@@ -110,76 +115,73 @@ def run(args: argparse.Namespace) -> int:
         extract = config_from(ExtractConfig, args, out=args.root)
         folder = dedup_images(extract, config_from(DedupConfig, args, features=extract.out))
         print(f"extract: {folder.extract.summary()}")
-        if folder.summary is None:
+        if folder.dedup is None:
             print(f"  {len(folder.extract.failed)} shards could not be read: rerun the same command to retry them")
             return 1
-        if args.sweep:
-            print_sweep(folder.summary)
+        if isinstance(folder.dedup, SweepResult):
+            print_sweep(folder.dedup)
             return 0
-        print_summary(folder.summary, extract.out)
-        print(f"  {folder.csv}: {folder.duplicates} duplicate files, each with the file kept (nothing was deleted)")
+        print_summary(folder.dedup)
+        print(f"  {folder.csv}: {folder.duplicate_files} duplicate files, each with the file kept (nothing was "
+              f"deleted)")
         return 0
     from pipeline.dedup.run import run_dedup
     from pipeline.layout import OutputRoot
 
     root = OutputRoot(args.root) if args.root else OutputRoot.for_features(args.features)
-    summary = run_dedup(config_from(DedupConfig, args, out=str(root.dedup_dir) if args.root else None))
-    if args.sweep:
-        print_sweep(summary)
-        return 0
-    if args.against:
-        print(f"dedup against {summary['against']} ({summary['collection']} images): {summary['images']} new images, "
-              f"{summary['kept']} kept, {summary['duplicates_of_old']} duplicates of the collection, "
-              f"{summary['duplicates_of_new']} of other new images")
-        print(f"  by reason: {json.dumps(summary['reasons'])}; "
-              f"-> {root.dedup_dir}/against.parquet")
-        return 0
-    print_summary(summary, str(root.root))
+    done = run_dedup(config_from(DedupConfig, args, out=str(root.dedup_dir) if args.root else None))
+    if isinstance(done, SweepResult):
+        print_sweep(done)
+    elif isinstance(done, AgainstResult):
+        print(f"dedup against {done.against} ({done.collection} images): {done.images} new images, "
+              f"{done.kept} kept, {done.duplicates_of_old} duplicates of the collection, "
+              f"{done.duplicates_of_new} of other new images")
+        print(f"  by reason: {json.dumps(done.reasons)}; -> {done.against_path}")
+    else:
+        print_summary(done)
     return 0
 
 
-def print_summary(summary: dict, root: str) -> None:
-    print(f"dedup: {summary['images']} images, {summary['groups']} groups of copies, "
-          f"{summary['duplicates_removed']} duplicates, {summary['contaminated_removed']} contaminated, "
-          f"{summary['kept']} kept")
-    print(f"  by reason: {json.dumps(summary['reasons'])}; largest group: {summary['largest_component']}")
-    print(f"  weights: {weights_text(summary)}; stages: "
+def print_summary(done: DedupResult) -> None:
+    print(f"dedup: {done.images} images, {done.groups} groups of copies, {done.duplicates} duplicates, "
+          f"{done.contaminated} contaminated, {done.kept} kept")
+    print(f"  by reason: {json.dumps(done.reasons)}; largest group: {done.largest_group}")
+    print(f"  weights: {weights_text(done.weights)}; stages: "
           + ", ".join(f"{k} {v.get('edges', 0)} edges" + (f" (skipped: {v['skipped']})" if "skipped" in v else "")
                       + (f" (+{v['edges_excluded']} touching excluded images, not used)"
                          if v.get("edges_excluded") else "")
-                      for k, v in summary["stages"].items()))
-    if "where" in summary:
-        print(f"  --where {summary['where']['expression']}: {summary['where']['excluded']} of {summary['images']} "
+                      for k, v in done.stages.items()))
+    if done.where is not None:
+        print(f"  --where {done.where['expression']}: {done.where['excluded']} of {done.images} "
               f"images excluded (compared with nothing, kept)")
-    keep = summary.get("keep", {})
+    keep = done.keep
     if keep.get("policy") == "quality":
         unread = f"; {keep['unreadable']} grouped files could not be checked" if keep.get("unreadable") else ""
         print(f"  kept per group: the best copy (pixels, colour, sharpness, compression, EXIF, age, path){unread}")
     elif keep.get("policy", "largest") != "largest":
         over = f" over {keep['clusters']} k-means clusters" if "clusters" in keep else ""
         print(f"  kept per group: {keep['policy']}{over} (seed {keep['seed']})")
-    if "warning" in summary:
-        print(f"  WARNING: {summary['warning']}")
-    print(f"  {root}/dedup/groups.parquet, {root}/dedup/summary.json")
+    if done.warning:
+        print(f"  WARNING: {done.warning}")
+    print(f"  {done.groups_path}, {done.summary_path}")
 
 
-def weights_text(summary: dict) -> str:
+def weights_text(weights: dict | None) -> str:
     """The weights' source (`random`, `hub`, `file`, ...), or that features made elsewhere do not say."""
-    weights = summary.get("weights") or {}
-    if not weights.get("source"):
+    if not (weights or {}).get("source"):
         return "unknown (features made elsewhere, no export-npy provenance)"
     return str(weights["source"])
 
 
-def print_sweep(record: dict) -> None:
+def print_sweep(sweep: SweepResult) -> None:
     from pipeline.dedup.sweep import format_sweep
 
     fixed = [label for name, label in (("exact", "exact"), ("phash", "pHash"))
-             if "skipped" not in record["stages"][name]]  # features made elsewhere have no image hashes
-    print(f"dedup sweep (dry run): {record['images']} images, k = {record['k']} neighbours each, "
+             if "skipped" not in sweep.stages[name]]  # features made elsewhere have no image hashes
+    print(f"dedup sweep (dry run): {sweep.images} images, k = {sweep.k} neighbours each, "
           + (f"{' and '.join(fixed)} edges at every threshold" if fixed else "embedding edges only"))
-    print(format_sweep(record["sweep"]))
-    print(f"  {record['path']} (nothing else written; removed counts at low thresholds are lower bounds when "
+    print(format_sweep(sweep.rows))
+    print(f"  {sweep.path} (nothing else written; removed counts at low thresholds are lower bounds when "
           f"k is small, as for separate runs with the same k)")
 
 

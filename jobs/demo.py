@@ -14,7 +14,7 @@ the photos: ../shared/data/pkgimages when present, else 12 made offline from mat
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.extract.demo import DemoConfig
+    from pipeline.extract.config import DemoConfig
 
     option(p, DemoConfig, "out", "demo folder (default: %(default)s)")
     add_model_args(p, DemoConfig,
@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.extract.demo import DemoConfig, format_demo, run_demo
+    from pipeline.extract.config import DemoConfig
+    from pipeline.extract.demo import format_demo, run_demo
 
     result = run_demo(config_from(DemoConfig, args))
     print(format_demo(result))

@@ -24,7 +24,7 @@ keys present in every feature set are used, so every column sees the same images
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.evaluate.run import EvalConfig
+    from pipeline.evaluate.config import EvalConfig
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", metavar="FEATURES", help=FEATURES_HELP)
@@ -51,12 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.evaluate.run import EvalConfig, format_results, run_evaluate
+    from pipeline.evaluate.config import EvalConfig
+    from pipeline.evaluate.run import run_evaluate
 
     roots = tuple(args.compare) if args.compare else (args.features,)
-    results = run_evaluate(config_from(EvalConfig, args, features=roots, ks=tuple(sorted(set(args.ks)))))
-    print(format_results(results))
-    print(f"-> {results['path']}")
+    done = run_evaluate(config_from(EvalConfig, args, features=roots, ks=tuple(sorted(set(args.ks)))))
+    print(done.text)
+    print(f"-> {done.path}")
     return 0
 
 

@@ -15,7 +15,7 @@ Every member of each sample is copied byte for byte; unsafe member names are ref
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.curate.export import ExportConfig
+    from pipeline.curate.config import ExportConfig
 
     p.add_argument("--selection", required=True, help="dedup/groups.parquet (keepers) or curate/selected.parquet")
     p.add_argument("--out", required=True, help="folder for the new shards, shards.txt and manifest.json")
@@ -34,16 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.curate.export import ExportConfig, run_export
+    from pipeline.curate.config import ExportConfig
+    from pipeline.curate.export import run_export
 
-    manifest = run_export(config_from(ExportConfig, args))
-    if manifest.get("format") == "uids":
-        print(f"export: {manifest['samples']} keys -> {args.out}/uids.npy, keys.txt ({manifest['uids']})")
+    done = run_export(config_from(ExportConfig, args))
+    if done.format == "uids":
+        print(f"export: {done.samples} keys -> {args.out}/uids.npy, keys.txt ({done.uids})")
         return 0
-    print(f"export: {manifest['samples']} samples in {len(manifest['shards'])} shards -> {args.out}/ "
-          f"(manifest.json)")
-    if manifest["rejected"]:
-        print(f"  {len(manifest['rejected'])} samples refused for unsafe member names (listed in manifest.json)")
+    print(f"export: {done.samples} samples in {len(done.shards)} shards -> {args.out}/ (manifest.json)")
+    if done.rejected:
+        print(f"  {done.rejected} samples refused for unsafe member names (listed in manifest.json)")
         return 1
     return 0
 

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.io.npy_export import ExportNpyConfig, run_export_npy
 
     done = run_export_npy(config_from(ExportNpyConfig, args))
-    print(f"export-npy: {done['rows']} × {done['dim']} {done['dtype']} ({done['feature']}, L2-normalised) in "
-          f"{done['seconds']:.1f} s -> {done['emb']}, {done['keys']}, {done['provenance_file']}")
+    print(f"export-npy: {done.rows} × {done.dim} {done.dtype} ({done.feature}, L2-normalised) in "
+          f"{done.seconds:.1f} s -> {done.emb}, {done.keys}, {done.provenance_file}")
     return 0
 
 

@@ -22,7 +22,7 @@ writes FEATURES/index/{index.faiss, ids.parquet, index.json} (or --out)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.index.build import IndexConfig
+    from pipeline.index.config import IndexConfig
 
     p.add_argument("--features", required=True, metavar="FEATURES", help=FEATURES_HELP)
     add_keys_arg(p, IndexConfig)
@@ -46,18 +46,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.index.build import IndexConfig, run_index
-    from pipeline.layout import OutputRoot
+    from pipeline.index.build import run_index
+    from pipeline.index.config import IndexConfig
 
-    record = run_index(config_from(IndexConfig, args))
-    out = args.out or OutputRoot.for_features(args.features).index_dir
-    if args.update and record.get("updates"):
-        last = record["updates"][-1]
-        print(f"index: added {last['added']} vectors of {len(last['shards'])} new shards in {last['seconds']:.1f} s; "
-              f"{record['count']} in all -> {out}")
+    done = run_index(config_from(IndexConfig, args))
+    if done.added is not None:
+        print(f"index: added {done.added} vectors of {done.added_shards} new shards in {done.seconds:.1f} s; "
+              f"{done.count} in all -> {done.path}")
         return 0
-    print(f"index: {record['factory']} over {record['count']} × {record['dim']} ({record['feature']}) in "
-          f"{record['build_seconds']:.1f} s -> {out}")
+    print(f"index: {done.factory} over {done.count} × {done.dim} ({done.feature}) in {done.seconds:.1f} s -> "
+          f"{done.path}")
     return 0
 
 

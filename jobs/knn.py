@@ -13,7 +13,7 @@ writes FEATURES/knn/part-NNNNN.parquet (id, neighbours, similarities); a rerun r
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.index.knn import KnnConfig
+    from pipeline.index.config import KnnConfig
 
     p.add_argument("--features", required=True, metavar="FEATURES", help=FEATURES_HELP + "; with an index")
     add_keys_arg(p, KnnConfig)
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.index.knn import KnnConfig, run_knn
+    from pipeline.index.config import KnnConfig
+    from pipeline.index.knn import run_knn
 
     result = run_knn(config_from(KnnConfig, args))
     print(f"knn: k={result.k} graph of {result.images} images -> {result.graph}")

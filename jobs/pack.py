@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.io.pack import PackConfig, run_pack
 
-    paths = run_pack(config_from(PackConfig, args))
-    print(f"pack: {len(paths)} shards in {args.out}/ (list: {args.out}/shards.txt)")
+    done = run_pack(config_from(PackConfig, args))
+    print(f"pack: {len(done.shards)} shards in {args.out}/ (list: {done.shard_list})")
     return 0
 
 

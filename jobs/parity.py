@@ -32,10 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.bench.parity import format_parity, run_parity_check
 
     cfg = config_from(ParityConfig, args)
-    record = run_parity_check(cfg)
-    print(format_parity(record))
-    print(f"-> {cfg.out}/parity.json")
-    return 0 if record["pass"] else 1
+    done = run_parity_check(cfg)
+    print(format_parity(done.record))
+    print(f"-> {done.path}")
+    return 0 if done.passed else 1
 
 
 def main(argv: list[str] | None = None) -> None:

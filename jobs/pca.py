@@ -16,7 +16,7 @@ patches of all the images together (at most --max-images), so the same part gets
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.report.pca import PcaConfig
+    from pipeline.report.config import PcaConfig
 
     p.add_argument("--images", required=True, metavar="DIR", help="a folder of images (read recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the PNGs go")
@@ -32,12 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.report.pca import PcaConfig, run_pca
+    from pipeline.report.config import PcaConfig
+    from pipeline.report.pca import run_pca
 
-    record = run_pca(config_from(PcaConfig, args))
-    print(f"pca: {len(record['written'])} images, {record['grid'][0]}×{record['grid'][1]} patches each, "
-          f"explained variance {record['explained_variance_ratio']}, {len(record['failures'])} skipped "
-          f"-> {args.out}")
+    done = run_pca(config_from(PcaConfig, args))
+    print(f"pca: {len(done.written)} images, {done.grid[0]}×{done.grid[1]} patches each, "
+          f"explained variance {done.explained_variance_ratio}, {len(done.failures)} skipped -> {args.out}")
     return 0
 
 

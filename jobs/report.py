@@ -17,7 +17,7 @@ self-contained (no server, no network) and can be copied or opened with a browse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.report.run import ReportConfig
+    from pipeline.report.config import ReportConfig
 
     p.add_argument("--out", required=True, metavar="OUT", help="an extract output root")
     option(p, ReportConfig, "report", "report folder (default: OUT/report)", metavar="DIR")
@@ -34,13 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.report.run import ReportConfig, run_report
+    from pipeline.report.config import ReportConfig
+    from pipeline.report.run import run_report
 
-    info = run_report(config_from(ReportConfig, args))
-    missing = sum(info["unavailable"].values())
-    print(f"report: {', '.join(info['sections']) or 'nothing to report'}; {info['pages']} pages, "
-          f"{info['thumbnails']} thumbnails" + (f", {missing} images unavailable {info['unavailable']}"
-                                               if missing else "") + f" -> {info['report']}")
+    done = run_report(config_from(ReportConfig, args))
+    missing = sum(done.unavailable.values())
+    print(f"report: {', '.join(done.sections) or 'nothing to report'}; {done.pages} pages, "
+          f"{done.thumbnails} thumbnails" + (f", {missing} images unavailable {done.unavailable}"
+                                             if missing else "") + f" -> {done.page}")
     return 0
 
 

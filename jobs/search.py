@@ -14,7 +14,7 @@ Image queries are extracted with the model, weights and preprocessing the index 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.index.search import SearchConfig
+    from pipeline.index.config import SearchConfig
 
     p.add_argument("--index", required=True, help="index folder (or the extract output holding index/)")
     p.add_argument("--query", required=True, help="an image, an image folder, shard specs, or an extract output")
@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.index.search import SearchConfig, format_results, run_search, write_results
+    from pipeline.index.config import SearchConfig
+    from pipeline.index.search import format_results, run_search, write_results
 
     cfg = config_from(SearchConfig, args)
     table = run_search(cfg.index, cfg.query, cfg.k)

@@ -12,107 +12,33 @@ Each result holds the figures people read (counts, paths) as attributes and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.curate.export import ExportConfig
-from pipeline.curate.retrieval import CurateConfig
+from pipeline.curate.config import CurateConfig, ExportConfig
+from pipeline.curate.results import CurateResult, ExportResult
 from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.results import AgainstResult, DedupResult, FolderDedupResult, SweepResult
 from pipeline.errors import UserError
-from pipeline.evaluate.run import EvalConfig
+from pipeline.evaluate.config import EvalConfig
+from pipeline.evaluate.results import EvalResult
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import ExtractStats
-from pipeline.index.build import IndexConfig, LoadedIndex, load_index
-from pipeline.index.knn import KnnConfig, KnnResult
-from pipeline.layout import GROUPS, SELECTED, OutputRoot
-from pipeline.report.run import ReportConfig
+from pipeline.index.build import LoadedIndex, load_index
+from pipeline.index.config import IndexConfig, KnnConfig
+from pipeline.index.results import IndexResult, KnnResult
+from pipeline.report.config import ReportConfig
+from pipeline.report.results import ReportResult
 
 __all__ = [
     "ExtractConfig", "IndexConfig", "KnnConfig", "DedupConfig", "CurateConfig", "ExportConfig", "EvalConfig",
-    "ReportConfig", "ExtractStats", "IndexResult", "KnnResult", "DedupResult", "FolderDedupResult",
-    "CurateResult", "ExportResult", "EvalResult", "ReportResult", "UserError",
+    "ReportConfig", "ExtractStats", "IndexResult", "KnnResult", "DedupResult", "AgainstResult", "SweepResult",
+    "FolderDedupResult", "CurateResult", "ExportResult", "EvalResult", "ReportResult", "UserError",
     "extract", "features", "index", "open_index", "knn", "search", "dedup", "dedup_images", "curate", "export",
     "evaluate", "report",
 ]
-
-
-@dataclass(frozen=True)
-class IndexResult:
-    path: Path  # the index folder: index.faiss, ids.parquet, index.json
-    factory: str
-    count: int
-    dim: int
-    feature: str
-    seconds: float
-    record: dict = field(repr=False)
-
-
-@dataclass(frozen=True)
-class DedupResult:
-    images: int
-    kept: int
-    duplicates: int  # removed as copies of a kept image
-    contaminated: int  # removed as near-copies of the reference set
-    groups: int  # components with more than one image
-    largest_group: int
-    reasons: dict[str, int]
-    groups_path: Path  # dedup/groups.parquet: one row per image
-    warning: str | None
-    record: dict = field(repr=False)
-
-    def table(self) -> pa.Table:
-        """groups.parquet: key, shard, index, id, component, component_size, keep, nearest_*, reason."""
-        return pq.read_table(self.groups_path)
-
-
-@dataclass(frozen=True)
-class FolderDedupResult:
-    extract: ExtractStats
-    dedup: DedupResult | None  # None when some shards could not be read: rerun to retry them
-    csv: Path | None  # duplicates.csv: each duplicate file with the file kept
-    duplicate_files: int
-
-
-@dataclass(frozen=True)
-class CurateResult:
-    pool: int
-    selected: int
-    sources: dict[str, dict]  # per seed set: queries, mode, why, selected, unique
-    selected_path: Path  # curate/selected.parquet
-    record: dict = field(repr=False)
-
-    def table(self) -> pa.Table:
-        return pq.read_table(self.selected_path)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    out: Path
-    samples: int
-    shards: list[str]
-    rejected: int
-    record: dict = field(repr=False)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    path: Path  # results.json or compare.json
-    runs: list[dict]  # per feature root and kind: knn.by_k[].top1/top5, linear.top1/top5
-    text: str  # the side-by-side table the CLI prints
-    record: dict = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    page: Path  # report/index.html
-    sections: list[str]
-    pages: int
-    thumbnails: int
-    record: dict = field(repr=False)
 
 
 def extract(cfg: ExtractConfig) -> ExtractStats:
@@ -135,10 +61,7 @@ def index(cfg: IndexConfig) -> IndexResult:
     """A Faiss index over an extract output (automatic type by size and memory, or `cfg.factory`)."""
     from pipeline.index.build import run_index
 
-    record = run_index(cfg)
-    path = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).index_dir
-    return IndexResult(path, record["factory"], record["count"], record["dim"], record["feature"],
-                       record["build_seconds"], record)
+    return run_index(cfg)
 
 
 def open_index(path: str | Path) -> LoadedIndex:
@@ -160,18 +83,12 @@ def search(index_dir: str | Path, query: str | Path, k: int = 10) -> pa.Table:
     return run_search(str(index_dir), str(query), k)
 
 
-def _dedup_result(cfg: DedupConfig, summary: dict) -> DedupResult:
-    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features).dedup_dir
-    return DedupResult(summary["images"], summary["kept"], summary["duplicates_removed"],
-                       summary["contaminated_removed"], summary["groups"], summary["largest_component"],
-                       summary["reasons"], out / GROUPS, summary.get("warning"), summary)
-
-
-def dedup(cfg: DedupConfig) -> DedupResult:
-    """Exact, perceptual and embedding near-duplicates → components → one keeper each (nothing deleted)."""
+def dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
+    """Exact, perceptual and embedding near-duplicates → components → one keeper each (nothing deleted); with
+    `cfg.against`, new images against a processed collection; with `cfg.sweep`, a dry run per threshold."""
     from pipeline.dedup.run import run_dedup
 
-    return _dedup_result(cfg, run_dedup(cfg))
+    return run_dedup(cfg)
 
 
 def dedup_images(extract_cfg: ExtractConfig, cfg: DedupConfig | None = None) -> FolderDedupResult:
@@ -180,42 +97,32 @@ def dedup_images(extract_cfg: ExtractConfig, cfg: DedupConfig | None = None) -> 
 
     from pipeline.dedup.run import dedup_images as run
 
-    cfg = replace(cfg or DedupConfig(features=extract_cfg.out), features=extract_cfg.out)
-    done = run(extract_cfg, cfg)
-    result = _dedup_result(cfg, done.summary) if done.summary is not None else None
-    return FolderDedupResult(done.extract, result, done.csv, done.duplicates)
+    return run(extract_cfg, replace(cfg or DedupConfig(features=extract_cfg.out), features=extract_cfg.out))
 
 
 def curate(cfg: CurateConfig) -> CurateResult:
     """LVD-142M retrieval from a pool near named seed sets, or balanced sampling."""
     from pipeline.curate.retrieval import run_curate
 
-    summary = run_curate(cfg)
-    out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.pool).curate_dir
-    return CurateResult(summary["pool"], summary["selected"], summary["sources"], out / SELECTED,
-                        summary)
+    return run_curate(cfg)
 
 
 def export(cfg: ExportConfig) -> ExportResult:
     """A selection (dedup keepers or curate selection) copied byte for byte into new webdataset shards."""
     from pipeline.curate.export import run_export
 
-    manifest = run_export(cfg)
-    return ExportResult(Path(cfg.out), manifest["samples"], [s["name"] for s in manifest["shards"]],
-                        len(manifest["rejected"]), manifest)
+    return run_export(cfg)
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """Weighted k-NN and linear-probe accuracy of frozen features."""
-    from pipeline.evaluate.run import format_results, run_evaluate
+    from pipeline.evaluate.run import run_evaluate
 
-    results = run_evaluate(cfg)
-    return EvalResult(Path(results["path"]), results["runs"], format_results(results), results)
+    return run_evaluate(cfg)
 
 
 def report(cfg: ReportConfig) -> ReportResult:
     """A self-contained HTML report of an output root."""
     from pipeline.report.run import run_report
 
-    info = run_report(cfg)
-    return ReportResult(Path(info["report"]), info["sections"], info["pages"], info["thumbnails"], info)
+    return run_report(cfg)

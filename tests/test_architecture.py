@@ -307,6 +307,51 @@ def test_no_stage_imports_a_later_stage():
                       "bench; top-level modules import only pipeline.io):\n" + "\n".join(hits))
 
 
+def run_functions(path: Path) -> list[ast.FunctionDef]:
+    """The public module-level `run_*` functions of a module: each stage's entry point."""
+    return [node for node in parse(path).body if isinstance(node, ast.FunctionDef) and node.name.startswith("run_")]
+
+
+def returns_dict(annotation: ast.expr | None) -> bool:
+    """`-> dict`, `-> dict[str, ...]`, `-> "dict"`, or a union holding one of them."""
+    if annotation is None:
+        return False
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        annotation = ast.parse(annotation.value, mode="eval").body
+    if isinstance(annotation, ast.BinOp):
+        return returns_dict(annotation.left) or returns_dict(annotation.right)
+    if isinstance(annotation, ast.Subscript):
+        annotation = annotation.value
+    return isinstance(annotation, ast.Name) and annotation.id in ("dict", "Dict")
+
+
+def test_every_stage_returns_a_typed_result():
+    """A stage's `run_*` returns its frozen result dataclass (counts, paths, seconds, the record as `record`),
+    never a bare dict that the CLI and the API would each read by key."""
+    unannotated, dicts = [], []
+    for path in modules(PIPELINE):
+        for fn in run_functions(path):
+            where = f"{rel(path)}:{fn.lineno} {fn.name}"
+            if fn.returns is None:
+                unannotated.append(where)
+            elif returns_dict(fn.returns):
+                dicts.append(where)
+    assert not unannotated, "run_* functions without a return annotation:\n" + "\n".join(unannotated)
+    assert not dicts, "run_* functions returning a dict (return the stage's *Result dataclass):\n" + \
+        "\n".join(dicts)
+
+
+# commands that item 5 of issue 27 moves out of io/ into their stages; their configs follow them there
+CONFIGS_ELSEWHERE = ("PackConfig", "ExportNpyConfig")
+
+
+def test_every_config_lives_in_its_stages_config_module():
+    stray = [f"{rel(path)}:{node.lineno} {node.name}" for path in modules(PIPELINE) if path.name != "config.py"
+             for node in parse(path).body if isinstance(node, ast.ClassDef) and node.name.endswith("Config")
+             and node.name not in CONFIGS_ELSEWHERE]
+    assert not stray, "*Config classes outside their stage's config.py:\n" + "\n".join(stray)
+
+
 @pytest.mark.parametrize("path", modules(PIPELINE, JOBS), ids=rel)
 def test_every_module_opens_with_a_one_line_summary(path):
     doc = ast.get_docstring(parse(path), clean=False)
@@ -332,6 +377,12 @@ def test_checkers_on_made_up_code(tmp_path, monkeypatch):
     assert may_import("facade", "report") and not may_import("report", "facade") and not may_import("top", "facade")
     assert stage_of("pipeline.dedup.run") == "dedup" and stage_of("numpy") is None
     assert is_private("_x") and not is_private("__version__") and not is_private("x")
+    returned = {fn.name: returns_dict(fn.returns) for fn in ast.parse(
+        "def run_a() -> dict: ...\ndef run_b() -> dict[str, int]: ...\ndef run_c() -> 'dict': ...\n"
+        "def run_d() -> A | dict: ...\ndef run_e() -> DedupResult: ...\ndef run_f() -> list[dict]: ...\n"
+        "def run_g(): ...\n").body}
+    assert returned == {"run_a": True, "run_b": True, "run_c": True, "run_d": True, "run_e": False,
+                        "run_f": False, "run_g": False}
     tree = ast.parse('"""Doc."""\nX = "a/config.json"\ndef f():\n    """summary.json here is a docstring."""\n')
     docs = docstring_nodes(tree)
     found = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs]

@@ -115,4 +115,4 @@ def test_curate_on_copydays_pool_selects_each_seeds_exact_copies(tmp_path):
     for group in chosen:
         copies = {p.relative_to(root).as_posix() for p in group}
         assert copies <= selected, f"missing exact copies {copies - selected}"
-    assert summary["sources"]["seeds"]["queries"] == 5
+    assert summary.record["sources"]["seeds"]["queries"] == 5

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from pipeline.bench.config import ParityConfig
+from pipeline.bench.results import ParityResult
 from pipeline.bench.throughput import real_batch
 from pipeline.errors import MissingInputError
 from pipeline.extract.backbone import Backbone, create_backbone
@@ -122,8 +123,8 @@ def parity_photos(cfg: ParityConfig, work: Path) -> tuple[list[Path], str]:
     return files, "generated"
 
 
-def run_parity_check(cfg: ParityConfig, flags: set[str] | None = None) -> dict:
-    """Every pair on real photos (CPU vs the accelerator when one is here); writes and returns `parity.json`.
+def run_parity_check(cfg: ParityConfig, flags: set[str] | None = None) -> ParityResult:
+    """Every pair on real photos (CPU vs the accelerator when one is here); writes `parity.json`, returns it as record.
     `flags`: the CPU's kernel flags, which decide what `--precision auto` is here (None: read /proc/cpuinfo)."""
     ecfg = ExtractConfig(out="unused", images="unused", model=cfg.model, weights=cfg.weights,
                          model_kwargs=cfg.model_kwargs, resolution=cfg.resolution, device="cpu", precision="fp32")
@@ -140,7 +141,7 @@ def run_parity_check(cfg: ParityConfig, flags: set[str] | None = None) -> dict:
               "auto": {"precision": auto, "why": why, "pair": auto_pair(auto), "trivial": auto == "fp32"},
               "pass": all(r["pass"] for r in rows)}
     (work / "parity.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return ParityResult(work / "parity.json", record["pass"], rows, record)
 
 
 def format_parity(record: dict) -> str:

@@ -45,6 +45,7 @@ from pipeline.bench.machine import (
     matmul_limits,
 )
 from pipeline.bench.paired import InRunReference
+from pipeline.bench.results import BenchResult
 from pipeline.bench.throughput import (
     backbone_throughput,
     dynamic_resolution,
@@ -114,8 +115,8 @@ def prepare_shards(work: Path, limit: int, photos: str | None = None) -> tuple[s
     return str(shards / "shards.txt"), files
 
 
-def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
-    """Measure, write `bench.json` and `bench.png` into `cfg.out`, and return the record. `flags`: the CPU's
+def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> BenchResult:
+    """Measure, write `bench.json` and `bench.png` into `cfg.out`, and return them with the record. `flags`: the CPU's
     kernel flags (None: read /proc/cpuinfo); they decide the default precisions, the int8 limit and `auto`."""
     work = make_folder(cfg.out)
     shards, files = prepare_shards(work, cfg.images, cfg.photos)
@@ -166,7 +167,7 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> dict:
         result["dynamic_resolution"] = dynamic_resolution(ecfg, files[:DYNAMIC_PHOTOS])
     (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, work / "bench.png")
-    return result
+    return BenchResult(work / "bench.json", work / "bench.png", result["headline"], result)
 
 
 def measure_precision(cfg: BenchConfig, ecfg: ExtractConfig, backbone: Backbone, flops: float,

@@ -20,7 +20,7 @@ from pipeline.curate.vectors import ArraySource, FeatureSource, VectorSource
 from pipeline.io.features import FeatureSet, read_matrix
 
 if TYPE_CHECKING:
-    from pipeline.curate.retrieval import CurateConfig
+    from pipeline.curate.config import CurateConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -16,8 +15,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 from webdataset import TarWriter
 
+from pipeline.curate.config import ExportConfig
+from pipeline.curate.results import ExportResult
 from pipeline.dedup.decided import decided_groups
-from pipeline.errors import ConfigError, InputError, MissingInputError, SelectionError
+from pipeline.errors import InputError, MissingInputError, SelectionError
 from pipeline.index.rows import where_mask
 from pipeline.io.features import open_features, read_meta
 from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -30,23 +31,6 @@ from pipeline.layout import GROUPS, SELECTED, OutputRoot, read_summary
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    selection: str  # dedup/groups.parquet (rows with keep) or curate/selected.parquet (all rows)
-    out: str
-    features: str | None = None  # the extract output root the selection refers to (default: inferred)
-    shard_size: int = 1000
-    prefix: str = "export"
-    progress: bool = True
-    format: str = "webdataset"  # or "uids": the selection's keys as DataComp-style uids.npy + keys.txt
-    where: str | None = None  # --where EXPR over the source's rows: only matching selected rows are exported
-
-    def __post_init__(self) -> None:
-        if self.format not in EXPORT_FORMATS:
-            raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {self.format!r}")
-
-
-EXPORT_FORMATS = ("webdataset", "uids")
 UID_DTYPE = np.dtype("u8,u8")  # DataComp's subset files: a 128-bit uid as two big-endian halves, sorted
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 
@@ -146,12 +130,13 @@ def check_selection(path: str) -> None:
                                 f"{' or '.join(SELECTION_FILES)}")
 
 
-def run_export(cfg: ExportConfig) -> dict:
-    """Stream the source shards once, copy the selected samples; returns the manifest. With format "uids":
-    only the keys, as subset files (`export_uids`)."""
+def run_export(cfg: ExportConfig) -> ExportResult:
+    """Stream the source shards once, copy the selected samples; returns the counts and the manifest as record.
+    With format "uids": only the keys, as subset files (`export_uids`)."""
     check_selection(cfg.selection)
     if cfg.format == "uids":
-        return export_uids(cfg)
+        manifest = export_uids(cfg)
+        return ExportResult(Path(cfg.out), cfg.format, manifest["samples"], [], 0, manifest["uids"], manifest)
     root = source_root(cfg)
     wanted, where = selected_rows(cfg)
     known = set(zip(*(read_meta(open_features(root), ("shard", "index", "key")).column(c).to_pylist()
@@ -223,7 +208,8 @@ def run_export(cfg: ExportConfig) -> dict:
     if not_found:
         raise SelectionError(f"{len(not_found)} selected samples are not in their source shards (changed since "
                              f"extraction?): {', '.join(not_found[:20])}")
-    return manifest
+    return ExportResult(out, cfg.format, manifest["samples"], [s["name"] for s in manifest["shards"]],
+                        len(rejected), None, manifest)
 
 
 def _to_record(sample: dict, shard: Shard) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import faiss
@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.curate.balanced import balanced_selection
-from pipeline.curate.cluster import SAMPLING
-from pipeline.curate.hkmeans import resolve_plan
-from pipeline.errors import ConfigError, InputError
+from pipeline.curate.config import CurateConfig
+from pipeline.curate.results import CurateResult
+from pipeline.errors import InputError
 from pipeline.index.build import IndexConfig, find_or_build_index, search
 from pipeline.index.kmeans import assign, kmeans
 from pipeline.index.rows import search_within, where_mask
@@ -27,7 +27,7 @@ from pipeline.io.features import (
     shown_similarity,
 )
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import INDEX_DIR, SELECTED, OutputRoot, write_summary
+from pipeline.layout import INDEX_DIR, SELECTED, SUMMARY, OutputRoot, write_summary
 from pipeline.provenance import is_random
 
 log = logging.getLogger(__name__)
@@ -37,50 +37,6 @@ SELECTED_SCHEMA = pa.schema([
     ("source", pa.string()), ("mode", pa.string()), ("query", pa.string()), ("cluster", pa.int64()),
     ("similarity", pa.float32()),
 ])
-
-
-@dataclass(frozen=True)
-class CurateConfig:
-    pool: str  # extract output root of the (deduplicated) uncurated pool, or a .npy / Parquet made elsewhere
-    keys: str | None = None  # a .npy pool's keys, one a line (default: row numbers)
-    queries: tuple[tuple[str, str], ...] = ()  # (source name, extract output root of its seed set)
-    out: str | None = None  # default: <pool>/curate
-    mode: str = "auto"  # sample | cluster | auto
-    where: str | None = None  # --where EXPR: only matching pool rows may be selected (io/where.py)
-    feature: str = "cls"
-    k: int = 4  # sample-based: neighbours per query (LVD-142M: 4; 32 for ImageNet-1k)
-    min_similarity: float = 0.0
-    clusters: int | None = None  # cluster-based: k-means clusters on the pool (default ≈ N / 500)
-    min_queries: int = 3  # a cluster contributes when more than this many queries fall in it
-    per_cluster: int = 10_000
-    max_per_source: int = 1_000_000
-    auto_threshold: int = 100_000  # seed sets at least this large are sample-based under --mode auto
-    balanced: int | None = None  # target size: hierarchical k-means + balanced sampling, no seeds needed
-    levels: int | None = None  # hierarchical k-means levels (default by pool size: curate/hkmeans.py TIERS)
-    levels_k: tuple[int, ...] = ()  # clusters per level, finest first (overrides levels)
-    resample_steps: tuple[int, ...] = ()  # per level, or one for all (default: 10 or 3 on the leaves, 0 above)
-    resample_size: tuple[int, ...] = ()  # items kept per cluster in a step (default: half the mean cluster size)
-    sampling: str = "random"  # at the leaves: random | closest (to the leaf centroid)
-    memory_budget_gb: float = 4.0
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("auto", "sample", "cluster"):
-            raise ConfigError(f"mode must be auto, sample or cluster, got {self.mode!r}")
-        if not self.queries and self.balanced is None:
-            raise ConfigError("give seed sets (QUERIES=name=OUT,...) or --balanced TARGET_SIZE")
-        names = [n for n, _ in self.queries]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"seed set names must be unique: {names}")
-        if self.levels is not None and self.levels < 1:
-            raise ConfigError(f"--levels must be at least 1, got {self.levels}")
-        if self.levels and self.levels_k and self.levels != len(self.levels_k):
-            raise ConfigError(f"--levels {self.levels} but --levels-k gives {len(self.levels_k)} levels: give one")
-        if self.sampling not in SAMPLING:
-            raise ConfigError(f"--sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
-        if self.levels_k or self.levels:  # the plan is checked now; its default sizes depend on the pool
-            resolve_plan(10**6, self.levels, self.levels_k, self.resample_steps, self.resample_size)
 
 
 def parse_queries(specs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -146,8 +102,9 @@ def cluster_based(centroids: np.ndarray, labels: np.ndarray, queries: np.ndarray
                     "queries_per_cluster": {str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)}}
 
 
-def run_curate(cfg: CurateConfig) -> dict:
-    """Write `curate/selected.parquet` (one row per selected pool image) and `curate/summary.json`."""
+def run_curate(cfg: CurateConfig) -> CurateResult:
+    """Write `curate/selected.parquet` (one row per selected pool image) and `curate/summary.json`; returns the
+    counts, paths and summary record."""
     t0 = time.perf_counter()
     pool = open_features(cfg.pool, cfg.keys)
     if pool.count == 0:
@@ -228,7 +185,8 @@ def run_curate(cfg: CurateConfig) -> dict:
     summary.update({"selected": int(len(ids)), "seconds": round(time.perf_counter() - t0, 3),
                     "pool_root": str(Path(cfg.pool).resolve())})
     write_summary(out, summary)
-    return summary
+    return CurateResult(pool.count, summary["selected"], summary["sources"], summary.get("balanced"),
+                        out / SELECTED, out / SUMMARY, summary["seconds"], summary)
 
 
 def _offer(rows: dict[int, dict], i: int, row: dict) -> None:

@@ -21,10 +21,11 @@ from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_ma
 from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.keeper import choose, source_reader
+from pipeline.dedup.results import AgainstResult
 from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import INDEX_DIR, OutputRoot, write_summary
+from pipeline.layout import INDEX_DIR, SUMMARY, OutputRoot, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,11 @@ AGAINST_SCHEMA = pa.schema([
 NAMES = {KIND_ORDER[EXACT]: EXACT, KIND_ORDER[PHASH]: PHASH, KIND_ORDER[EMBEDDING]: EMBEDDING}
 
 
-def run_dedup_against(cfg: DedupConfig) -> dict:
+def run_dedup_against(cfg: DedupConfig) -> AgainstResult:
     """Write `dedup/against.parquet` (one row per new image) and `dedup/summary.json` in the new root; returns the
-    summary. Cost: the new images' own dedup, plus their search in the old collection (its index is built once
-    and reused), a pHash range search of new against old hashes, and a hash lookup per new image."""
+    counts, paths and summary record. Cost: the new images' own dedup, plus their search in the old collection
+    (its index is built once and reused), a pHash range search of new against old hashes, and a hash lookup per
+    new image."""
     t0 = time.perf_counter()
     new, old = open_features(cfg.features, cfg.keys), open_features(cfg.against)
     check_same_provenance(new, old)
@@ -139,7 +141,9 @@ def run_dedup_against(cfg: DedupConfig) -> dict:
         "seconds": round(time.perf_counter() - t0, 3),
     }
     write_summary(out, summary)
-    return summary
+    return AgainstResult(n, old.count, Path(summary["against"]), summary["kept"], summary["duplicates_of_old"],
+                         summary["duplicates_of_new"], summary["reasons"], out / "against.parquet",
+                         out / SUMMARY, summary["seconds"], summary)
 
 
 def _add(src: list, dst: list, kind: list, pairs: list[tuple[int, int]], name: str) -> None:

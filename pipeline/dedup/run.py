@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +17,24 @@ from pipeline.dedup.edges import KIND_ORDER, contaminated_ids
 from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason
 from pipeline.dedup.keeper import source_reader
+from pipeline.dedup.results import AgainstResult, DedupResult, FolderDedupResult, SweepResult
 from pipeline.dedup.semantic import choose_by_policy
 from pipeline.dedup.sweep import run_sweep
 from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
-from pipeline.extract.runner import ExtractStats, run_extract
+from pipeline.extract.runner import run_extract
 from pipeline.index.rows import where_mask
 from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import GROUPS, OutputRoot, is_external, write_summary
+from pipeline.layout import GROUPS, SUMMARY, OutputRoot, is_external, write_summary
 
 log = logging.getLogger(__name__)
 
 
-def run_dedup(cfg: DedupConfig) -> dict:
-    """Write `dedup/groups.parquet` and `dedup/summary.json`; returns the summary. With `cfg.against` (a
-    collection already processed): `dedup/against.parquet` instead, see dedup/against.py."""
+def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
+    """Write `dedup/groups.parquet` and `dedup/summary.json`; returns the counts, paths and summary record. With
+    `cfg.against` (a collection already processed): `dedup/against.parquet` instead, see dedup/against.py; with
+    `cfg.sweep`: `dedup/sweep.parquet` only, see dedup/sweep.py."""
     if cfg.where and (cfg.against or cfg.sweep):
         raise ConfigError("--where works on a dedup of one collection: drop it with --against or --sweep")
     if cfg.against:
@@ -105,7 +107,11 @@ def run_dedup(cfg: DedupConfig) -> dict:
     if cfg.where:
         summary["where"] = {"expression": cfg.where, "excluded": int(excluded.sum())}
     write_summary(out, summary)
-    return summary
+    return DedupResult(summary["images"], summary["kept"], summary["duplicates_removed"],
+                       summary["contaminated_removed"], summary["groups"], summary["largest_component"],
+                       summary["reasons"], out / GROUPS, out / SUMMARY, summary.get("warning"),
+                       summary["seconds"], summary["stages"], summary["keep"], summary.get("where"),
+                       summary["weights"], summary)
 
 
 REFERENCE_NEEDS = ("--reference takes the extract output root of an evaluation set, made with the pool's model, "
@@ -156,17 +162,7 @@ def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np
     return summary
 
 
-@dataclass
-class FolderDedup:
-    """What `dedup_images` did: the extraction, then (when every shard was read) the dedup and the CSV."""
-
-    extract: ExtractStats
-    summary: dict | None  # None when some shards could not be read (rerun to retry them)
-    csv: Path | None
-    duplicates: int = 0
-
-
-def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
+def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedupResult:
     """The one-command path for a folder: extract (resumable, cached), dedup, `duplicates.csv` beside them.
 
     Nothing is deleted or moved: the CSV lists each duplicate file with the file kept in its group."""
@@ -177,12 +173,11 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedup:
                           "IMAGES=... OUT=new), then make dedup FEATURES=new ARGS='--against OLD'")
     stats = run_extract(extract)
     if stats.failed:
-        return FolderDedup(stats, None, None)
+        return FolderDedupResult(stats, None, None)
     root = OutputRoot(extract.out)
-    summary = run_dedup(replace(cfg, features=str(root.root)))
-    if cfg.sweep:  # a dry run: the sweep record, no duplicates.csv
-        return FolderDedup(stats, summary, None)
-    out = Path(cfg.out) if cfg.out else root.dedup_dir
+    done = run_dedup(replace(cfg, features=str(root.root)))
+    if not isinstance(done, DedupResult):  # a sweep (dry run): its record, no duplicates.csv
+        return FolderDedupResult(stats, done, None)
     csv = root.duplicates_csv_path
-    n = write_duplicates_csv(out / GROUPS, extract.images, csv)
-    return FolderDedup(stats, summary, csv, n)
+    n = write_duplicates_csv(done.groups_path, extract.images, csv)
+    return FolderDedupResult(stats, done, csv, n)

@@ -16,6 +16,7 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.edges import EMBEDDING, KIND_ORDER
 from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import components
+from pipeline.dedup.results import SweepResult
 from pipeline.errors import ConfigError
 from pipeline.io.features import open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
@@ -71,10 +72,11 @@ def random_sweep_error() -> ConfigError:
                        "cosines mean nothing, the embedding stage is off): pass --embedding to force it")
 
 
-def run_sweep(cfg: DedupConfig) -> dict:
+def run_sweep(cfg: DedupConfig) -> SweepResult:
     """Dry run: the k-NN graph searched once, at the sweep's lowest threshold, its edges' exact cosines kept;
     for each threshold, what a separate run with the same k would remove. Writes `dedup/sweep.parquet` only
-    (groups.parquet and summary.json of an earlier run are left as they are); returns the sweep record."""
+    (groups.parquet and summary.json of an earlier run are left as they are); returns the sweep's rows, path
+    and record."""
     t0 = time.perf_counter()
     thresholds = tuple(sorted(set(cfg.sweep), reverse=True))
     if not thresholds:
@@ -102,7 +104,7 @@ def run_sweep(cfg: DedupConfig) -> dict:
     write_parquet_atomic(table, out / SWEEP_FILE)
     record["path"] = str(out / SWEEP_FILE)
     log.info("dedup sweep over %d images, k=%d: %d thresholds in %s", fs.count, cfg.k, len(rows), record["path"])
-    return record
+    return SweepResult(int(fs.count), cfg.k, rows, found.stages, out / SWEEP_FILE, record["seconds"], record)
 
 
 def format_sweep(rows: list[dict]) -> str:

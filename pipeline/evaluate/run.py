@@ -1,6 +1,6 @@
 """The evaluate stage: k-NN and linear probe of every feature set on one labelled split, into results.json.
 
-EvalConfig (the protocol's settings), the run over roots x feature kinds, the record stamped with every run's
+The run over roots x feature kinds (settings: EvalConfig in evaluate/config.py), the record stamped with every run's
 provenance and a protocol fingerprint, and the side-by-side table.
 """
 
@@ -10,17 +10,17 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ConfigError
-from pipeline.evaluate.knn import KS, TEMPERATURE, accuracy, knn_predict
+from pipeline.evaluate.config import EvalConfig
+from pipeline.evaluate.knn import KS, accuracy, knn_predict
 from pipeline.evaluate.labels import Split, resolve_split
-from pipeline.evaluate.linear import MAX_ITER, WEIGHT_DECAYS, linear_probe
+from pipeline.evaluate.linear import WEIGHT_DECAYS, linear_probe
+from pipeline.evaluate.results import EvalResult
 from pipeline.io.external import is_npy
-from pipeline.io.features import FEATURE_CHOICES, FeatureSet, check_feature, open_features, read_matrix
+from pipeline.io.features import FeatureSet, open_features, read_matrix
 from pipeline.io.files import write_json_atomic
 from pipeline.layout import OutputRoot
 from pipeline.provenance import differing_fields, is_random, same
@@ -29,50 +29,6 @@ __all__ = ["KS", "WEIGHT_DECAYS", "EvalConfig", "evaluate_features", "format_res
            "run_evaluate"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """One evaluation: several feature roots x feature kinds, all with the same labels and split."""
-
-    features: tuple[str, ...]  # extract output roots, or .npy / Parquet made elsewhere
-    keys: str | None = None  # the keys of the .npy among them, one a line (default: row numbers)
-    labels: str = "folder"  # "folder" (first path component of a folder extract's key) or a .csv/.parquet file
-    feature: tuple[str, ...] = ("cls",)
-    ks: tuple[int, ...] = KS
-    temperature: float = TEMPERATURE
-    val_fraction: float = 0.2  # seeded stratified split, when the labels file has no `split` column
-    seed: int = 0
-    knn: bool = True
-    linear: bool = True
-    weight_decays: tuple[float, ...] = WEIGHT_DECAYS
-    heldout_fraction: float = 0.2  # of train, to choose the weight decay
-    max_iter: int = MAX_ITER  # L-BFGS iterations per fit
-    out: str | None = None  # folder; default FEATURES[0]/eval
-
-    def __post_init__(self) -> None:
-        if not self.features:
-            raise ConfigError("give at least one feature root")
-        if not self.feature:
-            raise ConfigError(f"feature must be among {FEATURE_CHOICES}, got {list(self.feature)}")
-        for feature in self.feature:
-            check_feature(feature, *self.features)
-        if not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"k values must be >= 1, got {list(self.ks)}")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be positive")
-        for name in ("val_fraction", "heldout_fraction"):
-            if not 0 < getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if not self.weight_decays or min(self.weight_decays) < 0:
-            raise ConfigError("weight decays must be >= 0")
-        if not (self.knn or self.linear):
-            raise ConfigError("nothing to do: both k-NN and the linear probe are off")
-
-    def protocol(self) -> dict:
-        """Settings that change the numbers besides the data (labels and split have their own digest)."""
-        return {"ks": list(self.ks), "temperature": self.temperature, "weight_decays": list(self.weight_decays),
-                "heldout_fraction": self.heldout_fraction, "max_iter": self.max_iter, "seed": self.seed}
 
 
 def protocol_fingerprint(protocol: dict) -> str:
@@ -110,8 +66,9 @@ def evaluate_features(fs: FeatureSet, feature: str, rows: np.ndarray, split: Spl
     return run
 
 
-def run_evaluate(cfg: EvalConfig) -> dict:
-    """Evaluate every root x feature kind on one labelled split; write `results.json` (or `compare.json`)."""
+def run_evaluate(cfg: EvalConfig) -> EvalResult:
+    """Evaluate every root x feature kind on one labelled split; write `results.json` (or `compare.json`);
+    returns its runs, path and the side-by-side table, the record as written in `record`."""
     sets = [open_features(root, cfg.keys if is_npy(root) else None) for root in cfg.features]
     split, report = resolve_split(sets, cfg.labels, cfg.val_fraction, cfg.seed)
     protocol = {**cfg.protocol(), "split": split.mode, "data": split.digest()}
@@ -128,8 +85,7 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     out = Path(cfg.out) if cfg.out else OutputRoot.for_features(cfg.features[0]).eval_dir
     path = out / ("results.json" if len(cfg.features) == 1 else "compare.json")
     write_json_atomic(results, path)
-    results["path"] = str(path)
-    return results
+    return EvalResult(path, results["runs"], format_results(results), results["protocol_fingerprint"], results)
 
 
 def format_results(results: dict) -> str:

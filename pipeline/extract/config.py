@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.io.schema import META_FIELDS
@@ -153,3 +154,19 @@ def _parse_scalar(raw: str) -> object:
         except ValueError:
             pass
     return raw
+
+
+def default_demo_dir() -> str:
+    """Where the demo writes unless told: the user's cache ($XDG_CACHE_HOME, else ~/.cache), never the current
+    folder (nothing lands in the repository by default)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(cache) / "dinocurate" / "demo")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = field(default_factory=default_demo_dir)  # demo folder: photos/, shards/, features-<weights>/
+    model: str = DEFAULT_MODEL
+    weights: str | None = None  # None: the hub cache if it has the model, else random weights (announced)
+    resolution: int = 224  # small, for speed
+    progress: bool = True

@@ -12,14 +12,14 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
 from pipeline.errors import WeightsError
-from pipeline.extract.config import DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.config import DemoConfig, ExtractConfig
 from pipeline.layout import OutputRoot
 
 if TYPE_CHECKING:  # the runner loads torch: imported where the demo runs, so that `demo --help` stays quick
@@ -50,23 +50,7 @@ provenance (model, weights, preprocessing): {config}
 """
 
 
-def default_demo_dir() -> str:
-    """Where the demo writes unless told: the user's cache ($XDG_CACHE_HOME, else ~/.cache), never the current
-    folder (nothing lands in the repository by default)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(cache) / "dinocurate" / "demo")
-
-
 @dataclass(frozen=True)
-class DemoConfig:
-    out: str = field(default_factory=default_demo_dir)  # demo folder: photos/, shards/, features-<weights>/
-    model: str = DEFAULT_MODEL
-    weights: str | None = None  # None: the hub cache if it has the model, else random weights (announced)
-    resolution: int = 224  # small, for speed
-    progress: bool = True
-
-
-@dataclass
 class DemoResult:
     photos: Path
     shards: list[str]

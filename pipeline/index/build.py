@@ -23,10 +23,11 @@ from pipeline.index.base import (
     set_search_params,
     write_index,
 )
+from pipeline.index.config import IndexConfig
 from pipeline.index.parts import build_index_parts
+from pipeline.index.results import IndexResult
 from pipeline.io.features import (
     FeatureSet,
-    check_feature,
     feature_columns,
     iter_batches,
     open_features,
@@ -34,35 +35,8 @@ from pipeline.io.features import (
 )
 from pipeline.layout import IDS, INDEX_FILE, OutputRoot, read_index_record, resolve_index_dir
 from pipeline.provenance import same
-from pipeline.tasks import EXECUTORS
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class IndexConfig:
-    features: str  # extract output root, or a .npy / Parquet made elsewhere
-    out: str | None = None  # default: <features>/index (made elsewhere: <features>.dinocurate/index)
-    keys: str | None = None  # a .npy's keys, one a line (default: row numbers)
-    feature: str = "cls"
-    factory: str | None = None  # e.g. "IVF4096,PQ32"; None = choose from N and the budget
-    memory_budget_gb: float = 4.0
-    train_size: int = 256 * 1024  # upper bound on training vectors
-    batch_rows: int = 65536
-    nprobe: int | None = None  # IVF lists searched; None = a recall-oriented default
-    ef_search: int = 128  # HNSW
-    k_factor: int = 32  # refine stages (",RFlat", "Refine(...)") re-rank k × k_factor candidates exactly
-    seed: int = 0
-    parts: int = 1  # IVF only: add the vectors in this many parallel parts and merge their lists
-    executor: str = "local"  # runs the parts: local processes or Ray tasks
-    progress: bool = True
-    update: bool = False  # add the shards the existing index does not hold yet, without retraining
-
-    def __post_init__(self) -> None:
-        check_feature(self.feature, self.features)
-        if self.parts < 1:
-            raise ConfigError("parts must be >= 1")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
 
 
 def build_index(cfg: IndexConfig, fs: FeatureSet | None = None) -> dict:
@@ -103,14 +77,25 @@ def build_index(cfg: IndexConfig, fs: FeatureSet | None = None) -> dict:
     return record
 
 
-def run_index(cfg: IndexConfig) -> dict:
+def run_index(cfg: IndexConfig) -> IndexResult:
     """Build the index in one process, or (`cfg.parts` > 1, IVF) in parallel parts, or (`cfg.update`) add new
-    shards to the existing one; returns `index.json`."""
+    shards to the existing one; returns its counts and folder, `index.json` as `record`."""
+    out = Path(cfg.out or OutputRoot.for_features(cfg.features).index_dir)
     if cfg.update:
-        return update_index(cfg)
-    if cfg.parts > 1:
-        return build_index_parts(cfg, cfg.parts, cfg.executor)
-    return build_index(cfg)
+        held = len((read_index_record(out) or {}).get("updates", []))
+        record = update_index(cfg)
+        new = record.get("updates", [])[held:]  # none when every shard was already indexed
+        added, shards = sum(u["added"] for u in new), sum(len(u["shards"]) for u in new)
+        seconds = sum(u["seconds"] for u in new)
+    else:
+        if cfg.parts > 1:
+            record = build_index_parts(cfg, cfg.parts, cfg.executor)
+        else:
+            record = build_index(cfg)
+        added = shards = None
+        seconds = record["build_seconds"]
+    return IndexResult(out, record["factory"], record["count"], record["dim"], record["feature"], seconds, added,
+                       shards, record)
 
 
 def update_index(cfg: IndexConfig) -> dict:

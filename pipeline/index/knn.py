@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -13,9 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError, MismatchError, MixedProvenanceError
+from pipeline.errors import MismatchError, MixedProvenanceError
 from pipeline.index.base import set_search_params
 from pipeline.index.build import load_index, search
+from pipeline.index.config import KnnConfig
+from pipeline.index.results import KnnResult
 from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from pipeline.layout import (
@@ -27,40 +28,9 @@ from pipeline.layout import (
     write_graph_record,
 )
 from pipeline.provenance import require_same, same
-from pipeline.tasks import EXECUTORS, run_tasks
+from pipeline.tasks import run_tasks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class KnnConfig:
-    """The all-vs-all k-NN graph of an extract output, over an index built from it."""
-
-    features: str  # extract output root, or a .npy / Parquet made elsewhere
-    keys: str | None = None  # a .npy's keys, one a line (checked; the graph holds ids only)
-    index: str | None = None  # index folder (default: FEATURES/index)
-    out: str | None = None  # graph folder (default: FEATURES/knn)
-    k: int = 64
-    nprobe: int | None = None  # IVF lists searched per image (default: what the index records)
-    workers: int = 1  # parallel processes or Ray tasks
-    executor: str = "local"
-    part_rows: int = 65536
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError("k must be >= 1")
-        if self.workers < 1:
-            raise ConfigError("workers must be >= 1")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
-
-
-@dataclass
-class KnnResult:
-    graph: Path
-    images: int
-    k: int
 
 
 def run_knn(cfg: KnnConfig) -> KnnResult:

@@ -6,16 +6,17 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError, WeightsError
+from pipeline.errors import InputError, MissingInputError, MixedProvenanceError, WeightsError
 from pipeline.extract.config import EXTRA_COLUMNS, ExtractConfig
 from pipeline.index.build import LoadedIndex, load_index, search
+from pipeline.index.config import SearchConfig as SearchConfig  # its import path before config.py held it
 from pipeline.io.features import open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.io.shards import is_url
@@ -159,21 +160,6 @@ def run_search(index_dir: str, query: str, k: int = 10) -> pa.Table:
             rows["index"].append(index_col[i])
             rows["similarity"].append(shown_similarity(s))
     return pa.table(rows, schema=RESULT_SCHEMA)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """A search as the command line runs it: `run_search(index, query, k)`, then where the results go."""
-
-    index: str  # index folder, or the extract output holding index/
-    query: str  # an image, an image folder, shard specs, or an extract output
-    k: int = 10  # neighbours per query
-    out: str | None = None  # also write the results (.csv or .parquet)
-    html: str | None = None  # also write the neighbours as a web page (thumbnails in thumbs/ beside it)
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
 
 
 def format_results(table: pa.Table) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from pipeline.layout import OutputRoot, npy_export_paths
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPORT_KEY", "ExportNpyConfig", "run_export_npy", "write_array"]
+__all__ = ["EXPORT_KEY", "ExportNpyConfig", "ExportNpyResult", "run_export_npy", "write_array"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,22 @@ def write_array(fs: FeatureSet, cfg: ExportNpyConfig, path: str, dim: int) -> No
     del out
 
 
-def run_export_npy(cfg: ExportNpyConfig) -> dict:
+@dataclass(frozen=True)
+class ExportNpyResult:
+    """What export-npy wrote; `record` is what keys.parquet's metadata holds, with the paths and seconds."""
+
+    rows: int
+    dim: int
+    dtype: str
+    feature: str
+    emb: Path  # emb.npy
+    keys: Path  # keys.parquet
+    provenance_file: Path  # emb.provenance.json
+    seconds: float
+    record: dict = field(repr=False)
+
+
+def run_export_npy(cfg: ExportNpyConfig) -> ExportNpyResult:
     """Write OUT/emb.npy, OUT/keys.parquet and OUT/emb.provenance.json; returns what was written."""
     t0 = time.perf_counter()
     fs = open_features(cfg.features, cfg.keys)
@@ -90,5 +105,7 @@ def run_export_npy(cfg: ExportNpyConfig) -> dict:
     seconds = time.perf_counter() - t0
     log.info("export-npy: %d × %d %s (%s) → %s, %s, %s in %.1f s", fs.count, dim, cfg.dtype, cfg.feature, emb,
              keys.name, sidecar.name, seconds)
-    return {**about, "emb": str(emb), "keys": str(keys), "provenance_file": str(sidecar),
-            "seconds": round(seconds, 3)}
+    record = {**about, "emb": str(emb), "keys": str(keys), "provenance_file": str(sidecar),
+              "seconds": round(seconds, 3)}
+    return ExportNpyResult(fs.count, dim, cfg.dtype, cfg.feature, Path(emb), Path(keys), Path(sidecar),
+                           record["seconds"], record)

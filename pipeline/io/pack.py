@@ -111,6 +111,19 @@ class PackConfig:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
 
 
-def run_pack(cfg: PackConfig) -> list[str]:
-    """Pack `cfg.images` into shards; returns the shard paths."""
-    return pack_folder(cfg.images, cfg.out, cfg.shard_size, cfg.prefix, progress=cfg.progress)
+@dataclass(frozen=True)
+class PackResult:
+    """What `run_pack` wrote: the shards, in order, and the list naming them."""
+
+    out: Path
+    shards: list[Path]
+    shard_list: Path  # shards.txt: the shards' file names, one a line
+    seconds: float
+
+
+def run_pack(cfg: PackConfig) -> PackResult:
+    """Pack `cfg.images` into shards; returns their paths and the list naming them."""
+    t0 = time.perf_counter()
+    paths = pack_folder(cfg.images, cfg.out, cfg.shard_size, cfg.prefix, progress=cfg.progress)
+    return PackResult(Path(cfg.out), [Path(p) for p in paths], Path(cfg.out, "shards.txt"),
+                      round(time.perf_counter() - t0, 3))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,34 +18,16 @@ from PIL import Image
 
 from pipeline.errors import ConfigError, InputError, MissingInputError
 from pipeline.extract.backbone import create_backbone
-from pipeline.extract.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, ExtractConfig
+from pipeline.extract.config import DEFAULT_MAX_PIXELS, ExtractConfig
 from pipeline.extract.device import resolve_device
 from pipeline.io.decode import SampleError, decode_image
 from pipeline.io.files import write_json_atomic
 from pipeline.io.shards import list_image_files
 from pipeline.io.tables import make_folder
+from pipeline.report.config import PcaConfig
+from pipeline.report.results import PcaResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PcaConfig:
-    images: str  # a folder of images (recursively, as extract reads it)
-    out: str  # one PNG per image: input | PCA RGB | foreground mask
-    model: str = DEFAULT_MODEL
-    weights: str = "hub"
-    model_kwargs: tuple[tuple[str, object], ...] = ()
-    resolution: int | None = None  # default: the model's own (DINOv2: 518 px, a 37×37 patch grid)
-    crop_pct: float = 1.0  # the whole image: the patch maps line up with the picture (extract's 0.875 crops)
-    device: str = "auto"
-    threshold: float = 0.0  # foreground: first component above this many standard deviations
-    colours: str = "all"  # all: RGB = components 1-3 of the joint PCA; foreground: refit on foreground (paper)
-    batch_size: int = 8
-    max_images: int = 64
-
-    def __post_init__(self) -> None:
-        if self.colours not in ("all", "foreground"):
-            raise ConfigError(f"colours must be all or foreground, got {self.colours!r}")
 
 
 def fit_pca(x: np.ndarray, n: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,8 +109,8 @@ def patch_tokens(backbone, images: torch.Tensor) -> torch.Tensor:
     return tokens[:, backbone.num_prefix:].float().cpu()
 
 
-def run_pca(cfg: PcaConfig) -> dict:
-    """Write `OUT/<relative path>.png` for each image and `OUT/pca.json`; returns the record."""
+def run_pca(cfg: PcaConfig) -> PcaResult:
+    """Write `OUT/<relative path>.png` for each image and `OUT/pca.json`; returns the PNGs, grid and record."""
     t0 = time.perf_counter()
     files = list_image_files(cfg.images)[0][:cfg.max_images]
     if not files:
@@ -172,4 +154,5 @@ def run_pca(cfg: PcaConfig) -> dict:
               "grid": list(grid), "patches": int(tokens.shape[0] * tokens.shape[1]), "images": names,
               "written": written, "failures": failures, **info, "seconds": round(time.perf_counter() - t0, 3)}
     write_json_atomic(record, out / "pca.json")
-    return record
+    return PcaResult(out, [Path(w) for w in written], grid, record["explained_variance_ratio"], failures,
+                     record["seconds"], record)

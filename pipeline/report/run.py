@@ -20,33 +20,17 @@ from pipeline.errors import InputError, MissingInputError
 from pipeline.io.files import write_json_atomic
 from pipeline.io.sources import ImageSource, open_source
 from pipeline.layout import CONFIG, OutputRoot
+from pipeline.report.config import ReportConfig
 from pipeline.report.curate import SELECTED, curate_section
 from pipeline.report.dedup import dedup_section
 from pipeline.report.extract import extract_section
 from pipeline.report.html import Page, esc
 from pipeline.report.quality import has_quality, quality_section
+from pipeline.report.results import ReportResult
 from pipeline.report.search import read_table, recorded_query, search_html
 from pipeline.report.thumbnails import THUMBS, Thumbnails
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    out: str  # an extract output root; its dedup/ and curate/ outputs are reported when present
-    report: str | None = None  # default: OUT/report
-    search: str | None = None  # a search result table (.parquet or .csv) over OUT's index
-    search_queries: str | None = None  # where the search's query images are: an image, a folder or an OUT
-    groups_per_page: int = 50
-    max_groups: int = 2500  # the largest groups are shown; the rest are counted
-    max_members: int = 24  # thumbnails shown per group
-    search_max_queries: int = 50
-    curate_samples: int = 12  # queries or clusters sampled per seed set
-    curate_per_sample: int = 8
-    quality_per_row: int = 8  # lowest and highest images shown per quality signal (--extras stats)
-    max_failures: int = 200  # failing keys listed
-    thumb_size: int = 128
-    seed: int = 0
 
 
 @dataclass
@@ -63,7 +47,7 @@ class Report:
     info: dict = field(default_factory=dict)
 
 
-def run_report(cfg: ReportConfig) -> dict:
+def run_report(cfg: ReportConfig) -> ReportResult:
     """Write `OUT/report/index.html` (+ dedup-N.html pages, PNG plots, thumbs/); returns what it holds."""
     t0 = time.perf_counter()
     root = OutputRoot(cfg.out)
@@ -109,7 +93,8 @@ def run_report(cfg: ReportConfig) -> dict:
             "thumbnails": rep.thumbs.written, "unavailable": dict(rep.thumbs.missing), **rep.info,
             "seconds": round(time.perf_counter() - t0, 3)}
     write_json_atomic(info, folder / "report.json")
-    return info
+    return ReportResult(folder / "index.html", rep.sections, info["pages"], rep.thumbs.written, info["unavailable"],
+                        info["seconds"], info)
 
 
 def _prepare(folder: Path) -> None:

@@ -74,7 +74,7 @@ def test_auto_pair_is_trivial_where_auto_is_fp32(tmp_path, photos):
 def test_run_parity_check_writes_the_record_it_returns(tmp_path, photos):
     cfg = ParityConfig(out=str(tmp_path / "out"), photos=str(photos[0].parent), model=TINY_MODEL,
                        model_kwargs=TINY_KWARGS, resolution=TINY_RES, images=4)
-    record = run_parity_check(cfg, flags={"sse2"})
+    record = run_parity_check(cfg, flags={"sse2"}).record
     assert json.loads((tmp_path / "out" / "parity.json").read_text()) == record
     assert record["images"] == 4 and record["photos"] == str(tmp_path) and len(record["rows"]) == 8
     assert record["pass"] == all(r["pass"] for r in record["rows"])

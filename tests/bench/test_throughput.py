@@ -148,7 +148,7 @@ def test_run_bench_smoke_on_a_tiny_model(tmp_path, photos, restore_threads):
                       model_kwargs=TINY_KWARGS, device="cpu", resolution=TINY_RES, batch_size=2, batch_sizes=(1, 2),
                       images=4, naive_images=2, warmup=0, repeats=1, workers=0, compile=False, matmul_size=128,
                       precisions=("fp32",), threads=restore_threads, rounds=1, loader_photos=2)
-    result = run_bench(cfg, flags={"amx_bf16", "amx_tile"})
+    result = run_bench(cfg, flags={"amx_bf16", "amx_tile"}).record
     assert json.loads((tmp_path / "out" / "bench.json").read_text()) == json.loads(json.dumps(result))
     assert Image.open(tmp_path / "out" / "bench.png").size[0] > 500
     assert list(result["precisions"]) == ["fp32"] and result["capability"]["flags"] == ["amx_tile", "amx_bf16"]
@@ -180,7 +180,7 @@ def test_run_bench_per_precision_on_generated_photos(tmp_path, monkeypatch, rest
     cfg = BenchConfig(out=str(tmp_path / "out"), model=TINY_MODEL, model_kwargs=TINY_KWARGS, device="cpu",
                       resolution=TINY_RES, batch_size=2, batch_sizes=(1, 2), images=8, naive_images=2, warmup=0,
                       repeats=1, workers=0, fast_paths=False, matmul_size=128, threads=restore_threads)
-    result = run_bench(cfg, flags={"avx2", "avx512f", "amx_bf16", "amx_int8"})
+    result = run_bench(cfg, flags={"avx2", "avx512f", "amx_bf16", "amx_int8"}).record
     assert len(list((tmp_path / "out" / "generated").glob("*.jpg"))) == 8
     assert result["auto"] == {"precision": "bf16", "why": "the CPU computes bf16 natively (amx_bf16)"}
     assert list(result["precisions"]) == ["fp32", "bf16"]

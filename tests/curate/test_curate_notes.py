@@ -16,9 +16,9 @@ def test_random_weights_and_a_budget_above_the_pool_are_said(tmp_path, caplog, c
     prov = {"model": "t", "weights": {"source": "random", "sha256": "random", "seed": 0}, "input_size": [3, 56, 56]}
     write_feature_root(tmp_path, clustered_vectors(200, 16, 4), provenance=prov)
     summary = run_curate(CurateConfig(pool=str(tmp_path), balanced=100_000, progress=False))
-    assert summary["selected"] == 200
-    assert any("random weights" in n for n in summary["notes"])
-    assert any("--balanced 100000 asks for at least the whole pool (200 images)" in n for n in summary["notes"])
+    assert summary.record["selected"] == 200
+    assert any("random weights" in n for n in summary.record["notes"])
+    assert any("--balanced 100000 asks for at least the whole pool (200 images)" in n for n in summary.record["notes"])
     assert sum("curate:" in r.getMessage() for r in caplog.records) == 2
     assert "WARNING clustering" not in capfd.readouterr().err  # Faiss's C++ warning on few points
 
@@ -26,7 +26,7 @@ def test_random_weights_and_a_budget_above_the_pool_are_said(tmp_path, caplog, c
 def test_real_weights_say_nothing_extra(tmp_path):
     write_feature_root(tmp_path, clustered_vectors(200, 16, 4))
     summary = run_curate(CurateConfig(pool=str(tmp_path), balanced=50, progress=False))
-    assert summary["notes"] == [] and summary["selected"] == 50
+    assert summary.record["notes"] == [] and summary.record["selected"] == 50
 
 
 def test_small_ivf_training_prints_no_faiss_warning(tmp_path, capfd):

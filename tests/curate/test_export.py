@@ -33,9 +33,9 @@ def test_export_selection_round_trips_byte_identical(tmp_path):
     sel.to_parquet(out / "curate" / "selected.parquet")
     manifest = run_export(ExportConfig(selection=str(out / "curate" / "selected.parquet"),
                                        out=str(tmp_path / "exported"), shard_size=3, progress=False))
-    assert [s["samples"] for s in manifest["shards"]] == [3, 1] and manifest["samples"] == 4
+    assert [s["samples"] for s in manifest.record["shards"]] == [3, 1] and manifest.record["samples"] == 4
     got = {}
-    for s in manifest["shards"]:
+    for s in manifest.record["shards"]:
         for sample in wds.WebDataset(str(tmp_path / "exported" / s["name"]), shardshuffle=False):
             got[sample["__key__"]] = sample
     assert sorted(got) == sorted(chosen)
@@ -45,7 +45,7 @@ def test_export_selection_round_trips_byte_identical(tmp_path):
             originals[sample["__key__"]] = sample
     for key in chosen:
         assert got[key]["jpg"] == originals[key]["jpg"] and got[key]["cls"] == originals[key]["cls"]
-    for s in manifest["shards"]:
+    for s in manifest.record["shards"]:
         assert hashlib.sha256((tmp_path / "exported" / s["name"]).read_bytes()).hexdigest() == s["sha256"]
     assert json.loads((tmp_path / "exported" / "manifest.json").read_text())["samples"] == 4
 
@@ -58,7 +58,7 @@ def test_export_dedup_keepers_and_missing_keys(tmp_path):
     groups.to_parquet(out / "dedup" / "groups.parquet")
     manifest = run_export(ExportConfig(selection=str(out / "dedup" / "groups.parquet"),
                                        out=str(tmp_path / "kept"), progress=False))
-    assert manifest["samples"] == int(groups.keep.sum())
+    assert manifest.record["samples"] == int(groups.keep.sum())
     bad = pd.concat([feats[["key", "shard", "index"]].head(2),
                      pd.DataFrame({"key": ["ghost1", "ghost2"], "shard": ["train-000000", "nope"], "index": [99, 0]})])
     bad.to_parquet(out / "dedup" / "groups.parquet")
@@ -86,7 +86,7 @@ def test_malicious_member_names_are_rejected(tmp_path):
     feats[["key", "shard", "index"]].to_parquet(out / "curate" / "selected.parquet")
     manifest = run_export(ExportConfig(selection=str(out / "curate" / "selected.parquet"),
                                        out=str(tmp_path / "exported"), progress=False))
-    assert manifest["samples"] == 1
-    assert [r["key"] for r in manifest["rejected"]] == ["sub/../../escape"]
-    with tarfile.open(tmp_path / "exported" / manifest["shards"][0]["name"]) as tf:
+    assert manifest.record["samples"] == 1
+    assert [r["key"] for r in manifest.record["rejected"]] == ["sub/../../escape"]
+    with tarfile.open(tmp_path / "exported" / manifest.record["shards"][0]["name"]) as tf:
         assert all(".." not in m.name for m in tf.getmembers())

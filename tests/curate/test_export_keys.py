@@ -35,7 +35,7 @@ def test_samples_sharing_a_key_are_renamed_and_listed(twin_shards, capsys):
                                        out=str(tmp_path / "export"), progress=True))
     got = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "export" / "export-000000.tar"),
                                                 shardshuffle=False)]
-    assert len(got) == 20 == len(set(got)) == manifest["samples"]
+    assert len(got) == 20 == len(set(got)) == manifest.record["samples"]
     assert sorted(got) == sorted(keys + [f"{k}__1" for k in keys])
     renamed = json.loads((tmp_path / "export" / "manifest.json").read_text())["renamed"]
     assert [r["new_key"] for r in renamed] == [f"{k}__1" for k in keys]

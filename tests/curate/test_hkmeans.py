@@ -147,7 +147,7 @@ def test_curate_balanced_in_memory_or_streamed(tmp_path):
     assert (cfg.levels_k, cfg.resample_steps, cfg.resample_size, cfg.sampling) == ((30, 6), (2, 0), (8,), "closest")
     for name, budget in (("memory", 4.0), ("streamed", 1e-6)):
         summary = run_curate(CurateConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "memory_budget_gb": budget}))
-        b = summary["balanced"]
+        b = summary.record["balanced"]
         assert (b["levels"], b["resample_steps"], b["resample_sizes"], b["selected"]) == ([30, 6], [2, 0], [8, 8], 120)
         assert b["vectors"].startswith("float16 in memory" if name == "memory" else "streamed")
         assert sum(b["top_cluster_sizes_pool"]) == 900 and sum(b["top_cluster_sizes_selected"]) == 120

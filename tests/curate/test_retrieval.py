@@ -30,7 +30,7 @@ def test_sample_based_equals_brute_force_knn_union(tmp_path):
     best = {i: sims[:, i][[q for q in range(40) if i in top[q]]].max() for i in expected}
     np.testing.assert_allclose(sel.set_index("id").similarity.loc[sorted(expected)],
                                [best[i] for i in sorted(expected)], atol=1e-5)
-    assert summary["sources"]["seeds"]["selected"] == len(expected) == summary["selected"]
+    assert summary.record["sources"]["seeds"]["selected"] == len(expected) == summary.record["selected"]
     assert list(sel.columns) == ["key", "shard", "index", "id", "source", "mode", "query", "cluster", "similarity"]
 
 
@@ -49,17 +49,17 @@ def test_cluster_based_uses_only_clusters_with_enough_queries_and_respects_caps(
     summary = run_curate(cfg)
     sel = pd.read_parquet(tmp_path / "pool" / "curate" / "selected.parquet")
     truth = np.repeat(np.arange(6), sizes)
-    per_cluster_queries = summary["sources"]["s"]["queries_per_cluster"]
+    per_cluster_queries = summary.record["sources"]["s"]["queries_per_cluster"]
     assert sorted(per_cluster_queries.values()) == [1, 3, 4, 6]  # k-means found the planted clusters
     assert {per_cluster_queries[str(c)] for c in sel.cluster} == {6, 4}  # only clusters with > 3 queries
     assert set(truth[sel.id]) == {0, 1}
     assert len(sel) == 200  # max_per_source, exactly
     per = pd.Series(truth[sel.id]).value_counts()
     assert per[0] == 120 and per[1] == 80  # per_cluster cap on the query-richest cluster, the rest from the next
-    assert summary["sources"]["s"]["clusters_used"] == 2 and summary["clusters"] == 6
+    assert summary.record["sources"]["s"]["clusters_used"] == 2 and summary.record["clusters"] == 6
     again = run_curate(cfg)
     assert list(pd.read_parquet(tmp_path / "pool" / "curate" / "selected.parquet").id) == list(sel.id)
-    assert again["selected"] == 200
+    assert again.record["selected"] == 200
 
 
 def test_auto_mode_and_several_named_seed_sets(tmp_path):
@@ -70,9 +70,9 @@ def test_auto_mode_and_several_named_seed_sets(tmp_path):
     cfg = CurateConfig(pool=str(tmp_path / "pool"), queries=parse_queries([f"a={tmp_path/'a'},b={tmp_path/'b'}"]),
                        k=1, auto_threshold=5, progress=False)
     summary = run_curate(cfg)
-    assert summary["sources"]["a"]["mode"] == "sample" and ">= 5" in summary["sources"]["a"]["why"]
-    assert summary["sources"]["a"]["selected"] == 8 and summary["sources"]["a"]["unique"] == 4
-    assert summary["selected"] == 12
+    assert summary.record["sources"]["a"]["mode"] == "sample" and ">= 5" in summary.record["sources"]["a"]["why"]
+    assert summary.record["sources"]["a"]["selected"] == 8 and summary.record["sources"]["a"]["unique"] == 4
+    assert summary.record["selected"] == 12
     assert choose_mode(CurateConfig(pool="p", queries=(("x", "y"),)), 10)[0] == "cluster"
     assert parse_queries(["/d/imagenet"]) == (("imagenet", "/d/imagenet"),)
     with pytest.raises(ValueError, match="unique"):
@@ -92,4 +92,4 @@ def test_balanced_sampling_flattens_a_long_tail(tmp_path):
     counts = np.bincount(truth[sel.id], minlength=8)
     assert counts.max() / counts.min() <= 10  # pool: 1600 / 20 = 80
     assert counts[:4].sum() < 0.85 * 400  # the four big modes hold 94 % of the pool
-    assert summary["balanced"]["selected"] == 400
+    assert summary.record["balanced"]["selected"] == 400

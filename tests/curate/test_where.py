@@ -43,7 +43,7 @@ def test_sample_based_takes_the_k_nearest_among_matching_rows(pool_and_seeds):
     sims[:, ~allowed] = -np.inf
     want = set(np.argsort(-sims, axis=1, kind="stable")[:, :4].ravel().tolist())
     assert set(selected(out).id) == want and all(allowed[i] for i in want)
-    assert summary["where"] == {"expression": "width >= 1000", "matching": int(allowed.sum())}
+    assert summary.record["where"] == {"expression": "width >= 1000", "matching": int(allowed.sum())}
 
 
 def test_cluster_and_balanced_modes_select_only_matching_rows(pool_and_seeds):
@@ -92,10 +92,10 @@ def test_export_writes_only_the_selected_rows_that_match(extracted):
     manifest = run_export(ExportConfig(selection=str(tmp / "out" / "curate" / "selected.parquet"),
                                        out=str(tmp / "exported"), where=where, progress=False))
     want = sorted(feats[(feats["index"] != 1) & (feats.sharpness >= np.float32(cut))].key)
-    got = sorted(s["__key__"] for name in manifest["shards"]
+    got = sorted(s["__key__"] for name in manifest.record["shards"]
                  for s in wds.WebDataset(str(tmp / "exported" / name["name"]), shardshuffle=False))
     assert got == want and 0 < len(want) < len(feats)
-    assert manifest["where"] == {"expression": where, "selected": len(feats), "matching": len(want)}
+    assert manifest.record["where"] == {"expression": where, "selected": len(feats), "matching": len(want)}
     assert json.loads((tmp / "exported" / "manifest.json").read_text())["where"]["matching"] == len(want)
 
 
@@ -105,5 +105,5 @@ def test_export_uids_honours_where(extracted):
                                        out=str(tmp / "uids"), format="uids", where="shard in ['train-000001']",
                                        progress=False))
     keys = (tmp / "uids" / "keys.txt").read_text().split()
-    assert keys == sorted(feats[feats.shard == "train-000001"].key) and manifest["samples"] == 5
-    assert manifest["where"]["matching"] == 5
+    assert keys == sorted(feats[feats.shard == "train-000001"].key) and manifest.record["samples"] == 5
+    assert manifest.record["where"]["matching"] == 5

@@ -71,8 +71,8 @@ def test_each_new_image_is_kept_or_a_duplicate_of_an_old_or_new_key(collection):
     assert {k: r["keep_reason"] for k, r in rows.items() if r["keep_reason"]} == {
         "n4": "no file of the group could be read, ranked by the extracted size and the path only; "
               "most pixels (200 px against 50 px)"}
-    assert summary["images"] == 8 and summary["collection"] == 200 and summary["kept"] == 2
-    assert summary["duplicates_of_old"] == 5 and summary["duplicates_of_new"] == 1
+    assert summary.record["images"] == 8 and summary.record["collection"] == 200 and summary.record["kept"] == 2
+    assert summary.record["duplicates_of_old"] == 5 and summary.record["duplicates_of_new"] == 1
     assert sorted((collection / "old").rglob("*")) == old_files  # the collection is not touched
 
 

@@ -30,9 +30,9 @@ def test_random_weights_drop_only_real_copies_of_the_reference(tmp_path):
     groups = pq.read_table(tmp_path / "pool" / "dedup" / "groups.parquet").to_pydict()
     dropped = {k for k, r in zip(groups["key"], groups["reason"]) if r == "contaminated"}
     assert dropped == {"copy_of_seed00.png", "mirrored_seed01.jpg"}
-    reference = summary["stages"]["reference"]
+    reference = summary.record["stages"]["reference"]
     assert reference["embedding"] is False and reference["touched"] == {"exact": 1, "phash": 2}
-    assert summary["kept"] == 40
+    assert summary.record["kept"] == 40
 
 
 def test_a_decontamination_that_would_drop_most_of_the_pool_stops(tmp_path):
@@ -45,7 +45,7 @@ def test_a_decontamination_that_would_drop_most_of_the_pool_stops(tmp_path):
         run_dedup(cfg)
     assert not (tmp_path / "pool" / "dedup" / "groups.parquet").exists()  # stopped before writing
     forced = run_dedup(DedupConfig(**{**cfg.__dict__, "force": True}))
-    assert forced["contaminated_removed"] > 10 and forced["kept"] == 100 - forced["removed"]
+    assert forced.record["contaminated_removed"] > 10 and forced.record["kept"] == 100 - forced.record["removed"]
 
 
 def test_max_contaminated_is_a_share():

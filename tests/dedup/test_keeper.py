@@ -172,7 +172,7 @@ def test_the_original_is_kept_over_its_degraded_copies(tmp_path):
     reasons = " | ".join(groups[groups.keep & (groups.component_size > 1)].keep_reason)
     for criterion in ("most pixels", "colour", "sharper", "less compressed", "modified earliest"):
         assert criterion in reasons
-    assert result.summary["keep"] == {"policy": "quality", "read": 18, "unreadable": 0}
+    assert result.dedup.record["keep"] == {"policy": "quality", "read": 18, "unreadable": 0}
 
 
 def test_the_original_is_kept_through_the_command_line(tmp_path):

@@ -97,7 +97,7 @@ def precision_recall(predicted: set, true: set) -> tuple[float, float]:
 def extract_and_dedup(images: Path, out: Path) -> tuple[pd.DataFrame, dict]:
     run_extract(tiny_config(out, images=str(images)))
     summary = run_dedup(DedupConfig(features=str(out), progress=False))
-    assert summary["stages"]["embedding"].get("skipped") == "random weights"
+    assert summary.record["stages"]["embedding"].get("skipped") == "random weights"
     return pd.read_parquet(out / "dedup" / "groups.parquet"), summary
 
 
@@ -127,7 +127,7 @@ def test_planted_edits_precision_and_recall_beat_imagehash_phash(planted):
     component = df.set_index("key").component
     print(f"\nplanted set: {N_ORIGINALS} originals x {len(EDITS)} edits + {97 - N_ORIGINALS} distractors "
           f"= {len(files)} files, {len(true)} true pairs (seed {SEED})")
-    ours_name = f"ours (exact + pHash <= {summary['stages']['phash']['distance']}, mirror-aware, components)"
+    ours_name = f"ours (exact + pHash <= {summary.record['stages']['phash']['distance']}, mirror-aware, components)"
     peer_name = f"peer (imagehash.phash <= {PEER_DISTANCE}, direct pairs)"
     print(f"  {ours_name:58s} precision {ours_p:.3f}  recall {ours_r:.3f}  ({len(component_pairs(df))} pairs)")
     print(f"  {peer_name:58s} precision {peer_p:.3f}  recall {peer_r:.3f}  ({len(peer)} pairs)")
@@ -156,7 +156,7 @@ def test_byte_identical_files_share_a_component(folder, tmp_path):
     for keys in identical:
         assert rows.loc[keys, "component"].nunique() == 1, keys
         assert set(rows.loc[keys, "reason"]) <= {"exact", "keep"}
-    assert summary["stages"]["exact"]["edges"] == sum(len(k) - 1 for k in identical)
+    assert summary.record["stages"]["exact"]["edges"] == sum(len(k) - 1 for k in identical)
 
 
 def test_distinct_photos_never_share_a_component(tmp_path):
@@ -164,5 +164,5 @@ def test_distinct_photos_never_share_a_component(tmp_path):
     df, summary = extract_and_dedup(root, tmp_path / "out")
     assert sorted(df.key) == sorted(p.name for p in root.glob("*.jpg"))
     assert (df.component_size == 1).all(), df[df.component_size > 1][["key", "component", "reason"]]
-    assert summary["stages"]["exact"]["edges"] == 0 and summary["stages"]["phash"]["edges"] == 0
-    assert summary["groups"] == 0 and df.keep.all()
+    assert summary.record["stages"]["exact"]["edges"] == 0 and summary.record["stages"]["phash"]["edges"] == 0
+    assert summary.record["groups"] == 0 and df.keep.all()

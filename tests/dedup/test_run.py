@@ -72,13 +72,13 @@ def test_planted_groups_and_chain_become_components_with_one_keeper(tmp_path):
     assert by_id.loc[0, "reason"] == "unique" and pd.isna(by_id.loc[0, "nearest_key"])
     assert by_id.loc[102, "nearest_key"] == keys[101]
     np.testing.assert_allclose(by_id.loc[102, "nearest_similarity"], x[101] @ x[102], atol=1e-3)
-    assert summary["groups"] == 4 and summary["removed"] == 3 + 1 + 2 + 2
-    assert summary["component_sizes"] == {"1": len(x) - 12, "2": 1, "3": 2, "4": 1}
-    assert summary["reasons"]["embedding"] == 8 and "warning" not in summary
+    assert summary.record["groups"] == 4 and summary.record["removed"] == 3 + 1 + 2 + 2
+    assert summary.record["component_sizes"] == {"1": len(x) - 12, "2": 1, "3": 2, "4": 1}
+    assert summary.record["reasons"]["embedding"] == 8 and "warning" not in summary.record
     again = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
     df2 = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
     pd.testing.assert_frame_equal(df, df2)
-    assert again["groups"] == summary["groups"]
+    assert again.record["groups"] == summary.record["groups"]
 
 
 def test_approximate_candidates_are_rechecked_before_grouping(tmp_path):
@@ -90,8 +90,8 @@ def test_approximate_candidates_are_rechecked_before_grouping(tmp_path):
                             factory="IVF16,PQ16x4fs", progress=False, nprobe=16))
     summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
     df = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
-    assert summary["stages"]["embedding"]["index"] == "IVF16,PQ16x4fs"
-    assert summary["stages"]["embedding"]["candidates"] == 3000 * 64
+    assert summary.record["stages"]["embedding"]["index"] == "IVF16,PQ16x4fs"
+    assert summary.record["stages"]["embedding"]["candidates"] == 3000 * 64
     # PQ similarities are approximate; grouping uses the exact cosine, so the chain's a–c is never an edge
     assert found_components(df) == expected_components(len(x), groups)
 
@@ -127,8 +127,8 @@ def test_exact_and_phash_edges_group_copies_made_from_one_image(tmp_path):
     assert df.loc["orig_copy.jpg", "reason"] in ("exact", "keep") and df.loc["orig.jpg", "reason"] in ("exact",
                                                                                                        "keep")
     assert {df.loc[k, "reason"] for k in ("requality.jpg", "smaller.jpg", "mirror.jpg")} <= {"phash", "keep"}
-    assert summary["stages"]["embedding"]["skipped"] == "random weights"
-    assert summary["stages"]["exact"]["edges"] == 1 and summary["stages"]["phash"]["mirror_aware"]
+    assert summary.record["stages"]["embedding"]["skipped"] == "random weights"
+    assert summary.record["stages"]["exact"]["edges"] == 1 and summary.record["stages"]["phash"]["mirror_aware"]
 
 
 def test_decontamination_drops_every_touched_component_and_nothing_else(tmp_path):
@@ -153,8 +153,8 @@ def test_decontamination_drops_every_touched_component_and_nothing_else(tmp_path
     dropped = set(df.index[df.reason == "contaminated"])
     assert dropped == set(groups["A"]) | {200} | set(groups["D"])
     assert not df.loc[sorted(dropped), "keep"].any()
-    assert summary["contaminated_removed"] == len(dropped)
-    assert summary["duplicates_removed"] == (2 - 1) + (3 - 1)  # B and C, the untouched groups
+    assert summary.record["contaminated_removed"] == len(dropped)
+    assert summary.record["duplicates_removed"] == (2 - 1) + (3 - 1)  # B and C, the untouched groups
     assert df.keep.sum() == len(x) - len(dropped) - 3
 
 
@@ -174,9 +174,9 @@ def test_low_threshold_warns_about_a_giant_component(tmp_path):
     x, _ = planted(n=400, d=4)  # in 4 dimensions, cosine > 0.1 links nearly everything
     write_feature_root(tmp_path, x)
     summary = run_dedup(DedupConfig(features=str(tmp_path), threshold=0.1, large_component=50, progress=False))
-    assert summary["largest_component"] > 300 and "threshold" in summary["warning"]
+    assert summary.record["largest_component"] > 300 and "threshold" in summary.record["warning"]
     saved = json.loads((tmp_path / "dedup" / "summary.json").read_text())
-    assert saved["warning"] == summary["warning"]
+    assert saved["warning"] == summary.record["warning"]
 
 
 def groups_of(sizes: list[int], n: int, d: int = 128, seed: int = 7) -> np.ndarray:
@@ -212,10 +212,11 @@ def test_a_component_over_5_percent_of_the_pool_is_warned_about_with_its_size(tm
     x = groups_of([largest, 20 if warned else 19, 3, 2], 400)
     write_feature_root(tmp_path, x)
     summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
-    assert summary["largest_component"] == brute_force_largest(x, 0.6) == largest
-    assert ("warning" in summary) == warned
+    assert summary.record["largest_component"] == brute_force_largest(x, 0.6) == largest
+    assert ("warning" in summary.record) == warned
     if warned:
-        assert summary["warning"].startswith(f"one component holds {largest} of 400 images (5%; a component over 20")
+        assert summary.record["warning"].startswith(
+            f"one component holds {largest} of 400 images (5%; a component over 20")
 
 
 def test_the_large_component_limit_share_cap_and_floor():
@@ -234,7 +235,7 @@ def test_a_tiny_pool_does_not_warn_about_a_group_of_three(tmp_path):
     x = groups_of([3, 2], 20)
     write_feature_root(tmp_path, x)
     summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
-    assert summary["largest_component"] == 3 and "warning" not in summary
+    assert summary.record["largest_component"] == 3 and "warning" not in summary.record
 
 
 def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):
@@ -252,11 +253,11 @@ def test_phash_on_knn_candidates_matches_all_pairs_for_planted_copies(tmp_path):
     df_full = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
     knn = run_dedup(DedupConfig(**base, phash_exhaustive_max=10))
     df_knn = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
-    assert full["stages"]["phash"]["compared"] == "all pairs"
-    assert knn["stages"]["phash"]["compared"].startswith("the 64 nearest")
+    assert full.record["stages"]["phash"]["compared"] == "all pairs"
+    assert knn.record["stages"]["phash"]["compared"].startswith("the 64 nearest")
     assert found_components(df_full) == found_components(df_knn)
     # every planted group member sits 3 bits from its group's first member: the same edges both ways
-    assert full["stages"]["phash"]["edges"] == knn["stages"]["phash"]["edges"] > 0
+    assert full.record["stages"]["phash"]["edges"] == knn.record["stages"]["phash"]["edges"] > 0
 
 
 def test_dedup_reuses_a_graph_built_in_parallel_by_make_knn(tmp_path):
@@ -269,6 +270,6 @@ def test_dedup_reuses_a_graph_built_in_parallel_by_make_knn(tmp_path):
     build_graph_parallel(str(tmp_path), str(tmp_path / "index"), tmp_path / "knn", k=64, workers=2, part_rows=100)
     summary = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
     assert not (tmp_path / "dedup" / "knn").exists()  # the parallel graph was used, none rebuilt
-    assert summary["stages"]["embedding"]["index"] == "Flat"
+    assert summary.record["stages"]["embedding"]["index"] == "Flat"
     df = pd.read_parquet(tmp_path / "dedup" / "groups.parquet")
     assert found_components(df) == expected_components(len(x), groups)

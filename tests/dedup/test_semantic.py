@@ -91,8 +91,8 @@ def test_hard_and_easy_keep_the_member_farthest_from_or_closest_to_its_own_centr
         assert len(set(component[list(members)])) == 1 and sizes[component[members[0]]] >= len(members)
     k = clusters or auto_clusters(N)
     assert k == (4 if clusters else 15)
-    assert summary["keep"] == {"policy": policy, "clusters": k, "clusters_auto": clusters is None, "seed": 5,
-                               "clustered_rows": len(grouped), "seconds": summary["keep"]["seconds"]}
+    assert summary.record["keep"] == {"policy": policy, "clusters": k, "clusters_auto": clusters is None, "seed": 5,
+                               "clustered_rows": len(grouped), "seconds": summary.record["keep"]["seconds"]}
     # brute force from the same centroids: own nearest centroid, cosine distance, argmax (hard) / argmin (easy)
     centroids = cluster_pool(x, k, seed=5, rows=grouped).centroids
     assignment = np.argmax(x @ centroids.T, axis=1)
@@ -115,7 +115,7 @@ def test_hard_and_easy_keep_the_member_farthest_from_or_closest_to_its_own_centr
 def test_largest_keeps_most_pixels_then_smallest_key(pool):
     root, _, keys, pixels = pool
     table, summary = groups_of(root, keep="largest")
-    assert summary["keep"] == {"policy": "largest"}
+    assert summary.record["keep"] == {"policy": "largest"}
     assert "cluster" not in table.column_names  # the groups.parquet columns of before
     assert kept(table) == brute_keepers(table.column("component").to_numpy(), pixels.astype(float), keys)
 
@@ -126,7 +126,7 @@ def test_random_is_seeded_a_member_of_each_component_and_independent_of_row_orde
     again, _ = groups_of(root, keep="random", seed=3)
     other, _ = groups_of(root, keep="random", seed=4)
     component = first.column("component").to_numpy()
-    assert summary["keep"] == {"policy": "random", "seed": 3}
+    assert summary.record["keep"] == {"policy": "random", "seed": 3}
     assert kept(first) == kept(again)  # same seed, same choice
     assert np.bincount(component[sorted(kept(first))]).tolist() == [1] * (component.max() + 1)
     assert kept(first) != kept(other)  # another seed, another choice somewhere
@@ -142,7 +142,7 @@ def test_hard_without_any_group_runs_no_kmeans_and_keeps_everything(tmp_path):
     x = unit(np.random.default_rng(1).normal(size=(20, 8))).astype(np.float32)
     write_feature_root(tmp_path, x)
     table, summary = groups_of(tmp_path, threshold=0.999, keep="hard")
-    assert summary["keep"]["clusters"] == 0 and summary["keep"]["clustered_rows"] == 0
+    assert summary.record["keep"]["clusters"] == 0 and summary.record["keep"]["clustered_rows"] == 0
     assert table.column("keep").to_pylist() == [True] * 20 and table.column("cluster").null_count == 20
 
 
@@ -171,18 +171,18 @@ def test_sweep_counts_equal_separate_runs_and_write_only_sweep_parquet(tmp_path)
     table = pq.read_table(out / "sweep.parquet")
     assert table.schema.remove_metadata() == SWEEP_SCHEMA
     assert table.column_names == ["threshold", "removed", "share", "groups", "largest_group"]
-    assert table.to_pylist() == record["sweep"]
+    assert table.to_pylist() == record.record["sweep"]
     assert table.column("threshold").to_pylist() == list(SWEEP)
-    assert record["stages"]["embedding"]["threshold"] == min(SWEEP) and record["dry_run"]
-    assert (record["images"], record["k"]) == (N, 8)
+    assert record.record["stages"]["embedding"]["threshold"] == min(SWEEP) and record.record["dry_run"]
+    assert (record.record["images"], record.record["k"]) == (N, 8)
     meta = pq.read_schema(out / "sweep.parquet").metadata[b"dinocurate.sweep"]
     assert b'"dry_run": true' in meta and b'"k": 8' in meta
     removed = []
-    for row in record["sweep"]:
+    for row in record.record["sweep"]:
         summary = run_dedup(DedupConfig(features=str(tmp_path), k=8, threshold=row["threshold"], progress=False))
         assert (row["removed"], row["groups"], row["largest_group"]) == \
-            (summary["removed"], summary["groups"], summary["largest_component"]), row["threshold"]
-        assert row["share"] == summary["removed"] / N
+            (summary.record["removed"], summary.record["groups"], summary.record["largest_component"]), row["threshold"]
+        assert row["share"] == summary.record["removed"] / N
         removed.append(row["removed"])
     assert removed == sorted(removed) and removed[0] >= 3 and removed[-1] > removed[0]  # looser removes more
     # the sweep's embedding edges at each threshold are the separate run's, pair for pair
@@ -236,7 +236,7 @@ def test_sweep_with_the_embedding_stage_off_is_a_clear_error(tmp_path):
         run_dedup(DedupConfig(features=str(tmp_path), sweep=(0.9,), progress=False))
     assert not (tmp_path / "dedup" / "sweep.parquet").exists()
     forced = run_dedup(DedupConfig(features=str(tmp_path), sweep=(0.9,), embedding=True, progress=False))
-    assert forced["sweep"][0]["threshold"] == 0.9
+    assert forced.record["sweep"][0]["threshold"] == 0.9
     with pytest.raises(ConfigError, match="--no-embedding turns off"):
         DedupConfig(features="f", embedding=False, sweep=(0.9,))
 

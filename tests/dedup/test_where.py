@@ -47,9 +47,10 @@ def test_only_matching_rows_are_grouped_the_others_stay(pool, tmp_path):
     assert (excluded.reason == "excluded").all() and excluded.keep.all() and (excluded.component_size == 1).all()
     assert excluded.nearest_key.isna().all()
     assert rows.loc[98, "reason"] == "unique" and rows.loc[98, "keep"]  # its copy is excluded: not a duplicate
-    assert summary["where"] == {"expression": "id < 100", "excluded": 100}
-    assert summary["reasons"]["excluded"] == 100 and summary["kept"] == N - 2 and full["kept"] == N - 4
-    assert summary["duplicates_removed"] == 2
+    assert summary.record["where"] == {"expression": "id < 100", "excluded": 100}
+    assert summary.record["reasons"]["excluded"] == 100 and summary.record["kept"] == N - 2
+    assert full.record["kept"] == N - 4
+    assert summary.record["duplicates_removed"] == 2
 
 
 def test_excluded_rows_are_never_contaminated(pool, tmp_path):

@@ -47,7 +47,7 @@ def test_separable_features_reach_99_percent_with_both_methods(tmp_path, blobs, 
     x, y = blobs(800, 8, 32, noise=0.25, seed=0)
     labelled_root(tmp_path, x, y, per_shard=300)
     results = run_evaluate(EvalConfig(features=(str(tmp_path),), seed=0))
-    run = results["runs"][0]
+    run = results.record["runs"][0]
     assert [e["k"] for e in run["knn"]["by_k"]] == [10, 20, 100, 200]
     for entry in run["knn"]["by_k"]:
         assert entry["top1"] >= 0.99, entry
@@ -68,7 +68,7 @@ def test_results_json_lists_the_class_names_and_counts_them_apart(tmp_path, blob
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["labels"]["classes"] == ["cat", "dog", "emu"]  # the names, sorted: class index = position
     assert saved["labels"]["num_classes"] == 3 and saved["labels"]["source"] == "folder"
-    assert results["labels"]["classes"] == saved["labels"]["classes"]
+    assert results.record["labels"]["classes"] == saved["labels"]["classes"]
     assert format_results(saved).startswith(f"{saved['labels']['used']} images, 3 classes (folder):")
     # a labels file: its names, not the folders'
     labels = labels_csv(tmp_path / "labels.csv", [(k, ["north", "south"][i % 2]) for i, k in enumerate(keys)])
@@ -87,7 +87,7 @@ def test_knn_numbers_in_results_equal_brute_force_on_the_same_split(tmp_path, bl
     x32 = x.astype(np.float32)
     unit = (x32 / np.linalg.norm(x32, axis=1, keepdims=True))[split.rows[0]]
     train, val = unit[~split.is_val], unit[split.is_val]
-    by_k = results["runs"][0]["knn"]["by_k"]
+    by_k = results.record["runs"][0]["knn"]["by_k"]
     for entry, k in zip(by_k, ks):
         ref = brute_knn(train, split.y[~split.is_val], val, 5, min(k, len(train)), 0.1)
         top1, top5 = accuracy(ref, split.y[split.is_val])
@@ -108,8 +108,8 @@ def test_random_labels_sit_at_chance(tmp_path, labelled_root):
     y = rng.integers(0, 10, 2000)
     labelled_root(tmp_path, x, y, per_shard=1000)
     results = run_evaluate(EvalConfig(features=(str(tmp_path),), val_fraction=0.5, seed=0, ks=(10, 20, 100)))
-    assert abs(results["labels"]["val"] - 1000) <= 10  # rounded per class
-    run = results["runs"][0]
+    assert abs(results.record["labels"]["val"] - 1000) <= 10  # rounded per class
+    run = results.record["runs"][0]
     for entry in run["knn"]["by_k"]:
         assert abs(entry["top1"] - 0.1) < 0.04, entry
         assert entry["top5"] < 0.5 + 0.065, entry
@@ -129,7 +129,7 @@ def test_webdataset_features_need_a_labels_file(tmp_path, capsys, labels_csv):
     assert err.startswith("error: ") and "cls" in err and "labels file" in err
     labels = labels_csv(tmp_path / "l.csv", [(k, f"c{i % 2}") for i, k in enumerate(keys)])
     results = run_evaluate(EvalConfig(features=(str(tmp_path),), labels=str(labels), ks=(3,), linear=False))
-    assert results["labels"]["used"] == 20 and results["labels"]["classes"] == ["c0", "c1"]
+    assert results.record["labels"]["used"] == 20 and results.record["labels"]["classes"] == ["c0", "c1"]
 
 
 def test_compare_puts_feature_sets_side_by_side_on_one_split(tmp_path, capsys, blobs, labelled_root):
@@ -161,10 +161,11 @@ def test_compare_puts_feature_sets_side_by_side_on_one_split(tmp_path, capsys, b
     # evaluated alone, a and b see different images: their protocol fingerprints say so
     alone_a = run_evaluate(EvalConfig(features=(str(a),), ks=(10,), linear=False, out=str(tmp_path / "ea")))
     alone_b = run_evaluate(EvalConfig(features=(str(b),), ks=(10,), linear=False, out=str(tmp_path / "eb")))
-    assert alone_a["protocol_fingerprint"] != alone_b["protocol_fingerprint"]
+    assert alone_a.record["protocol_fingerprint"] != alone_b.record["protocol_fingerprint"]
     again = run_evaluate(EvalConfig(features=(str(a),), ks=(10,), linear=False, out=str(tmp_path / "ea2")))
-    assert again["protocol_fingerprint"] == alone_a["protocol_fingerprint"]
-    assert again["runs"][0]["knn"] == {**alone_a["runs"][0]["knn"], "seconds": again["runs"][0]["knn"]["seconds"]}
+    assert again.record["protocol_fingerprint"] == alone_a.record["protocol_fingerprint"]
+    knn_again = again.record["runs"][0]["knn"]
+    assert knn_again == {**alone_a.record["runs"][0]["knn"], "seconds": knn_again["seconds"]}
 
 
 def test_help_names_the_label_sources(capsys):

@@ -133,4 +133,4 @@ def test_index_update_after_a_grown_folder_says_what_to_run(tmp_path):
     assert "\n" not in message and "ids would move" in message
     assert f"rebuild it: make index FEATURES='{out}' (without --update)" in message
     record = run_index(IndexConfig(features=str(out), progress=False))  # what it says to run works
-    assert record["count"] == 3
+    assert record.record["count"] == 3

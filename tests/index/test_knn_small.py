@@ -37,7 +37,7 @@ def test_dedup_with_embedding_stage_on_one_or_two_images(tmp_path, n):
     write_feature_root(tmp_path, x)
     summary = run_dedup(DedupConfig(features=str(tmp_path), embedding=True, progress=False))
     groups = pq.read_table(tmp_path / "dedup" / "groups.parquet").to_pydict()
-    assert summary["images"] == n and len(groups["key"]) == n
+    assert summary.record["images"] == n and len(groups["key"]) == n
     if n == 1:
         assert groups["reason"] == ["unique"] and groups["keep"] == [True]
     else:
@@ -54,4 +54,4 @@ def test_index_knn_and_dedup_of_a_root_whose_every_image_failed(tmp_path):
     result = run_knn(KnnConfig(features=str(tmp_path / "out"), k=8, progress=False))
     assert list(iter_parts(result.graph)) == []
     summary = run_dedup(DedupConfig(features=str(tmp_path / "out"), embedding=True, progress=False))
-    assert (summary["images"], summary["kept"], summary["groups"]) == (0, 0, 0)
+    assert (summary.record["images"], summary.record["kept"], summary.record["groups"]) == (0, 0, 0)

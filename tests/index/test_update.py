@@ -28,8 +28,8 @@ def test_new_shards_are_added_and_search_as_a_fresh_build(tmp_path, factory):
     trained = load_index(root / "index").index
     write_feature_root(root, X, per_shard=100)  # the same two shards, and part-0002
     record = run_index(IndexConfig(features=str(root), factory=factory, update=True, progress=False))
-    assert record["count"] == 300 and record["factory"] == first["factory"]
-    assert record["updates"][-1]["added"] == 100 and record["updates"][-1]["shards"] == ["part-0002"]
+    assert record.record["count"] == 300 and record.record["factory"] == first.record["factory"]
+    assert record.record["updates"][-1]["added"] == 100 and record.record["updates"][-1]["shards"] == ["part-0002"]
     write_feature_root(fresh, X, per_shard=100)
     run_index(IndexConfig(features=str(fresh), factory=factory, progress=False))
     ids = pq.read_table(root / "index" / "ids.parquet")
@@ -45,7 +45,7 @@ def test_new_shards_are_added_and_search_as_a_fresh_build(tmp_path, factory):
         assert np.array_equal(before, after)
         assert list(l_grown[:, 0]) == list(range(0, 300, 37))
     again = run_index(IndexConfig(features=str(root), factory=factory, update=True, progress=False))
-    assert again["count"] == 300 and len(again["updates"]) == 1  # nothing new: unchanged
+    assert again.record["count"] == 300 and len(again.record["updates"]) == 1  # nothing new: unchanged
 
 
 def test_an_update_that_would_move_ids_or_mix_models_is_refused(tmp_path):

@@ -234,7 +234,7 @@ def test_index_and_knn_on_an_npy_equal_brute_force_and_write_beside_it(planted):
     from pipeline.index.knn import KnnConfig, iter_parts, run_knn
 
     path, x, keys = planted
-    record = run_index(IndexConfig(features=str(path), keys=str(path.parent / "keys.txt"), progress=False))
+    record = run_index(IndexConfig(features=str(path), keys=str(path.parent / "keys.txt"), progress=False)).record
     out = path.parent / "emb.npy.dinocurate"
     assert record["factory"] == "Flat" and record["count"] == 60 and record["provenance"]["source"] == "external"
     loaded = load_index(out / "index")
@@ -260,14 +260,14 @@ def test_dedup_on_an_npy_uses_embedding_edges_only_and_says_why(planted, caplog)
                                         progress=False))
     assert "exact and perceptual stages are skipped" in caplog.text
     skipped = {"edges": 0, "skipped": "no image hashes (features made elsewhere)"}
-    assert summary["stages"]["exact"] == skipped and summary["stages"]["phash"] == skipped
+    assert summary.record["stages"]["exact"] == skipped and summary.record["stages"]["phash"] == skipped
     groups = pq.read_table(path.parent / "emb.npy.dinocurate" / "dedup" / "groups.parquet").to_pydict()
     x16 = unit(x.astype(np.float16).astype(np.float32))
     sims = np.triu(x16 @ x16.T, 1)
     pairs = {tuple(p) for p in np.argwhere(sims > 0.95).tolist()}
     assert pairs == {(3, 50), (17, 51), (40, 52)}  # the brute-force truth at this threshold
     removed = [i for i, k in enumerate(groups["keep"]) if not k]
-    assert removed == [50, 51, 52] and summary["removed"] == 3  # no pixels known: the smaller key is kept
+    assert removed == [50, 51, 52] and summary.record["removed"] == 3  # no pixels known: the smaller key is kept
     assert [groups["nearest_key"][i] for i in removed] == [keys[3], keys[17], keys[40]]
     assert {groups["reason"][i] for i in removed} == {"embedding"} and groups["shard"] == [None] * 60
 
@@ -295,14 +295,14 @@ def test_evaluate_on_an_npy_with_keys_and_a_labels_file(planted, tmp_path):
     labels.write_text("key,label\n" + "".join(f"{k},{k.split('/')[0]}\n" for k in keys))
     results = run_evaluate(EvalConfig(features=(str(path),), keys=str(path.parent / "keys.txt"), labels=str(labels),
                                       ks=(5,), linear=False))
-    assert Path(results["path"]) == path.parent / "emb.npy.dinocurate" / "eval" / "results.json"
-    assert results["labels"]["used"] == 60 and results["labels"]["val_exact_copies_in_train"] == 0
-    run = results["runs"][0]
+    assert results.path == path.parent / "emb.npy.dinocurate" / "eval" / "results.json"
+    assert results.record["labels"]["used"] == 60 and results.record["labels"]["val_exact_copies_in_train"] == 0
+    run = results.record["runs"][0]
     assert run["provenance"]["source"] == "external" and run["dim"] == 64
     # folder labels come from the keys too: the same split and numbers
     again = run_evaluate(EvalConfig(features=(str(path),), keys=str(path.parent / "keys.txt"), ks=(5,),
                                     linear=False, out=str(tmp_path / "again")))
-    assert again["runs"][0]["knn"]["by_k"][0]["top1"] == run["knn"]["by_k"][0]["top1"]
+    assert again.record["runs"][0]["knn"]["by_k"][0]["top1"] == run["knn"]["by_k"][0]["top1"]
     with pytest.raises(InputError, match="folder part"):  # row-number keys: no ImageFolder classes
         run_evaluate(EvalConfig(features=(str(path),), ks=(5,), linear=False, out=str(tmp_path / "x")))
 
@@ -322,7 +322,7 @@ def test_export_npy_streams_what_read_matrix_gives_and_writes_keys(tmp_path):
     x = clustered_vectors(23, 8, 3) * 5
     keys = write_feature_root(tmp_path / "root", x, per_shard=10, dtype="float16")
     done = run_export_npy(ExportNpyConfig(features=str(tmp_path / "root"), out=str(tmp_path / "emb"), batch_rows=4,
-                                          feature="concat", progress=False))
+                                          feature="concat", progress=False)).record
     assert listing(tmp_path / "emb") == ["emb.npy", "emb.provenance.json", "keys.parquet"]  # no temporary left
     emb = np.load(tmp_path / "emb" / "emb.npy")
     expected = read_matrix(open_features(tmp_path / "root"), "concat")
@@ -339,13 +339,13 @@ def test_export_npy_streams_what_read_matrix_gives_and_writes_keys(tmp_path):
     about = json.loads(table.schema.metadata[EXPORT_KEY])
     assert about["normalised"] and about["feature"] == "concat" and about["provenance"]["model"] == "test"
     half = run_export_npy(ExportNpyConfig(features=str(tmp_path / "root"), out=str(tmp_path / "half"),
-                                          dtype="float16", progress=False))
+                                          dtype="float16", progress=False)).record
     emb16 = np.load(tmp_path / "half" / "emb.npy", mmap_mode="r")
     assert emb16.dtype == np.float16 and half["feature"] == "cls"
     np.testing.assert_allclose(emb16, read_matrix(open_features(tmp_path / "root"), "cls"), atol=1e-3)
     # an .npy in: keys only
     again = run_export_npy(ExportNpyConfig(features=str(tmp_path / "half" / "emb.npy"), out=str(tmp_path / "again"),
-                                           keys=str(tmp_path / "half" / "keys.parquet"), progress=False))
+                                           keys=str(tmp_path / "half" / "keys.parquet"), progress=False)).record
     assert pq.read_table(again["keys"]).column_names == ["id", "key"]
     assert pq.read_table(again["keys"]).column("key").to_pylist() == keys
 
@@ -412,14 +412,14 @@ def extracted(tmp_path_factory) -> Path:
 def test_round_trip_export_npy_then_curate_balanced_selects_the_same_images(extracted, tmp_path):
     from pipeline.curate.retrieval import CurateConfig, run_curate
 
-    done = run_export_npy(ExportNpyConfig(features=str(extracted), out=str(tmp_path / "emb"), progress=False))
+    done = run_export_npy(ExportNpyConfig(features=str(extracted), out=str(tmp_path / "emb"), progress=False)).record
     emb = tmp_path / "emb" / "emb.npy"
     on_root = run_curate(CurateConfig(pool=str(extracted), balanced=10, out=str(tmp_path / "root_curate"),
                                       progress=False))
     on_npy = run_curate(CurateConfig(pool=str(emb), balanced=10, progress=False))
     a = pq.read_table(tmp_path / "root_curate" / "selected.parquet")
     b = pq.read_table(tmp_path / "emb" / "emb.npy.dinocurate" / "curate" / "selected.parquet")
-    assert on_root["selected"] == on_npy["selected"] == 10
+    assert on_root.record["selected"] == on_npy.record["selected"] == 10
     assert b.column("id").to_pylist() == a.column("id").to_pylist()
     assert b.column("cluster").to_pylist() == a.column("cluster").to_pylist()
     assert b.column("key").to_pylist() == [str(i) for i in a.column("id").to_pylist()]  # row-number keys

@@ -95,7 +95,7 @@ def test_a_sidecar_of_other_bytes_is_ignored_with_a_warning(exported, caplog):
 
 def test_an_export_of_an_export_keeps_the_provenance(exported, tmp_path):
     again = run_export_npy(ExportNpyConfig(features=str(exported), out=str(tmp_path / "again"),
-                                           keys=str(exported.with_name("keys.parquet")), progress=False))
+                                           keys=str(exported.with_name("keys.parquet")), progress=False)).record
     fs = open_features(again["emb"])
     assert is_random(fs.provenance) and fs.provenance["model"] == "vit_test"
     assert fs.provenance["origin"]["fingerprint"] == open_features(exported.parents[1] / "root").provenance[
@@ -163,15 +163,15 @@ def test_curate_and_evaluate_see_random_weights_through_the_npy(exported, tmp_pa
     from pipeline.evaluate.run import EvalConfig, run_evaluate
 
     summary = run_curate(CurateConfig(pool=str(exported), balanced=10, out=str(tmp_path / "c"), progress=False))
-    assert any("random weights" in note for note in summary["notes"])
+    assert any("random weights" in note for note in summary.record["notes"])
     results = run_evaluate(EvalConfig(features=(str(exported),), keys=str(exported.with_name("keys.parquet")),
                                       ks=(5,), linear=False, out=str(tmp_path / "ev")))
-    assert "random weights" in results["runs"][0]["note"]
+    assert "random weights" in results.record["runs"][0]["note"]
 
 
 def test_dedup_library_on_the_npy_matches_the_root(exported):
     """Through the .npy as on the root: random weights, the embedding stage off."""
-    on_npy = run_dedup(DedupConfig(features=str(exported), progress=False))
-    on_root = run_dedup(DedupConfig(features=str(exported.parents[1] / "root"), progress=False))
+    on_npy = run_dedup(DedupConfig(features=str(exported), progress=False)).record
+    on_root = run_dedup(DedupConfig(features=str(exported.parents[1] / "root"), progress=False)).record
     assert on_npy["stages"]["embedding"]["skipped"] == on_root["stages"]["embedding"]["skipped"] == "random weights"
     assert on_npy["weights"] == on_root["weights"] and on_npy["removed"] == on_root["removed"] == 0

@@ -182,7 +182,7 @@ def test_export_as_uids_writes_a_sorted_datacomp_subset_and_the_keys(tmp_path):
     pq.write_table(pa.table({"key": hexes, "shard": ["s"] * 3, "index": [0, 1, 2]}), sel)
     manifest = run_export(ExportConfig(selection=str(sel), out=str(tmp_path / "sub"), format="uids", progress=False))
     uids = np.load(tmp_path / "sub" / "uids.npy")
-    assert uids.dtype == UID_DTYPE and manifest["samples"] == 3 and "32-hex-digit" in manifest["uids"]
+    assert uids.dtype == UID_DTYPE and manifest.record["samples"] == 3 and "32-hex-digit" in manifest.record["uids"]
     assert uids.tolist() == [(1, 2), (0x0123456789ABCDEF, 0x0123456789ABCDEF), (2**64 - 1, 2**64 - 1)]
     assert (tmp_path / "sub" / "keys.txt").read_text() == "".join(k + "\n" for k in sorted(hexes))
     import hashlib

@@ -151,7 +151,8 @@ REQUIRED = {"extract": ["--out", "o"], "pack": ["--images", "d", "--out", "o"], 
             "export-npy": ["--features", "f", "--out", "o"], "serve": ["--index", "i"],
             "report": ["--out", "o"], "pca": ["--images", "d", "--out", "o"], "bench": [], "parity": [], "demo": []}
 JOB_OPTIONS = {"log_level", "executor", "actors", "cpus_per_actor", "max_retries", "rank", "world_size", "shards",
-               "compare", "root", "offline"}  # offline: sets HF_HUB_OFFLINE for the job (jobs/_cli.run_job)
+               "compare", "root", "offline",  # offline: sets HF_HUB_OFFLINE for the job (jobs/_cli.run_job)
+               "record"}  # bench --record FILE: the job appends the run's row to a benchmark record
 # The options every command must keep (what the Makefile, the README and users pass).
 KEY_OPTIONS = {
     "extract": ["--shards", "--images", "--out", "--model", "--weights", "--resolution", "--batch-size", "--executor"],

@@ -27,10 +27,10 @@ def test_pca_picture_shape_determinism_and_mask(tmp_path):
     (tmp_path / "in" / "bad.jpg").write_bytes(b"not an image at all")
     cfg = dict(images=str(tmp_path / "in"), weights="random", model=TINY_MODEL, model_kwargs=TINY_KWARGS,
                resolution=112, device="cpu")
-    record = run_pca(PcaConfig(out=str(tmp_path / "a"), **cfg))
+    record = run_pca(PcaConfig(out=str(tmp_path / "a"), **cfg)).record
     assert record["grid"] == [8, 8] and list(record["failures"]) == ["bad.jpg"]
     assert record["images"] == ["obj0.png", "obj1.png", "sub/obj2.png"]
-    again = run_pca(PcaConfig(out=str(tmp_path / "b"), **cfg))
+    again = run_pca(PcaConfig(out=str(tmp_path / "b"), **cfg)).record
     for rel in record["images"]:
         a = np.asarray(Image.open(tmp_path / "a" / f"{rel}.png"))
         assert a.shape == (112, 3 * 112, 3)  # input | PCA RGB | mask, each at the model's input size
@@ -42,7 +42,7 @@ def test_pca_picture_shape_determinism_and_mask(tmp_path):
         inside[2:6, 2:6] = True
         assert (mask == inside).mean() >= 0.9
     assert again["explained_variance_ratio"] == record["explained_variance_ratio"]
-    fg = run_pca(PcaConfig(out=str(tmp_path / "c"), colours="foreground", **cfg))
+    fg = run_pca(PcaConfig(out=str(tmp_path / "c"), colours="foreground", **cfg)).record
     picture = np.asarray(Image.open(tmp_path / "c" / "obj0.png.png"))
     assert not picture[:14, 112:2 * 112].any() and fg["foreground_fraction"] == record["foreground_fraction"]
 

@@ -87,7 +87,7 @@ def expected(values: np.ndarray, keys: list[str]) -> tuple[list[str], list[str]]
 
 
 def test_each_signal_shows_its_lowest_and_highest_images_in_order(stats_root, tmp_path):
-    info = run_report(ReportConfig(out=str(stats_root), report=str(tmp_path / "r"), quality_per_row=PER_ROW))
+    info = run_report(ReportConfig(out=str(stats_root), report=str(tmp_path / "r"), quality_per_row=PER_ROW)).record
     assert info["sections"] == ["quality", "extract"]
     assert info["quality"] == {"signals": list(STATS_COLUMNS), "per_row": PER_ROW, "images": 11}
     feats = pd.concat(pd.read_parquet(p) for p in sorted((stats_root / "features").glob("*.parquet")))  # id order
@@ -111,7 +111,7 @@ def test_each_signal_shows_its_lowest_and_highest_images_in_order(stats_root, tm
 def test_the_outlier_score_joins_when_a_knn_graph_exists(stats_root, tmp_path):
     build_index(IndexConfig(features=str(stats_root), progress=False))
     run_knn(KnnConfig(features=str(stats_root), k=4, progress=False))
-    info = run_report(ReportConfig(out=str(stats_root), report=str(tmp_path / "r"), quality_per_row=PER_ROW))
+    info = run_report(ReportConfig(out=str(stats_root), report=str(tmp_path / "r"), quality_per_row=PER_ROW)).record
     assert info["quality"]["signals"] == [*STATS_COLUMNS, "outlier"]
     keys = pd.concat(pd.read_parquet(p, columns=["key"]) for p in sorted((stats_root / "features").glob("*.parquet")))
     low, high = expected(read_outlier(open_features(stats_root)).astype(np.float64), keys.key.tolist())
@@ -120,6 +120,6 @@ def test_the_outlier_score_joins_when_a_knn_graph_exists(stats_root, tmp_path):
 
 
 def test_no_quality_section_without_stats_columns(folder_run, tmp_path):
-    info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r")))
+    info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r"))).record
     assert "quality" not in info["sections"] and "quality" not in info
     assert 'id="quality"' not in (tmp_path / "r" / "index.html").read_text()

@@ -40,7 +40,7 @@ def test_sixteen_photos_with_a_blurred_and_a_dark_copy(tmp_path):
     assert feats.loc["dark.jpg", "colorfulness"] < 0.2 * feats.loc[first, "colorfulness"]
     assert (feats.colorfulness >= 0).all() and feats.flat_share.between(0, 1).all()
 
-    info = run_report(ReportConfig(out=str(tmp_path / "out"), quality_per_row=4))
+    info = run_report(ReportConfig(out=str(tmp_path / "out"), quality_per_row=4)).record
     assert info["sections"][0] == "quality" and not info["unavailable"]
     rows = parse(tmp_path / "out" / "report" / "index.html")
     assert list(rows) == list(STATS_COLUMNS)

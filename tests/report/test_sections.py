@@ -19,7 +19,7 @@ OUTLINE = "the outline is every image's nearest neighbour from the k-NN graph."
 
 
 def test_report_shows_every_group_with_its_keeper_and_every_link_resolves(folder_run, tmp_path):
-    info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r"), groups_per_page=2))
+    info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r"), groups_per_page=2)).record
     groups = pd.read_parquet(folder_run / "dedup" / "groups.parquet")
     multi = groups[groups.component_size > 1]
     assert multi.component.nunique() == 3 and info["dedup"] == {"groups": 3, "groups_shown": 3}
@@ -63,7 +63,7 @@ def test_a_rerun_replaces_the_previous_report(folder_run, tmp_path):
     run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r"), groups_per_page=1))
     assert (tmp_path / "r" / "dedup-3.html").is_file()
     (tmp_path / "r" / "notes.txt").write_text("mine")
-    info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r")))
+    info = run_report(ReportConfig(out=str(folder_run), report=str(tmp_path / "r"))).record
     assert info["pages"] == 1 and sorted(p.name for p in (tmp_path / "r").glob("*.html")) == ["index.html"]
     assert len(list((tmp_path / "r" / "thumbs").glob("*.jpg"))) == info["thumbnails"] == 7
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only what a report wrote is removed
@@ -72,7 +72,7 @@ def test_a_rerun_replaces_the_previous_report(folder_run, tmp_path):
 def test_report_of_shards_with_search_and_curate_reads_the_right_images(searched, tmp_path):
     out, colour, _, csv = searched
     info = run_report(ReportConfig(out=str(out), report=str(tmp_path / "r"), search=str(csv),
-                                   search_queries=str(out), curate_samples=3))
+                                   search_queries=str(out), curate_samples=3)).record
     assert info["sections"] == ["dedup", "search", "curate", "extract"] and not info["unavailable"]
     assert info["dedup"]["groups"] == 1 and info["search"]["queries"] == 8 and info["curate"]["samples_shown"] == 3
     page = parse_pages(tmp_path / "r")["index.html"]
@@ -105,7 +105,7 @@ def knn_root(tmp_path):
 
 
 def test_the_similarity_outline_comes_from_a_make_knn_graph_in_the_root(knn_root, tmp_path):
-    info = run_report(ReportConfig(out=str(knn_root.root), report=str(tmp_path / "r")))
+    info = run_report(ReportConfig(out=str(knn_root.root), report=str(tmp_path / "r"))).record
     text = (tmp_path / "r" / "index.html").read_text()
     assert info["sections"] == ["dedup"] and OUTLINE in text and "no k-NN graph" not in text
 
@@ -160,7 +160,7 @@ def test_extract_section_throughput_and_failing_keys(tmp_path):
         store.write_shard(f"s{s}", pa.table({"key": ["x"]}), pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA),
                           marker)
     store.write_stats({"failed": ["s9"], "images_per_second": 12.345})
-    info = run_report(ReportConfig(out=str(store.root), max_failures=4))
+    info = run_report(ReportConfig(out=str(store.root), max_failures=4)).record
     text = (store.root / "report" / "index.html").read_text()
     assert info["sections"] == ["extract"] and info["extract"] == {"shards": 4, "failures": 6}
     assert Image.open(store.root / "report" / "throughput.png").format == "PNG"

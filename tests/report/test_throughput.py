@@ -18,7 +18,7 @@ def test_one_shard_that_took_a_minute_has_a_curve(tmp_path):
     assert marker["finished_unix"] - 5 < marker["run_started_unix"] <= marker["finished_unix"]
     marker["run_started_unix"] = marker["finished_unix"] - 58  # as if the shard had taken 58 s
     marker_path.write_text(json.dumps(marker))
-    info = run_report(ReportConfig(out=str(tmp_path / "out")))
+    info = run_report(ReportConfig(out=str(tmp_path / "out"))).record
     html = (tmp_path / "out" / "report" / "index.html").read_text()
     assert "1 shard finished over 58 s since the run&#x27;s start" in html or \
         "1 shard finished over 58 s since the run's start" in html

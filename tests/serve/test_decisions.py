@@ -145,7 +145,7 @@ def test_export_writes_the_reviewed_keeper_of_a_group(tar_root, tmp_path):
                      who="reviewer")
     after = run_export(ExportConfig(selection=str(root / "dedup" / "groups.parquet"), out=str(tmp_path / "e1"),
                                     progress=False))
-    assert before["samples"] == after["samples"] == 7
+    assert before.record["samples"] == after.record["samples"] == 7
     keys = {}
     for name in ("e0", "e1"):
         with tarfile.open(tmp_path / name / "export-000000.tar") as tar:
@@ -154,4 +154,4 @@ def test_export_writes_the_reviewed_keeper_of_a_group(tar_root, tmp_path):
     assert "k04" in keys["e1"] and "k01" not in keys["e1"]
     uids = run_export(ExportConfig(selection=str(root / "dedup" / "groups.parquet"), out=str(tmp_path / "u"),
                                    format="uids", progress=False))
-    assert uids["samples"] == 7 and "k04" in (tmp_path / "u" / "keys.txt").read_text().split()
+    assert uids.record["samples"] == 7 and "k04" in (tmp_path / "u" / "keys.txt").read_text().split()
