@@ -36,9 +36,9 @@ def write_seeds(pool: Path, out: Path, n: int, seed: int) -> Path:
     """Seeds as their own feature root (reused while pool, n and seed are the same)."""
     import pyarrow.parquet as pq
 
-    from pipeline.io.features import open_features, read_matrix
     from pipeline.io.files import read_json, write_json_atomic, write_parquet_atomic
     from pipeline.io.schema import META_FIELDS, feature_schema, feature_table
+    from pipeline.roots.features import open_features, read_matrix
 
     fs = open_features(pool)
     made = {"pool": str(pool.resolve()), "pool_fingerprint": fs.provenance.get("fingerprint"), "n": n, "seed": seed}
@@ -84,7 +84,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from pipeline.curate.retrieval import CurateConfig, run_curate
-    from pipeline.io.features import open_features
+    from pipeline.roots.features import open_features
 
     out = Path(args.out)
     seeds = write_seeds(Path(args.pool), out / "seeds", args.queries, args.seed)

@@ -342,7 +342,7 @@ def graph_checks(args: argparse.Namespace, root: Path, knn: Path, plan: dict) ->
     """Planted pairs among the graph's candidates; recall@k against brute force on a seeded sample."""
     import pyarrow.parquet as pq
 
-    from pipeline.io.features import feature_columns, iter_batches, open_features, to_matrix
+    from pipeline.roots.features import feature_columns, iter_batches, open_features, to_matrix
 
     pairs = plan["pairs"]
     planted = set(map(tuple, pairs.tolist()))
@@ -407,7 +407,7 @@ def graph_checks(args: argparse.Namespace, root: Path, knn: Path, plan: dict) ->
 
 
 def _rows(fs, rows: np.ndarray):
-    from pipeline.io.features import feature_columns, iter_batches, to_matrix
+    from pipeline.roots.features import feature_columns, iter_batches, to_matrix
 
     start, pos = 0, 0
     for batch in iter_batches(fs, feature_columns("cls"), 65536):
@@ -464,8 +464,8 @@ def main() -> None:
     from pipeline.dedup.run import run_dedup
     from pipeline.index.build import IndexConfig, build_index, load_index
     from pipeline.index.knn import build_graph
-    from pipeline.io.features import open_features
     from pipeline.layout import read_index_record, write_index_record
+    from pipeline.roots.features import open_features
 
     params = gen_params(args)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ FEATURES, e.g.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.io.npy_export import ExportNpyConfig
+    from pipeline.curate.npy_export import ExportNpyConfig
 
     p.add_argument("--features", required=True, metavar="FEATURES", help=FEATURES_HELP)
     add_keys_arg(p, ExportNpyConfig)
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.io.npy_export import ExportNpyConfig, run_export_npy
+    from pipeline.curate.npy_export import ExportNpyConfig, run_export_npy
 
     done = run_export_npy(config_from(ExportNpyConfig, args))
     print(f"export-npy: {done.rows} × {done.dim} {done.dtype} ({done.feature}, L2-normalised) in "

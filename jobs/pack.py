@@ -13,7 +13,7 @@ then: python -m jobs.extract --shards shards/shards.txt --out out/"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.io.pack import PackConfig
+    from pipeline.extract.pack import PackConfig
 
     p.add_argument("--images", required=True, metavar="DIR", help="image folder, read recursively")
     p.add_argument("--out", required=True, metavar="OUT", help="folder for <prefix>-NNNNNN.tar and shards.txt")
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.io.pack import PackConfig, run_pack
+    from pipeline.extract.pack import PackConfig, run_pack
 
     done = run_pack(config_from(PackConfig, args))
     print(f"pack: {len(done.shards)} shards in {args.out}/ (list: {done.shard_list})")

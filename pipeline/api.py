@@ -51,7 +51,7 @@ def extract(cfg: ExtractConfig) -> ExtractStats:
 def features(root: str | Path, feature: str = "cls") -> tuple[pa.Table, np.ndarray]:
     """(metadata in id order: id, key, shard, index, width, height, sha1, phash; (N, D) float32 L2-normalised
     vectors) of an extract output; `feature` is cls, patch_mean or concat."""
-    from pipeline.io.features import open_features, read_matrix, read_meta
+    from pipeline.roots.features import open_features, read_matrix, read_meta
 
     fs = open_features(root)
     return read_meta(fs), read_matrix(fs, feature)

@@ -15,7 +15,8 @@ PIPELINE = REPO / "pipeline"
 JOBS = REPO / "jobs"
 
 # Data flows left to right: a stage may import itself and the stages before it, never one after it.
-STAGES = ("io", "extract", "index", "dedup", "curate")
+# io: formats only (below the contract modules); roots: what an output root holds, read through layout
+STAGES = ("io", "roots", "extract", "index", "dedup", "curate")
 # after curate; nothing imports them, they do not import each other
 LEAVES = ("evaluate", "report", "bench", "serve", "apply")
 CORE = ("errors", "provenance", "layout", "tasks")  # the contract: imported by all, importing only pipeline.io
@@ -207,7 +208,7 @@ LATE_IMPORTS = {
                                               "method (every job's --help imports layout)",
     ("pipeline.extract.demo", "pipeline.extract.weights"): f"{TORCH}: `demo --help` and its listing stay light",
     ("pipeline.extract.demo", "pipeline.extract.runner"): f"{TORCH}: `demo --help` and its listing stay light",
-    ("pipeline.extract.demo", "pipeline.io.pack"): "webdataset, and with it torch",
+    ("pipeline.extract.demo", "pipeline.extract.pack"): "webdataset, and with it torch",
     ("pipeline.extract.ray", "pipeline.extract.backbone"): f"{TORCH} load in the Ray actor, not in the driver",
     ("pipeline.extract.ray", "pipeline.extract.device"): "torch loads in the Ray actor, not in the driver",
     ("pipeline.extract.ray", "pipeline.extract.runner"): f"{TORCH} load in the Ray actor, not in the driver",
@@ -219,7 +220,7 @@ LATE_IMPORTS = {
     ("pipeline.serve.images", "pipeline.io.samples"): "webdataset, and with it torch: only for shard sources",
     # the facade: one call per stage, each stage imported when called (api.py is being reworked for typed results)
     **{("pipeline.api", f"pipeline.{stage}"): "the facade imports a stage when it is called" for stage in (
-        "extract.runner", "io.features", "index.build", "index.knn", "index.search", "dedup.run",
+        "extract.runner", "roots.features", "index.build", "index.knn", "index.search", "dedup.run",
         "curate.retrieval", "curate.export", "evaluate.run", "report.run")},
 }
 
@@ -303,8 +304,17 @@ def test_no_stage_imports_a_later_stage():
                 imported = stage_of(target)
                 if imported is not None and not may_import(importer, imported):
                     hits.append(f"{rel(path)}:{line} ({importer}) imports {target} ({imported})")
-    assert not hits, ("imports against the data flow (io < extract < index < dedup < curate < evaluate, report, "
-                      "bench; top-level modules import only pipeline.io):\n" + "\n".join(hits))
+    assert not hits, ("imports against the data flow (io < roots < extract < index < dedup < curate < evaluate, "
+                      "report, bench; top-level modules import only pipeline.io):\n" + "\n".join(hits))
+
+
+def test_io_holds_formats_only_below_the_contract_modules():
+    """io (files, shards, decoding, hashes, schemas) imports nothing of the stages, of layout or provenance:
+    only itself and pipeline.errors; what reads an output root lives in pipeline.roots."""
+    hits = [f"{rel(path)}:{line} imports {module}" for path in modules(PIPELINE / "io")
+            for line, module, _ in imports(path)
+            if module.startswith("pipeline") and not module.startswith(("pipeline.io", "pipeline.errors"))]
+    assert not hits, "io imports above itself:\n" + "\n".join(hits)
 
 
 def run_functions(path: Path) -> list[ast.FunctionDef]:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.extract.pack import pack_folder
 from pipeline.extract.runner import run_extract
-from pipeline.io.pack import pack_folder
 from tests.conftest import shared_data, tiny_config
 
 pytestmark = pytest.mark.real_data

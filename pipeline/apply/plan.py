@@ -12,8 +12,8 @@ from pipeline.apply.config import LINK, ApplyConfig
 from pipeline.dedup.decided import decided_groups, duplicates_of_keepers
 from pipeline.dedup.decisions import CONTAMINATED
 from pipeline.errors import ConfigError, InputError, MissingInputError
-from pipeline.io.features import open_features, read_meta
 from pipeline.layout import GROUPS, OutputRoot
+from pipeline.roots.features import open_features, read_meta
 
 DEFAULT_SUFFIX = ".duplicates"  # the default quarantine: <images>.duplicates, beside the collection
 

@@ -67,7 +67,7 @@ from pipeline.extract.device import (
     resolve_precision,
     resolve_workers,
 )
-from pipeline.io.pack import pack_folder
+from pipeline.extract.pack import pack_folder
 from pipeline.io.shards import list_image_files
 from pipeline.io.tables import make_folder
 

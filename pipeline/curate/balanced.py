@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.curate.cluster import hierarchical_sample
 from pipeline.curate.hkmeans import Level, cluster_sizes, hierarchical_kmeans, resolve_plan
 from pipeline.curate.vectors import ArraySource, FeatureSource, VectorSource
-from pipeline.io.features import FeatureSet, read_matrix
+from pipeline.roots.features import FeatureSet, read_matrix
 
 if TYPE_CHECKING:
     from pipeline.curate.config import CurateConfig

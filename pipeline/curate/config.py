@@ -18,7 +18,7 @@ class CurateConfig:
     queries: tuple[tuple[str, str], ...] = ()  # (source name, extract output root of its seed set)
     out: str | None = None  # default: <pool>/curate
     mode: str = "auto"  # sample | cluster | auto
-    where: str | None = None  # --where EXPR: only matching pool rows may be selected (io/where.py)
+    where: str | None = None  # --where EXPR: only matching pool rows may be selected (roots/where.py)
     feature: str = "cls"
     k: int = 4  # sample-based: neighbours per query (LVD-142M: 4; 32 for ImageNet-1k)
     min_similarity: float = 0.0

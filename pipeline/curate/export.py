@@ -19,14 +19,14 @@ from pipeline.curate.config import ExportConfig
 from pipeline.curate.results import ExportResult
 from pipeline.dedup.decided import decided_groups
 from pipeline.errors import InputError, MissingInputError, SelectionError
+from pipeline.extract.pack import sample_key
 from pipeline.index.rows import where_mask
-from pipeline.io.features import open_features, read_meta
 from pipeline.io.files import write_bytes_atomic, write_json_atomic, write_text_atomic
-from pipeline.io.pack import sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, as_text, iter_samples
 from pipeline.io.shards import Shard
 from pipeline.io.tables import read_user_table
 from pipeline.layout import GROUPS, SELECTED, OutputRoot, read_summary
+from pipeline.roots.features import open_features, read_meta
 
 log = logging.getLogger(__name__)
 

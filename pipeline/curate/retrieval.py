@@ -18,7 +18,10 @@ from pipeline.errors import InputError
 from pipeline.index.build import IndexConfig, find_or_build_index, search
 from pipeline.index.kmeans import assign, kmeans
 from pipeline.index.rows import search_within, where_mask
-from pipeline.io.features import (
+from pipeline.io.files import write_parquet_atomic
+from pipeline.layout import INDEX_DIR, SELECTED, SUMMARY, OutputRoot, write_summary
+from pipeline.provenance import is_random
+from pipeline.roots.features import (
     FeatureSet,
     check_same_provenance,
     open_features,
@@ -26,9 +29,6 @@ from pipeline.io.features import (
     read_meta,
     shown_similarity,
 )
-from pipeline.io.files import write_parquet_atomic
-from pipeline.layout import INDEX_DIR, SELECTED, SUMMARY, OutputRoot, write_summary
-from pipeline.provenance import is_random
 
 log = logging.getLogger(__name__)
 

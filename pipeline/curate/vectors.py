@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.io.features import FeatureSet, feature_columns, iter_batches, to_matrix
+from pipeline.roots.features import FeatureSet, feature_columns, iter_batches, to_matrix
 
 CHUNK_ROWS = 65536  # rows converted to float32 at once when streaming
 

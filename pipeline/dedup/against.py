@@ -23,9 +23,9 @@ from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.keeper import choose, source_reader
 from pipeline.dedup.results import AgainstResult
 from pipeline.index.build import IndexConfig, find_or_build_index
-from pipeline.io.features import check_same_provenance, open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import INDEX_DIR, SUMMARY, OutputRoot, write_summary
+from pipeline.roots.features import check_same_provenance, open_features, read_matrix, read_meta, shown_similarity
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ class DedupConfig:
     # extract output of a collection already processed: the new images are checked against it, never regrouping it
     against: str | None = None
     reference_threshold: float = 0.45
-    # --where EXPR (io/where.py): only matching rows take part; the others are kept as they are, reason "excluded"
+    # --where EXPR (roots/where.py): only matching rows take part; the others are kept as they are, reason "excluded"
     where: str | None = None
     # a decontamination dropping a larger share of the pool stops (the threshold is likely wrong for the model)
     max_contaminated: float = 0.1

@@ -17,9 +17,9 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.index.base import FLAT_MAX, ivf_lists
 from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.index.knn import build_graph, complete_graph, iter_parts
-from pipeline.io.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 from pipeline.io.phash import transpose64
 from pipeline.layout import INDEX_DIR, KNN_DIR, OutputRoot, read_index_record
+from pipeline.roots.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pipeline.dedup.edges import (
     phash_candidate_edges,
     phash_edges,
 )
-from pipeline.io.features import FeatureSet, has_hashes
 from pipeline.provenance import describe_origin, is_random
+from pipeline.roots.features import FeatureSet, has_hashes
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.dedup.edges import EMBEDDING, EXACT, PHASH
-from pipeline.io.features import shown_similarity
+from pipeline.roots.features import shown_similarity
 
 GROUP_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("index", pa.int32()), ("id", pa.int64()),

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from pipeline.dedup.signals import ImageSignals, read_signals
 from pipeline.io.decode import DATA_ERRORS
-from pipeline.io.sources import ImageSource, open_source, read_images
 from pipeline.layout import OutputRoot
+from pipeline.roots.sources import ImageSource, open_source, read_images
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import run_extract
 from pipeline.index.rows import where_mask
-from pipeline.io.features import FeatureSet, open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import GROUPS, SUMMARY, OutputRoot, is_external, write_summary
+from pipeline.roots.features import FeatureSet, open_features, read_matrix, read_meta
 
 log = logging.getLogger(__name__)
 

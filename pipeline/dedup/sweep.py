@@ -18,10 +18,10 @@ from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import components
 from pipeline.dedup.results import SweepResult
 from pipeline.errors import ConfigError
-from pipeline.io.features import open_features, read_matrix, read_meta
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import OutputRoot
 from pipeline.provenance import is_random
+from pipeline.roots.features import open_features, read_matrix, read_meta
 
 log = logging.getLogger(__name__)
 

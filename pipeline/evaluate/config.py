@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pipeline.errors import ConfigError
 from pipeline.evaluate.knn import KS, TEMPERATURE
 from pipeline.evaluate.linear import MAX_ITER, WEIGHT_DECAYS
-from pipeline.io.features import FEATURE_CHOICES, check_feature
+from pipeline.roots.features import FEATURE_CHOICES, check_feature
 
 log = logging.getLogger(__name__)
 

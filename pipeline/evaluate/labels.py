@@ -15,9 +15,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.io.features import FeatureSet, read_meta
 from pipeline.io.tables import read_user_table
 from pipeline.layout import OutputRoot
+from pipeline.roots.features import FeatureSet, read_meta
 
 log = logging.getLogger(__name__)
 

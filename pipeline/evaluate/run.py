@@ -19,11 +19,11 @@ from pipeline.evaluate.knn import KS, accuracy, knn_predict
 from pipeline.evaluate.labels import Split, resolve_split
 from pipeline.evaluate.linear import WEIGHT_DECAYS, linear_probe
 from pipeline.evaluate.results import EvalResult
-from pipeline.io.external import is_npy
-from pipeline.io.features import FeatureSet, open_features, read_matrix
 from pipeline.io.files import write_json_atomic
 from pipeline.layout import OutputRoot
 from pipeline.provenance import differing_fields, is_random, same
+from pipeline.roots.external import is_npy
+from pipeline.roots.features import FeatureSet, open_features, read_matrix
 
 __all__ = ["KS", "WEIGHT_DECAYS", "EvalConfig", "evaluate_features", "format_results", "protocol_fingerprint",
            "run_evaluate"]

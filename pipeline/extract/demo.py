@@ -129,8 +129,8 @@ def pick_weights(model: str, asked: str | None) -> str:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Photos → `OUT/shards` (10 per shard) → `OUT/features-<hub|random|file>`."""
+    from pipeline.extract.pack import pack_folder
     from pipeline.extract.runner import run_extract
-    from pipeline.io.pack import pack_folder
 
     work = Path(cfg.out)
     photos = find_photos(work)

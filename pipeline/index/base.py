@@ -11,9 +11,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from pipeline.io.features import FeatureSet, feature_columns, iter_batches, read_meta, to_matrix
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.layout import IDS, INDEX_FILE, write_index_record
+from pipeline.roots.features import FeatureSet, feature_columns, iter_batches, read_meta, to_matrix
 
 FLAT_MAX = 100_000
 

@@ -26,15 +26,15 @@ from pipeline.index.base import (
 from pipeline.index.config import IndexConfig
 from pipeline.index.parts import build_index_parts
 from pipeline.index.results import IndexResult
-from pipeline.io.features import (
+from pipeline.layout import IDS, INDEX_FILE, OutputRoot, read_index_record, resolve_index_dir
+from pipeline.provenance import same
+from pipeline.roots.features import (
     FeatureSet,
     feature_columns,
     iter_batches,
     open_features,
     to_matrix,
 )
-from pipeline.layout import IDS, INDEX_FILE, OutputRoot, read_index_record, resolve_index_dir
-from pipeline.provenance import same
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
-from pipeline.io.features import check_feature
+from pipeline.roots.features import check_feature
 from pipeline.tasks import EXECUTORS
 
 

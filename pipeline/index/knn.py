@@ -17,7 +17,6 @@ from pipeline.index.base import set_search_params
 from pipeline.index.build import load_index, search
 from pipeline.index.config import KnnConfig
 from pipeline.index.results import KnnResult
-from pipeline.io.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from pipeline.layout import (
     OutputRoot,
@@ -28,6 +27,7 @@ from pipeline.layout import (
     write_graph_record,
 )
 from pipeline.provenance import require_same, same
+from pipeline.roots.features import FeatureSet, feature_columns, iter_batches, open_features, to_matrix
 from pipeline.tasks import run_tasks
 
 log = logging.getLogger(__name__)

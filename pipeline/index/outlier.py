@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.index.knn import complete_graph, iter_parts
-from pipeline.io.features import FeatureSet
 from pipeline.layout import KNN_DIR, OutputRoot, read_graph_record
+from pipeline.roots.features import FeatureSet
 
 log = logging.getLogger(__name__)
 

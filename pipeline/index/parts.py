@@ -21,9 +21,9 @@ from pipeline.index.base import (
     set_search_params,
     write_index,
 )
-from pipeline.io.features import feature_columns, file_subset, iter_batches, open_features, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.layout import OutputRoot
+from pipeline.roots.features import feature_columns, file_subset, iter_batches, open_features, to_matrix
 from pipeline.tasks import run_tasks
 
 if TYPE_CHECKING:  # annotations only: build.py runs this module's build_index_parts

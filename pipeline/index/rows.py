@@ -15,8 +15,8 @@ import pyarrow as pa
 from pipeline.errors import ConfigError
 from pipeline.index.build import search
 from pipeline.index.outlier import OUTLIER, find_graph, outlier_scores
-from pipeline.io.features import FeatureSet
-from pipeline.io.where import Where, matching_rows, parse_where, read_rows, row_columns
+from pipeline.roots.features import FeatureSet
+from pipeline.roots.where import Where, matching_rows, parse_where, read_rows, row_columns
 
 log = logging.getLogger(__name__)
 

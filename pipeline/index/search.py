@@ -17,11 +17,11 @@ from pipeline.errors import InputError, MissingInputError, MixedProvenanceError,
 from pipeline.extract.config import EXTRA_COLUMNS, ExtractConfig
 from pipeline.index.build import LoadedIndex, load_index, search
 from pipeline.index.config import SearchConfig as SearchConfig  # its import path before config.py held it
-from pipeline.io.features import open_features, read_matrix, read_meta, shown_similarity
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.io.shards import is_url
 from pipeline.layout import OutputRoot
 from pipeline.provenance import made_elsewhere, require_comparable, require_same
+from pipeline.roots.features import open_features, read_matrix, read_meta, shown_similarity
 
 log = logging.getLogger(__name__)
 

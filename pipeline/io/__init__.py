@@ -1,1 +1,1 @@
-"""Reading and writing: shard lists, image decoding, perceptual hashes, samples, schemas, feature roots."""
+"""Formats: shard lists, image files and decoding, perceptual hashes, samples, schemas, files, locks."""

@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.index.outlier import OUTLIER, read_outlier
-from pipeline.io.features import open_features
 from pipeline.io.stats import STATS_COLUMNS, STATS_DEFINITION
-from pipeline.io.where import read_rows
 from pipeline.layout import OutputRoot
 from pipeline.report.html import esc, tile
+from pipeline.roots.features import open_features
+from pipeline.roots.where import read_rows
 
 if TYPE_CHECKING:
     from pipeline.report.run import Report

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from pipeline.errors import InputError, MissingInputError
 from pipeline.io.files import write_json_atomic
-from pipeline.io.sources import ImageSource, open_source
 from pipeline.layout import CONFIG, OutputRoot
 from pipeline.report.config import ReportConfig
 from pipeline.report.curate import SELECTED, curate_section
@@ -29,6 +28,7 @@ from pipeline.report.quality import has_quality, quality_section
 from pipeline.report.results import ReportResult
 from pipeline.report.search import read_table, recorded_query, search_html
 from pipeline.report.thumbnails import THUMBS, Thumbnails
+from pipeline.roots.sources import ImageSource, open_source
 
 log = logging.getLogger(__name__)
 

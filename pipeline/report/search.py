@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.index.search import QUERY_METADATA
-from pipeline.io.sources import ImageSource, Item, key_locations, open_source
 from pipeline.io.tables import read_user_table
 from pipeline.layout import OutputRoot
 from pipeline.report.html import Page, esc, fmt_similarity, tile
 from pipeline.report.thumbnails import THUMBS, Thumbnails
+from pipeline.roots.sources import ImageSource, Item, key_locations, open_source
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pipeline.extract.config import DEFAULT_MAX_PIXELS
 from pipeline.io.decode import DATA_ERRORS, SampleError, thumbnail_jpeg
-from pipeline.io.sources import ImageSource, Item, read_images
 from pipeline.report.html import esc
+from pipeline.roots.sources import ImageSource, Item, read_images
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.errors import MixedProvenanceError
 from pipeline.index.search import config_from_provenance
 from pipeline.io.decode import DATA_ERRORS, SampleError
-from pipeline.io.features import feature_columns, to_matrix
 from pipeline.provenance import require_same
+from pipeline.roots.features import feature_columns, to_matrix
 from pipeline.serve.errors import ServeError
 
 if TYPE_CHECKING:  # torch, timm and the extractor load with the model, on the first image query

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from pipeline.errors import InputError, MissingInputError
 from pipeline.index.base import set_search_params
 from pipeline.index.build import search
-from pipeline.io.features import shown_similarity
 from pipeline.layout import IDS, INDEX_FILE, read_index_record, resolve_index_dir
+from pipeline.roots.features import shown_similarity
 
 log = logging.getLogger(__name__)
 

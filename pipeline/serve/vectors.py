@@ -5,7 +5,7 @@ Parquet list column decodes a whole row group at a time (~0.1 s for 10,000 rows 
 gives back the exact vector only for exact indexes (and crashes reconstructing from a loaded fast-scan one).
 So the server copies the stored values once, in id order, into `<index>/vectors-<feature>-<digest>.npy`
 (named by the index's ids, feature and fingerprint: another index or feature gets another file) and maps it:
-a query reads its one row, normalised exactly as `pipeline.io.features.to_matrix` normalises it.
+a query reads its one row, normalised exactly as `pipeline.roots.features.to_matrix` normalises it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.errors import InputError, MissingInputError
-from pipeline.io.features import feature_columns, to_matrix
 from pipeline.io.files import atomic_write
 from pipeline.io.schema import read_provenance
 from pipeline.layout import IDS, OutputRoot, index_vectors_path
 from pipeline.provenance import carries
+from pipeline.roots.features import feature_columns, to_matrix
 from pipeline.serve.engine import ServedIndex
 
 log = logging.getLogger(__name__)

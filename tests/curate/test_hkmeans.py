@@ -19,7 +19,7 @@ from pipeline.curate.hkmeans import (
 from pipeline.curate.vectors import ArraySource, FeatureSource
 from pipeline.errors import ConfigError
 from pipeline.index.kmeans import kmeans
-from pipeline.io.features import open_features, read_matrix
+from pipeline.roots.features import open_features, read_matrix
 from tests.conftest import clustered_vectors, write_feature_root
 
 

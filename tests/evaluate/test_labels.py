@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.errors import InputError, MissingInputError
 from pipeline.evaluate.labels import Split, folder_labels, read_label_file, resolve_split, stratified_val
-from pipeline.io.features import open_features
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
 from pipeline.io.schema import FAILURE_SCHEMA
+from pipeline.roots.features import open_features
 from tests.conftest import clustered_vectors, write_feature_root
 
 

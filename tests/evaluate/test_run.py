@@ -21,8 +21,8 @@ from pipeline.evaluate import knn, linear
 from pipeline.evaluate.knn import accuracy
 from pipeline.evaluate.labels import resolve_split
 from pipeline.evaluate.run import KS, WEIGHT_DECAYS, EvalConfig, format_results, run_evaluate
-from pipeline.io.features import open_features
 from pipeline.io.files import write_json_atomic, write_parquet_atomic
+from pipeline.roots.features import open_features
 from tests.conftest import clustered_vectors, shared_data, tiny_config, write_feature_root
 
 

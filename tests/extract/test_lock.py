@@ -17,9 +17,9 @@ import pytest
 
 from pipeline.errors import ConfigMismatchError, InputError
 from pipeline.extract.runner import run_extract
-from pipeline.io.features import open_features
 from pipeline.io.lock import LockedError
 from pipeline.layout import OutputRoot
+from pipeline.roots.features import open_features
 from tests.conftest import listing, tiny_config, write_shards
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from pipeline.index.build import IndexConfig, build_index, load_index
 from pipeline.index.knn import build_graph, build_graph_parallel
-from pipeline.io.features import open_features
+from pipeline.roots.features import open_features
 from tests.conftest import clustered_vectors, write_feature_root
 
 

@@ -11,7 +11,7 @@ from pipeline.index.build import IndexConfig, build_index
 from pipeline.index.knn import KnnConfig, run_knn
 from pipeline.index.outlier import find_graph, outlier_scores, read_outlier
 from pipeline.index.rows import search_within, where_mask
-from pipeline.io.features import open_features
+from pipeline.roots.features import open_features
 from tests.conftest import clustered_vectors, write_feature_root
 
 N, K = 240, 6

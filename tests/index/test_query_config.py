@@ -8,7 +8,7 @@ import torch
 from pipeline.extract.backbone import create_backbone
 from pipeline.extract.runner import run_extract
 from pipeline.index.search import config_from_provenance, extras_of
-from pipeline.io.features import open_features
+from pipeline.roots.features import open_features
 from tests.conftest import tiny_config, write_shards
 
 

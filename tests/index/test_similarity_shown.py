@@ -1,5 +1,5 @@
 """Similarities people read are at most 1: unit vectors stored as float16 round, and an image against its own
-copy scored 1.0003 (pipeline/io/features.py `shown_similarity`; search output, dedup, the report, serve)."""
+copy scored 1.0003 (pipeline/roots/features.py `shown_similarity`; search output, dedup, the report, serve)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.index.build import IndexConfig, build_index
 from pipeline.index.search import format_results, run_search
-from pipeline.io.features import shown_similarity
+from pipeline.roots.features import shown_similarity
 from tests.conftest import write_feature_root
 
 

@@ -1,4 +1,4 @@
-"""Features made elsewhere (pipeline/io/external.py, features.py): .npy and Parquet in, export-npy out, stages."""
+"""Features made elsewhere (pipeline/roots/external.py, features.py): .npy and Parquet in, export-npy out, stages."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.curate.npy_export import EXPORT_KEY, ExportNpyConfig, run_export_npy
 from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError, UserError
-from pipeline.io.features import (
+from pipeline.layout import OutputRoot
+from pipeline.provenance import fingerprint
+from pipeline.roots.features import (
     check_feature,
     check_same_provenance,
     iter_batches,
@@ -22,9 +25,6 @@ from pipeline.io.features import (
     read_matrix,
     read_meta,
 )
-from pipeline.io.npy_export import EXPORT_KEY, ExportNpyConfig, run_export_npy
-from pipeline.layout import OutputRoot
-from pipeline.provenance import fingerprint
 from tests.conftest import clustered_vectors, listing, tiny_config, write_feature_root, write_shards
 
 REPO = Path(__file__).resolve().parents[2]

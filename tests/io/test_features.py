@@ -1,4 +1,4 @@
-"""Feature roots (pipeline/io/features.py): opening, reading matrices, refusing mixed provenance."""
+"""Feature roots (pipeline/roots/features.py): opening, reading matrices, refusing mixed provenance."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.errors import MixedProvenanceError
 from pipeline.index.build import IndexConfig, build_index
-from pipeline.io.features import open_features, read_matrix
+from pipeline.roots.features import open_features, read_matrix
 from tests.conftest import clustered_vectors, write_feature_root
 
 

@@ -1,4 +1,4 @@
-"""Provenance travels with exported vectors (pipeline/io/npy_origin.py): export-npy's sidecar, read by every stage."""
+"""Provenance travels with exported vectors (roots/npy_origin.py): export-npy's sidecar, read by every stage."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import dedup as dedup_job
+from pipeline.curate.npy_export import ExportNpyConfig, run_export_npy
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.run import run_dedup
-from pipeline.io.features import open_features
-from pipeline.io.npy_export import ExportNpyConfig, run_export_npy
 from pipeline.provenance import fingerprint, is_random
+from pipeline.roots.features import open_features
 from tests.conftest import write_feature_root
 
 REPO = Path(__file__).resolve().parents[2]

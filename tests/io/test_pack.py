@@ -1,4 +1,4 @@
-"""An image folder packed as webdataset tar shards (pipeline/io/pack.py), read back by pipeline/io/samples.py."""
+"""An image folder packed as webdataset tar shards (pipeline/extract/pack.py), read back by pipeline/io/samples.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import webdataset
 import webdataset as wds
 from PIL import Image
 
-from pipeline.io.pack import pack_folder, sample_key
+from pipeline.extract.pack import pack_folder, sample_key
 from pipeline.io.samples import IMAGE_EXTS, ShardEnd, iter_tar, pick_image
 from pipeline.io.shards import Shard, create_shards, expand_shards
 from tests.conftest import jpeg_bytes, make_image

@@ -1,4 +1,4 @@
-"""`--where` (pipeline/io/where.py): hostile text refused as a parse error, results equal to NumPy masks."""
+"""`--where` (pipeline/roots/where.py): hostile text refused as a parse error, results equal to NumPy masks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import ConfigError, UserError
-from pipeline.io.features import open_features
-from pipeline.io.where import matching_rows, parse_where, read_rows, row_columns
+from pipeline.roots.features import open_features
+from pipeline.roots.where import matching_rows, parse_where, read_rows, row_columns
 from tests.conftest import clustered_vectors, write_feature_root
 
 N = 300

@@ -121,16 +121,16 @@ def configs() -> dict[str, tuple[type, ...]]:
     from pipeline.bench.parity import ParityConfig
     from pipeline.bench.run import BenchConfig
     from pipeline.curate.export import ExportConfig
+    from pipeline.curate.npy_export import ExportNpyConfig
     from pipeline.curate.retrieval import CurateConfig
     from pipeline.dedup.config import DedupConfig
     from pipeline.evaluate.run import EvalConfig
     from pipeline.extract.config import ExtractConfig
     from pipeline.extract.demo import DemoConfig
+    from pipeline.extract.pack import PackConfig
     from pipeline.index.build import IndexConfig
     from pipeline.index.knn import KnnConfig
     from pipeline.index.search import SearchConfig
-    from pipeline.io.npy_export import ExportNpyConfig
-    from pipeline.io.pack import PackConfig
     from pipeline.report.pca import PcaConfig
     from pipeline.report.run import ReportConfig
     from pipeline.serve.config import ServeConfig
@@ -224,16 +224,16 @@ def default_configs():
     from pipeline.bench.parity import ParityConfig
     from pipeline.bench.run import BenchConfig
     from pipeline.curate.export import ExportConfig
+    from pipeline.curate.npy_export import ExportNpyConfig
     from pipeline.curate.retrieval import CurateConfig
     from pipeline.dedup.config import DedupConfig
     from pipeline.evaluate.run import EvalConfig
     from pipeline.extract.config import ExtractConfig
     from pipeline.extract.demo import DemoConfig
+    from pipeline.extract.pack import PackConfig
     from pipeline.index.build import IndexConfig
     from pipeline.index.knn import KnnConfig
     from pipeline.index.search import SearchConfig
-    from pipeline.io.npy_export import ExportNpyConfig
-    from pipeline.io.pack import PackConfig
     from pipeline.report.pca import PcaConfig
     from pipeline.report.run import ReportConfig
     from pipeline.serve.config import ServeConfig
@@ -241,7 +241,7 @@ def default_configs():
     return {
         "extract": (["--images", "d", "--out", "o"], "pipeline.extract.runner.run_extract",
                     (ExtractConfig(out="o", images="d"),)),
-        "pack": (["--images", "d", "--out", "o"], "pipeline.io.pack.run_pack", (PackConfig(images="d", out="o"),)),
+        "pack": (["--images", "d", "--out", "o"], "pipeline.extract.pack.run_pack", (PackConfig(images="d", out="o"),)),
         "index": (["--features", "f"], "pipeline.index.build.run_index", (IndexConfig(features="f"),)),
         "search": (["--index", "i", "--query", "q"], "pipeline.index.search.run_search",
                    ("i", "q", default(SearchConfig, "k"))),
@@ -253,7 +253,7 @@ def default_configs():
         "export": (["--selection", "s", "--out", "o"], "pipeline.curate.export.run_export",
                    (ExportConfig(selection="s", out="o"),)),
         "evaluate": (["--features", "f"], "pipeline.evaluate.run.run_evaluate", (EvalConfig(features=("f",)),)),
-        "export-npy": (["--features", "f", "--out", "o"], "pipeline.io.npy_export.run_export_npy",
+        "export-npy": (["--features", "f", "--out", "o"], "pipeline.curate.npy_export.run_export_npy",
                        (ExportNpyConfig(features="f", out="o"),)),
         "serve": (["--index", "i"], "pipeline.serve.run.serve", (ServeConfig(index="i"),)),
         "report": (["--out", "o"], "pipeline.report.run.run_report", (ReportConfig(out="o"),)),
@@ -332,7 +332,7 @@ def test_argparse_errors_exit_2_with_the_reason(argv, message, capsys):
 
 
 def test_a_bug_keeps_its_traceback_and_does_not_exit_2(tmp_path):
-    code = ("import pipeline.io.pack as pack\n"
+    code = ("import pipeline.extract.pack as pack\n"
             "def broken(cfg):\n    raise RuntimeError('a bug in the library')\n"
             "pack.run_pack = broken\n"
             "from jobs.cli import main\n"
@@ -416,7 +416,7 @@ def test_every_readme_command_parses():
 def test_config_from_takes_the_fields_it_knows(tmp_path):
     import argparse
 
-    from pipeline.io.pack import PackConfig
+    from pipeline.extract.pack import PackConfig
 
     args = argparse.Namespace(images="d", out="o", shard_size=5, prefix="p", progress=False, log_level="INFO")
     assert config_from(PackConfig, args, prefix="q") == PackConfig(images="d", out="o", shard_size=5, prefix="q",

@@ -14,9 +14,9 @@ from pipeline.extract.runner import run_extract
 from pipeline.index.build import IndexConfig, build_index
 from pipeline.index.knn import KnnConfig, run_knn
 from pipeline.index.outlier import read_outlier
-from pipeline.io.features import open_features
 from pipeline.io.stats import STATS_COLUMNS
 from pipeline.report.run import ReportConfig, run_report
+from pipeline.roots.features import open_features
 from tests.conftest import make_image, tiny_config
 from tests.report.pages import EVIL
 

@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.io.sources import ImageSource, open_source, read_images
 from pipeline.report.thumbnails import THUMBS, Thumbnails
+from pipeline.roots.sources import ImageSource, open_source, read_images
 from tests.conftest import jpeg_bytes, make_image
 from tests.report.pages import mean_colour
 

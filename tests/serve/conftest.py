@@ -14,8 +14,8 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.run import run_dedup
 from pipeline.extract.runner import run_extract
 from pipeline.index.build import IndexConfig, build_index
-from pipeline.io.features import open_features, read_meta
 from pipeline.io.files import write_parquet_atomic
+from pipeline.roots.features import open_features, read_meta
 from pipeline.serve.config import ServeConfig
 from pipeline.serve.run import BackgroundServer
 from tests.conftest import jpeg_bytes, make_image, tiny_config

@@ -7,7 +7,7 @@ import pytest
 from pipeline.errors import MixedProvenanceError
 from pipeline.extract.runner import run_extract
 from pipeline.index.build import IndexConfig, build_index
-from pipeline.io.features import open_features
+from pipeline.roots.features import open_features
 from pipeline.serve.config import ServeConfig
 from pipeline.serve.embed import QueryEmbedder, query_config
 from pipeline.serve.service import Service

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
-from pipeline.io.features import FeatureSet, read_meta
+from pipeline.roots.features import FeatureSet, read_meta
 
 MAX_LENGTH = 2000  # characters: a filter, not a program
 

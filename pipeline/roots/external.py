@@ -2,7 +2,7 @@
 
 Such inputs have keys and vectors only: no shard, index, size or image hashes. Their provenance is
 `{"source": "external", ...}` with the file's SHA-256 (docs/FORMAT.md, "Features made elsewhere");
-`pipeline/io/features.py` opens them behind the same FeatureSet functions as an extract output root.
+`pipeline/roots/features.py` opens them behind the same FeatureSet functions as an extract output root.
 """
 
 from __future__ import annotations

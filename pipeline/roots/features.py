@@ -16,7 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError, MissingInputError, MixedProvenanceError
-from pipeline.io.external import (
+from pipeline.io.schema import META_FIELDS, feature_schema, read_provenance
+from pipeline.layout import OutputRoot, is_external
+from pipeline.provenance import describe, describe_origin, require_comparable, same
+from pipeline.roots.external import (
     ANY_NAME,
     PARQUET_SUFFIXES,
     external_record,
@@ -28,10 +31,7 @@ from pipeline.io.external import (
     parquet_files,
     read_keys,
 )
-from pipeline.io.npy_origin import read_origin
-from pipeline.io.schema import META_FIELDS, feature_schema, read_provenance
-from pipeline.layout import OutputRoot, is_external
-from pipeline.provenance import describe, describe_origin, require_comparable, same
+from pipeline.roots.npy_origin import read_origin
 
 log = logging.getLogger(__name__)
 

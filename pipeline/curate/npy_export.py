@@ -18,8 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError
-from pipeline.io.external import NPY_DTYPES, file_sha256
-from pipeline.io.features import (
+from pipeline.io.files import atomic_write, write_parquet_atomic
+from pipeline.layout import OutputRoot, npy_export_paths
+from pipeline.roots.external import NPY_DTYPES, file_sha256
+from pipeline.roots.features import (
     FeatureSet,
     check_feature,
     feature_columns,
@@ -28,9 +30,7 @@ from pipeline.io.features import (
     read_meta,
     to_matrix,
 )
-from pipeline.io.files import atomic_write, write_parquet_atomic
-from pipeline.io.npy_origin import EXPORT_KEY, sidecar_record, write_sidecar
-from pipeline.layout import OutputRoot, npy_export_paths
+from pipeline.roots.npy_origin import EXPORT_KEY, sidecar_record, write_sidecar
 
 log = logging.getLogger(__name__)
 

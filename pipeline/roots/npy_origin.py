@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.io.external import PARQUET_SUFFIXES
 from pipeline.io.files import read_json, write_json_atomic
 from pipeline.layout import npy_keys_beside, npy_provenance_path
+from pipeline.roots.external import PARQUET_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.io.decode import SampleError
-from pipeline.io.features import open_features, read_meta
 from pipeline.io.samples import ShardEnd, iter_samples, pick_image
 from pipeline.layout import OutputRoot
+from pipeline.roots.features import open_features, read_meta
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What an output root holds, read through layout and provenance: feature sets, image sources, --where."""
