@@ -351,14 +351,9 @@ def test_every_stage_returns_a_typed_result():
         "\n".join(dicts)
 
 
-# commands that item 5 of issue 27 moves out of io/ into their stages; their configs follow them there
-CONFIGS_ELSEWHERE = ("PackConfig", "ExportNpyConfig")
-
-
 def test_every_config_lives_in_its_stages_config_module():
     stray = [f"{rel(path)}:{node.lineno} {node.name}" for path in modules(PIPELINE) if path.name != "config.py"
-             for node in parse(path).body if isinstance(node, ast.ClassDef) and node.name.endswith("Config")
-             and node.name not in CONFIGS_ELSEWHERE]
+             for node in parse(path).body if isinstance(node, ast.ClassDef) and node.name.endswith("Config")]
     assert not stray, "*Config classes outside their stage's config.py:\n" + "\n".join(stray)
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pipeline.curate.cluster import SAMPLING
 from pipeline.curate.hkmeans import resolve_plan
 from pipeline.errors import ConfigError
+from pipeline.roots.external import NPY_DTYPES
+from pipeline.roots.features import check_feature
 
 EXPORT_FORMATS = ("webdataset", "uids")
 
@@ -69,3 +71,21 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.format not in EXPORT_FORMATS:
             raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class ExportNpyConfig:
+    features: str  # extract output root, or features made elsewhere
+    out: str  # folder for emb.npy, keys.parquet and emb.provenance.json
+    feature: str = "cls"
+    dtype: str = "float32"  # of emb.npy: float32, or float16 (half the size; cosine within ~1e-3)
+    keys: str | None = None  # a .npy FEATURES's keys, one a line
+    batch_rows: int = 65536
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in NPY_DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(NPY_DTYPES)}, got {self.dtype!r}")
+        if self.batch_rows < 1:
+            raise ConfigError("batch_rows must be >= 1")
+        check_feature(self.feature, self.features)

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError
+from pipeline.curate.config import ExportNpyConfig
 from pipeline.io.files import atomic_write, write_parquet_atomic
 from pipeline.layout import OutputRoot, npy_export_paths
-from pipeline.roots.external import NPY_DTYPES, file_sha256
+from pipeline.roots.external import file_sha256
 from pipeline.roots.features import (
     FeatureSet,
-    check_feature,
     feature_columns,
     iter_batches,
     open_features,
@@ -35,24 +34,6 @@ from pipeline.roots.npy_origin import EXPORT_KEY, sidecar_record, write_sidecar
 log = logging.getLogger(__name__)
 
 __all__ = ["EXPORT_KEY", "ExportNpyConfig", "ExportNpyResult", "run_export_npy", "write_array"]
-
-
-@dataclass(frozen=True)
-class ExportNpyConfig:
-    features: str  # extract output root, or features made elsewhere
-    out: str  # folder for emb.npy, keys.parquet and emb.provenance.json
-    feature: str = "cls"
-    dtype: str = "float32"  # of emb.npy: float32, or float16 (half the size; cosine within ~1e-3)
-    keys: str | None = None  # a .npy FEATURES's keys, one a line
-    batch_rows: int = 65536
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dtype not in NPY_DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(NPY_DTYPES)}, got {self.dtype!r}")
-        if self.batch_rows < 1:
-            raise ConfigError("batch_rows must be >= 1")
-        check_feature(self.feature, self.features)
 
 
 def write_array(fs: FeatureSet, cfg: ExportNpyConfig, path: str, dim: int) -> None:

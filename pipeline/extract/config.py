@@ -170,3 +170,18 @@ class DemoConfig:
     weights: str | None = None  # None: the hub cache if it has the model, else random weights (announced)
     resolution: int = 224  # small, for speed
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """`pack_folder` as the command line runs it: an image folder → webdataset shards + shards.txt."""
+
+    images: str  # image folder, read recursively
+    out: str  # folder for <prefix>-NNNNNN.tar and shards.txt
+    shard_size: int = 1000  # images per shard
+    prefix: str = "shard"  # shard file name prefix
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")

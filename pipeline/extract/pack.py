@@ -11,7 +11,8 @@ from pathlib import Path
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from pipeline.errors import ConfigError, MissingInputError
+from pipeline.errors import MissingInputError
+from pipeline.extract.config import PackConfig
 from pipeline.io.files import write_text_atomic
 from pipeline.io.samples import IMAGE_EXTS
 from pipeline.io.shards import list_image_files
@@ -94,21 +95,6 @@ def pack_folder(root: str, out: str, shard_size: int = 1000, prefix: str = "shar
                     ", ".join(unreadable[:10]))
     log.info("packed %d images into %d shards in %s", len(items) - len(unreadable), len(paths), out)
     return paths
-
-
-@dataclass(frozen=True)
-class PackConfig:
-    """`pack_folder` as the command line runs it: an image folder → webdataset shards + shards.txt."""
-
-    images: str  # image folder, read recursively
-    out: str  # folder for <prefix>-NNNNNN.tar and shards.txt
-    shard_size: int = 1000  # images per shard
-    prefix: str = "shard"  # shard file name prefix
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.shard_size < 1:
-            raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
 
 
 @dataclass(frozen=True)
