@@ -16,8 +16,8 @@ from tests.conftest import SHARED_DATA, shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-# the scripts this file runs
-SMOKED = ("curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py",
+# the scripts this file runs (device_check.py: tests/benchmarks/test_device_check.py)
+SMOKED = ("device_check.py", "curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py",
           "serve_load.py", "long_tail.py")
 TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
 
