@@ -21,7 +21,7 @@ IMAGES ?=
 ARGS ?=
 UNDO ?=
 
-.PHONY: help venv lint test test-slow demo extract pack bench parity docs perf-page index search serve knn dedup apply curate export export-npy evaluate report pca clean
+.PHONY: help venv lint test test-slow demo extract pack bench parity device-check docs perf-page index search serve knn dedup apply curate export export-npy evaluate report pca clean
 SEARCH ?=
 LABELS ?=
 COMPARE ?=
@@ -36,7 +36,8 @@ K ?= 10
 # The stage inputs are taken as written (a `$` stays a `$`) and each reaches python as one argument, quoted by
 # $(call q,...): quotes, `$`, spaces, newlines and non-ASCII pass through unchanged (COMPARE: one argument per
 # space-separated path). ARGS stays a shell word list. $NEWLINE stands in for a newline, which ends a recipe line.
-INPUTS := OUT SHARDS EXECUTOR IMAGES UNDO SEARCH LABELS COMPARE QUERIES POOL SELECTION FEATURES INDEX QUERY K
+WHEELS ?=
+INPUTS := WHEELS OUT SHARDS EXECUTOR IMAGES UNDO SEARCH LABELS COMPARE QUERIES POOL SELECTION FEATURES INDEX QUERY K
 $(foreach v,$(INPUTS),$(eval override $(v) := $$(value $(v))))
 define newline
 
@@ -66,6 +67,7 @@ help:
 	@echo "make docs                      the docs site (MkDocs, --strict: a broken link fails) → site/"
 	@echo "make perf-page                 docs/PERFORMANCE.md from benchmarks/results/*.json"
 	@echo "make parity                    PASS/FAIL: fused vs unfused attention, fp16 storage, bf16 (, device)"
+	@echo "make device-check [WHEELS=DIR] one JSON of this GPU's speed, parity, memory, index (ARGS='--cpu': in seconds)"
 
 venv: $(STAMP)
 
@@ -149,6 +151,11 @@ bench: $(STAMP)
 
 parity: $(STAMP)
 	$(PY) -m jobs.parity $(ARGS)
+
+# a bare GPU machine has no .venv: its python3 (torch, timm, ... installed) runs the check, WHEELS=DIR the rest
+DEVICE_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+device-check:
+	$(DEVICE_PY) benchmarks/device_check.py $(if $(OUT),--out $(call q,$(OUT))) $(if $(WHEELS),--wheels $(call q,$(WHEELS))) $(ARGS)
 
 # the docs site; mkdocs comes with the dev extras ($(STAMP)); --strict turns a broken link or anchor into an error
 docs: $(STAMP)

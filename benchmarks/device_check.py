@@ -16,9 +16,10 @@ The wheel folder. The bare machine's `python3` has torch, torchvision, timm, pya
 `--wheels DIR` installs what the pipeline needs beyond those and the machine lacks (WHEELS below) into a
 temporary folder with `pip install --no-index --no-deps --find-links DIR --target TMP`, put first on
 sys.path, before the pipeline is imported. Build the folder where there is a network, for the machine's
-Python (3.X: its `python3 -V`), with the versions this project's environment pins:
+Python (3.X: its `python3 -V`), with the versions this project's environment pins (faiss-cpu and simplejpeg
+ship manylinux_2_27 / 2_28 wheels only; `--platform manylinux_2_28_x86_64` also takes older tags):
 
-    pip download --only-binary=:all: --no-deps --platform manylinux2014_x86_64 --python-version 3.X -d wheels \
+    pip download --only-binary=:all: --no-deps --platform manylinux_2_28_x86_64 --python-version 3.X -d wheels \
         webdataset==1.0.2 faiss-cpu==1.15.1 simplejpeg==1.9.0 braceexpand==0.1.7 PyYAML==6.0.4
 """
 
@@ -28,6 +29,7 @@ import argparse
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -229,7 +231,8 @@ def peak_memory(device) -> float | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cpu", action="store_true", help="run on the CPU at a tiny size (the smoke run)")
-    ap.add_argument("--out", type=Path, default=Path("device_check"), help="folder of device_check.json")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                    / "dinocurate" / "device_check", help="folder of device_check.json (default: the user's cache)")
     ap.add_argument("--wheels", type=Path, help="folder of wheels for what this machine lacks (see above)")
     ap.add_argument("--images", type=int, help="JPEGs to make (default 20000; --cpu: 64)")
     ap.add_argument("--size", default=None, help="W,H of the JPEGs (default 640,480; --cpu: 96,72)")
@@ -271,8 +274,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def checks(args: argparse.Namespace, device, work: Path) -> dict:
     """Every check, its data made and kept in `work` (a temporary folder)."""
-    import os
-
     import torch
 
     from pipeline.extract.config import ExtractConfig, parse_model_kwargs

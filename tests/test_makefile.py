@@ -153,3 +153,15 @@ def test_a_missing_input_is_named_by_the_job_not_a_usage_line(tmp_path, target, 
     assert proc.returncode == 2 and "usage:" not in proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [said.format(missing)] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("odd", ["bob's wheels", "$HOME $(id)", "été/日本"])
+def test_device_check_passes_out_wheels_and_args(tmp_path, odd):
+    """Issue 28, item 2: `make device-check` runs benchmarks/device_check.py (python3 where there is no .venv)."""
+    argv = argv_reaching_python(tmp_path, "device-check", f"OUT=o/{odd}", f"WHEELS={odd}", "ARGS=--cpu")
+    assert isinstance(argv, list), argv
+    assert argv == ["benchmarks/device_check.py", "--out", f"o/{odd}", "--wheels", odd, "--cpu"]
+
+
+def test_device_check_has_a_help_line():
+    assert "make device-check" in make("help", dry=False).stdout
