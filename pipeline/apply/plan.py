@@ -6,13 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
 from pipeline.apply.config import LINK, ApplyConfig
 from pipeline.dedup.decided import decided_groups, duplicates_of_keepers
 from pipeline.dedup.decisions import CONTAMINATED
 from pipeline.errors import ConfigError, InputError, MissingInputError
-from pipeline.layout import GROUPS, OutputRoot
+from pipeline.layout import OutputRoot
 from pipeline.roots.features import open_features, read_meta
 
 DEFAULT_SUFFIX = ".duplicates"  # the default quarantine: <images>.duplicates, beside the collection
@@ -39,11 +37,6 @@ class Plan:
     folder: Path  # the collection
     target: Path  # quarantine or link folder
     entries: tuple[Entry, ...]
-
-
-def read_decided(groups_path: Path) -> pa.Table:
-    """groups.parquet with the review's decisions applied: the one place apply reads the decisions."""
-    return decided_groups(groups_path)[0]
 
 
 def removed_rows(rows: list[dict]) -> tuple[list[dict], dict[int, str]]:
@@ -88,13 +81,13 @@ def create_plan(cfg: ApplyConfig) -> Plan:
         raise InputError(f"{root.root} is a file: give the output root (folder) of make dedup IMAGES=DIR")
     if not root.root.is_dir():
         raise MissingInputError(f"output root {root.root} does not exist")
-    groups = root.dedup_dir / GROUPS
+    groups = root.groups_path
     if not groups.exists():
         raise MissingInputError(f"no dedup result in {root.root} ({groups} is absent): run make dedup "
                                 f"FEATURES={root.root} (or make dedup IMAGES=DIR OUT={root.root}) first")
     folder = collection_of(root)
     target = resolve_target(cfg, folder)
-    rows = read_decided(groups).to_pylist()
+    rows = decided_groups(groups)[0].to_pylist()
     removed, keeper = removed_rows(rows)
     chosen = [r for r in rows if r["keep"]] if cfg.mode == LINK else removed
     sha1 = recorded_sha1(root)

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = ["duplicate", "kept", "reason", "nearest_similarity", "group_size", "keep_reason"]
 
 
-def decided_groups(groups_path: str | os.PathLike) -> tuple[pa.Table, int]:
-    """groups.parquet with the review decisions of its root applied, and how many decisions there are."""
+def decided_groups(groups_path: str | os.PathLike) -> tuple[pa.Table, pa.Table]:
+    """groups.parquet with the review decisions of its root applied, and those decisions (oldest first)."""
     groups = pq.read_table(groups_path)
     decisions = read_decisions(review_root(groups_path))
-    return (apply_decisions(groups, decisions) if decisions.num_rows else groups), decisions.num_rows
+    return (apply_decisions(groups, decisions) if decisions.num_rows else groups), decisions
 
 
 def duplicates_of_keepers(rows: list[dict]) -> tuple[list[dict], dict[int, dict]]:
@@ -50,7 +50,8 @@ def removals(table: pa.Table) -> list[tuple[dict, dict]]:
 def write_duplicates_csv(groups: str | os.PathLike, folder: str | os.PathLike, out: str | os.PathLike) -> int:
     """`duplicates.csv`: each duplicate file → the file kept in its group (paths under `folder`), with why the
     keeper won; never touches the files themselves. Returns the number of rows."""
-    table, decisions = decided_groups(groups)
+    table, log = decided_groups(groups)
+    decisions = log.num_rows
     pairs = removals(table)
     folder = Path(folder)
     text = io.StringIO()
@@ -66,9 +67,9 @@ def write_duplicates_csv(groups: str | os.PathLike, folder: str | os.PathLike, o
     return len(pairs)
 
 
-def refresh_duplicates_csv(root: str | os.PathLike) -> Path | None:
+def refresh_duplicates_csv(root: str | os.PathLike) -> int | None:
     """Rewrite `duplicates.csv` of a root extracted from an image folder from its current groups and decisions;
-    None (nothing written) for roots of shards or without dedup groups."""
+    returns the rows listed, None (nothing written) for roots of shards or without dedup groups."""
     layout = OutputRoot(root)
     record = layout.read_config() or {}
     folder = (record.get("config") or {}).get("images")
@@ -76,7 +77,7 @@ def refresh_duplicates_csv(root: str | os.PathLike) -> Path | None:
         return None
     n = write_duplicates_csv(layout.groups_path, folder, layout.duplicates_csv_path)
     log.info("dedup: %s lists %d duplicate%s", layout.duplicates_csv_path, n, "" if n == 1 else "s")
-    return layout.duplicates_csv_path
+    return n
 
 
 def record_decisions(root: str | os.PathLike, rows: list[dict], who: str | None = None) -> pa.Table:

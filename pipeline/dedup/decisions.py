@@ -103,12 +103,6 @@ def review_root(groups_path: str | os.PathLike) -> Path:
     return folder.parent
 
 
-def apply_review(groups: pa.Table, groups_path: str | os.PathLike) -> pa.Table:
-    """`groups` (read from `groups_path`) with the decisions of its root applied (unchanged when none)."""
-    decisions = read_decisions(review_root(groups_path))
-    return apply_decisions(groups, decisions) if decisions.num_rows else groups
-
-
 def apply_decisions(groups: pa.Table, decisions: pa.Table) -> pa.Table:
     """The groups table (same schema) with each decision applied in order, later ones winning:
     - `keeper`: the row becomes its component's keeper (reason `keep`); the keeper it replaces becomes a

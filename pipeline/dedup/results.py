@@ -33,7 +33,7 @@ class DedupResult:
     where: dict | None  # --where: expression, excluded
     weights: dict | None  # the features' weights record (None: made elsewhere, unknown)
     record: dict = field(repr=False)
-
+    listed: int | None = None  # rows of the root's duplicates.csv, rewritten by this run (None: not a folder's)
     def table(self) -> pa.Table:
         """groups.parquet: key, shard, index, id, component, component_size, keep, nearest_*, reason."""
         return pq.read_table(self.groups_path)

@@ -100,8 +100,9 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
         "reason": reason,
     }, schema=GROUP_SCHEMA)
     write_parquet_atomic(keepers.add_columns(table), out / GROUPS)
+    listed = None
     if not fs.external and out.resolve() == OutputRoot(fs.root).dedup_dir.resolve():
-        refresh_duplicates_csv(fs.root)  # a folder's duplicates.csv never lags its groups
+        listed = refresh_duplicates_csv(fs.root)  # a folder's duplicates.csv never lags its groups
     summary = summarize(cfg, fs, sizes, component, reason, keep, contaminated, stages, time.perf_counter() - t0)
     summary["keep"] = keepers.info
     if cfg.where:
@@ -111,7 +112,7 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
                        summary["contaminated_removed"], summary["groups"], summary["largest_component"],
                        summary["reasons"], out / GROUPS, out / SUMMARY, summary.get("warning"),
                        summary["seconds"], summary["stages"], summary["keep"], summary.get("where"),
-                       summary["weights"], summary)
+                       summary["weights"], summary, listed)
 
 
 REFERENCE_NEEDS = ("--reference takes the extract output root of an evaluation set, made with the pool's model, "
@@ -179,5 +180,7 @@ def dedup_images(extract: ExtractConfig, cfg: DedupConfig) -> FolderDedupResult:
     if not isinstance(done, DedupResult):  # a sweep (dry run): its record, no duplicates.csv
         return FolderDedupResult(stats, done, None)
     csv = root.duplicates_csv_path
-    n = write_duplicates_csv(done.groups_path, extract.images, csv)
+    n = done.listed  # written by run_dedup into the root's own dedup/; a --out elsewhere: written here
+    if n is None:
+        n = write_duplicates_csv(done.groups_path, extract.images, csv)
     return FolderDedupResult(stats, done, csv, n)

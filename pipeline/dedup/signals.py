@@ -86,9 +86,10 @@ def read_signals(data: bytes) -> ImageSignals:
         img = Image.open(io.BytesIO(data))
         fmt = img.format or ""
         tables = getattr(img, "quantization", None)
-        exif = bool(img.info.get("exif")) or len(img.getexif()) > 0
+        tags = img.getexif()
+        exif = bool(img.info.get("exif")) or len(tags) > 0
         width, height = img.size
-        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image by 90°
+        if tags.get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image by 90°
             width, height = height, width
         scale = SHARPNESS_SIDE / min(img.size)
         if fmt == "JPEG" and scale < 1 and img.mode in ("RGB", "L"):

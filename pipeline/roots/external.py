@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.io.files import hash_file
 from pipeline.io.schema import META_FIELDS
 from pipeline.io.tables import read_user_table, unreadable
 from pipeline.provenance import stamp
@@ -40,10 +41,7 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(DIGEST_CHUNK):
-            h.update(chunk)
+    h = hash_file(path, "sha256", DIGEST_CHUNK)
     log.debug("sha256 of %s (%d bytes): %s", path, size, h.hexdigest())
     return h.hexdigest()
 

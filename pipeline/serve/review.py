@@ -78,9 +78,9 @@ class Review:
             return self.view
 
     def _read_groups(self) -> GroupsView:
-        table, _ = decided_groups(self.groups_path)  # the same derivation as duplicates.csv, export, the report
+        # the same derivation as duplicates.csv, export, the report
+        table, decisions = decided_groups(self.groups_path)
         grouped = table.filter(pc.greater(table.column("component_size"), 1))
-        decisions = read_decisions(self.layout.root)
         alone = pc.equal(grouped.column("reason"), NOT_DUPLICATE)
         keeper = pc.and_(grouped.column("keep"), pc.invert(alone))
         grouped = grouped.append_column("keeper", keeper)
