@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import WeightsError
 from pipeline.extract.config import DemoConfig, ExtractConfig
+from pipeline.io.tables import make_folder
 from pipeline.layout import OutputRoot
 
 if TYPE_CHECKING:  # the runner loads torch: imported where the demo runs, so that `demo --help` stays quick
@@ -132,7 +133,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from pipeline.extract.pack import pack_folder
     from pipeline.extract.runner import run_extract
 
-    work = Path(cfg.out)
+    work = make_folder(cfg.out, "demo folder")  # a file in the way is one line, before any photo is made
     photos = find_photos(work)
     shards = packed_before(photos, work / "shards") or pack_folder(str(photos), str(work / "shards"), shard_size=10,
                                                                    prefix="demo", progress=cfg.progress)
