@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2 as T2
+from torchvision import tv_tensors
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from timm.data import create_transform
@@ -148,6 +149,29 @@ class Preprocess:
         if _size(img) != size:
             x = TF.resize(x, [size[1], size[0]], interpolation=_TENSOR_INTERP[self.interpolation], antialias=True)
         return x[:3]
+
+    def tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed-mode resize + crop of a uint8 3×H×W tensor on any device (the device decode's pixels), with
+        the CPU path's sizes and crop offsets. Each resize runs in float as two passes, across then down, each
+        rounded to 0..255: the rounding of the CPU's uint8 kernels, which one float pass misses by up to a dozen
+        levels at hard edges, so every device gives the CPU path's pixels within a level. ValueError where there
+        are no tensor steps (dynamic mode, or a timm step with no tensor twin): decode on the CPU then."""
+        steps = getattr(self, "_tensor_steps", None)
+        if self.resize_mode != "fixed" or steps is None:
+            raise ValueError(f"no tensor resize for resize_mode={self.resize_mode!r} with {self.interpolation!r}")
+        x = x.float()
+        for step in steps:
+            if isinstance(step, T2.Resize):
+                h, w = x.shape[-2:]
+                box = tv_tensors.BoundingBoxes(torch.zeros(1, 4), format="XYXY", canvas_size=(h, w))
+                new_h, new_w = step(box).canvas_size  # the step's own output size for this input
+                for size in ([h, new_w], [new_h, new_w]):
+                    if list(x.shape[-2:]) != size:
+                        x = TF.resize(x, size, interpolation=step.interpolation, antialias=True)
+                        x = x.round_().clamp_(0, 255)
+            else:
+                x = step(x)
+        return x.to(torch.uint8)
 
     def record(self) -> dict:
         """The provenance fields that describe this preprocessing."""
