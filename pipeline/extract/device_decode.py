@@ -1,4 +1,4 @@
-"""JPEG decode on the model's device (torchvision's nvJPEG; the same API on the CPU): pixels and pHashes as the CPU path.
+"""JPEG decode on the model's device (torchvision's nvJPEG; the same API on the CPU), pixels and pHashes as on the CPU.
 
 Loader workers only read the header (`probe_jpeg`); `DeviceDecoder` decodes a batch in one call, applies the
 EXIF orientation, emulates the CPU path's JPEG draft (an exact box mean by the factor Pillow's `draft` would
@@ -83,9 +83,10 @@ def _frame(data: bytes) -> tuple[int, int, int] | None:
 
 def probe_jpeg(data: bytes, max_pixels: int) -> Encoded | None:
     """Header only (Pillow's lazy open, no decode): an Encoded for a baseline 8-bit JPEG in YCbCr or greyscale,
-    complete (an end marker after its scan; trailers after it are fine) and within max_pixels; None for anything else (other formats, CMYK/YCCK,
-    progressive, arithmetic, 12-bit, Adobe RGB, a damaged or truncated stream, too many pixels): the caller then
-    runs the CPU path on it, which raises the proper SampleError. Never raises on bad bytes."""
+    complete (an end marker after its scan; a trailer after that is fine) and within max_pixels; None for
+    anything else (other formats, CMYK/YCCK, progressive, arithmetic, 12-bit, Adobe RGB, a damaged or truncated
+    stream, too many pixels): the caller then runs the CPU path on it, which raises the proper SampleError.
+    Never raises on bad bytes."""
     try:
         frame = _frame(data)
         if frame is None or frame[0] not in _SOF_BASELINE or frame[1] != 8:
@@ -142,7 +143,7 @@ class DeviceDecoder:
     def __init__(self, preprocess: Preprocess, device: torch.device,
                  target: Callable[[int, int], tuple[int, int]] | None = None, draft: bool = True,
                  max_batch_pixels: int = 1 << 30) -> None:
-        preprocess.tensor(torch.zeros(3, 8, 8, dtype=torch.uint8))  # ValueError now when the model's transform has no tensor twin
+        preprocess.tensor(torch.zeros(3, 8, 8, dtype=torch.uint8))  # the ValueError now, not at the first batch
         self.preprocess, self.device = preprocess, torch.device(device)
         self.target, self.draft, self.max_batch_pixels = target, draft, max_batch_pixels
 

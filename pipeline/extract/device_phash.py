@@ -9,10 +9,12 @@ batch gives the same bits but where a coefficient lies at the median.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
-from pipeline.io.phash import _DCT_LOW, _N, _SIGNS, _WEIGHTS, FAST_REDUCING_GAP
+from pipeline.io.phash import BIT_WEIGHTS, DCT_LOW, FAST_REDUCING_GAP, GREY_SIZE, ORIENTATION_SIGNS
 
 _PRECISION_BITS = 22  # Pillow's Resample.c for 8-bit images: 32 - 8 - 2
 _LANCZOS_SUPPORT = 3.0
@@ -23,6 +25,7 @@ def _lanczos(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < _LANCZOS_SUPPORT, out, 0.0)
 
 
+@lru_cache(maxsize=1024)
 def lanczos_weights(in_size: int, out_size: int, box_end: float) -> np.ndarray:
     """(out_size, in_size) integer weights of Pillow's Lanczos resample of source span [0, box_end) onto
     out_size pixels: Resample.c's precompute_coeffs + normalize_coeffs_8bpc, in float64 (exact integers)."""
@@ -40,6 +43,7 @@ def lanczos_weights(in_size: int, out_size: int, box_end: float) -> np.ndarray:
             k = k / total
         # C's (int) truncates toward zero after adding ±0.5: round half away from zero
         weights[xx, xmin:xmax] = np.trunc(k * (1 << _PRECISION_BITS) + np.where(k < 0, -0.5, 0.5))
+    weights.flags.writeable = False  # shared by the cache
     return weights
 
 
@@ -81,7 +85,7 @@ def _reciprocal(n: np.ndarray) -> np.ndarray:
 def grey32(rgb: torch.Tensor, reducing_gap: float = FAST_REDUCING_GAP) -> torch.Tensor:
     """32×32 float64 grey image of a uint8 3×H×W tensor (the drafted, upright image), as io.phash._grey32."""
     h, w = rgb.shape[-2:]
-    fx, fy = max(1, int(w / _N / reducing_gap)), max(1, int(h / _N / reducing_gap))
+    fx, fy = max(1, int(w / GREY_SIZE / reducing_gap)), max(1, int(h / GREY_SIZE / reducing_gap))
     if fx == 1 and fy == 1:
         grey, box_w, box_h = grey_l(rgb), float(w), float(h)
     else:
@@ -89,12 +93,12 @@ def grey32(rgb: torch.Tensor, reducing_gap: float = FAST_REDUCING_GAP) -> torch.
         box_w, box_h = w / fx, h / fy
     gh, gw = grey.shape
     dev = grey.device
-    if (gw, gh) == (_N, _N) and (box_w, box_h) == (_N, _N):
+    if (gw, gh) == (GREY_SIZE, GREY_SIZE) and (box_w, box_h) == (GREY_SIZE, GREY_SIZE):
         return grey
-    if gw != _N or box_w != gw:  # Pillow skips a pass whose size and box already match
-        grey = _fixed_point(grey @ torch.from_numpy(lanczos_weights(gw, _N, box_w)).to(dev).T)
-    if gh != _N or box_h != gh:
-        grey = _fixed_point(torch.from_numpy(lanczos_weights(gh, _N, box_h)).to(dev) @ grey)
+    if gw != GREY_SIZE or box_w != gw:  # Pillow skips a pass whose size and box already match
+        grey = _fixed_point(grey @ torch.tensor(lanczos_weights(gw, GREY_SIZE, box_w)).to(dev).T)
+    if gh != GREY_SIZE or box_h != gh:
+        grey = _fixed_point(torch.tensor(lanczos_weights(gh, GREY_SIZE, box_h)).to(dev) @ grey)
     return grey
 
 
@@ -103,14 +107,14 @@ def phash_orientations(greys: torch.Tensor) -> np.ndarray:
     io.phash.phash64_orientations' convention: bit 63 is DC, row-major 8×8 block, above the median is 1."""
     if greys.shape[0] == 0:
         return np.zeros((0, 4), dtype=np.uint64)
-    dct = torch.from_numpy(_DCT_LOW).to(greys.device)
+    dct = torch.from_numpy(DCT_LOW).to(greys.device)
     low = dct @ greys.to(torch.float64) @ dct.T  # (N, 8, 8): one batched matmul pair for the batch
     low = torch.where(low.abs() < 1e-6, torch.zeros_like(low), low)
-    blocks = (low[:, None] * torch.from_numpy(_SIGNS).to(low.device)).reshape(-1, 4, 64)
+    blocks = (low[:, None] * torch.from_numpy(ORIENTATION_SIGNS).to(low.device)).reshape(-1, 4, 64)
     ordered = blocks.sort(dim=-1).values
-    median = (ordered[..., 31] + ordered[..., 32]) / 2  # numpy's median of 64 values
+    median = (ordered[..., 31] + ordered[..., 32]) / 2  # the two middle values' mean, as numpy's median
     bits = (blocks > median[..., None]).cpu().numpy()
-    return (bits * _WEIGHTS).sum(axis=-1, dtype=np.uint64)
+    return (bits * BIT_WEIGHTS).sum(axis=-1, dtype=np.uint64)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2 as T2
-from torchvision import tv_tensors
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from timm.data import create_transform
+from torchvision import tv_tensors
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 from torchvision.transforms.functional import pil_to_tensor
 

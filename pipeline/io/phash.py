@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-_N = 32
+GREY_SIZE = 32
 FAST_REDUCING_GAP = 2.0
 _K = 8
 # Orthogonal-up-to-scale DCT-II basis: C[k, n] = cos(pi * (2n + 1) * k / (2N)); the scale does not change
 # which coefficients lie above the median, so this matches scipy.fftpack.dct as imagehash uses it.
-_DCT = np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))
-_DCT_LOW = np.ascontiguousarray(_DCT[:_K])  # only the 8 lowest frequencies are kept: 16× fewer products
-_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
+_DCT = np.cos(np.pi * (2 * np.arange(GREY_SIZE)[None, :] + 1) * np.arange(GREY_SIZE)[:, None] / (2 * GREY_SIZE))
+DCT_LOW = np.ascontiguousarray(_DCT[:_K])  # only the 8 lowest frequencies are kept: 16× fewer products
+BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
 # Mirroring an image left-right multiplies DCT column (horizontal frequency) k by (-1)^k; flipping it
@@ -21,7 +21,8 @@ _ALT = np.where(np.arange(_K) % 2 == 0, 1.0, -1.0)
 _MIRROR = _ALT[None, :]
 _FLIP = _ALT[:, None]
 _ROT180 = _ALT[:, None] * _ALT[None, :]
-_SIGNS = np.stack([np.ones((_K, _K)), np.broadcast_to(_MIRROR, (_K, _K)), np.broadcast_to(_FLIP, (_K, _K)), _ROT180])
+ORIENTATION_SIGNS = np.stack([np.ones((_K, _K)), np.broadcast_to(_MIRROR, (_K, _K)), np.broadcast_to(_FLIP, (_K, _K)),
+                              _ROT180])
 _TRANSPOSE = np.arange(64).reshape(8, 8).T.ravel()  # bit (row-major) position after transposing
 
 
@@ -44,11 +45,11 @@ def phash64_orientations(img: Image.Image, reducing_gap: float | None = None) ->
     FAST_REDUCING_GAP (faster; the hash stays within a few bits of imagehash's, well under the duplicate
     threshold of 8; tests/io check the bound)."""
     grey = np.asarray(_grey32(img, reducing_gap), dtype=np.float64)
-    low = _DCT_LOW @ grey @ _DCT_LOW.T
+    low = DCT_LOW @ grey @ DCT_LOW.T
     low[np.abs(low) < 1e-6] = 0.0  # exact zeros (flat images) must not become ±1e-12 noise that flips bits
-    blocks = (low[None] * _SIGNS).reshape(4, 64)
+    blocks = (low[None] * ORIENTATION_SIGNS).reshape(4, 64)
     bits = blocks > np.median(blocks, axis=1, keepdims=True)
-    return tuple(int(v) for v in (bits * _WEIGHTS).sum(axis=1, dtype=np.uint64))
+    return tuple(int(v) for v in (bits * BIT_WEIGHTS).sum(axis=1, dtype=np.uint64))
 
 
 def _grey32(img: Image.Image, reducing_gap: float | None) -> Image.Image:
@@ -57,20 +58,20 @@ def _grey32(img: Image.Image, reducing_gap: float | None) -> Image.Image:
     conversion then touches ~1/25 of the pixels of a 512×341 photo), then Lanczos over the same source box
     Pillow's `reducing_gap` would use."""
     if reducing_gap is None or img.mode not in ("RGB", "RGBX", "L"):
-        return img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+        return img.convert("L").resize((GREY_SIZE, GREY_SIZE), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
     w, h = img.size
-    fx, fy = max(1, int(w / _N / reducing_gap)), max(1, int(h / _N / reducing_gap))
+    fx, fy = max(1, int(w / GREY_SIZE / reducing_gap)), max(1, int(h / GREY_SIZE / reducing_gap))
     if fx == 1 and fy == 1:
-        return img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS)
+        return img.convert("L").resize((GREY_SIZE, GREY_SIZE), Image.Resampling.LANCZOS)
     small = img.reduce((fx, fy)).convert("L")
-    return small.resize((_N, _N), Image.Resampling.LANCZOS, box=(0, 0, w / fx, h / fy))
+    return small.resize((GREY_SIZE, GREY_SIZE), Image.Resampling.LANCZOS, box=(0, 0, w / fx, h / fy))
 
 
 def transpose64(hashes: np.ndarray) -> np.ndarray:
     """pHashes of the transposed images (a pure bit permutation: the 8×8 block is transposed)."""
     h = np.asarray(hashes, dtype=np.uint64)
     bits = (h[:, None] >> np.arange(63, -1, -1, dtype=np.uint64)) & np.uint64(1)
-    return (bits[:, _TRANSPOSE] * _WEIGHTS).sum(axis=1, dtype=np.uint64)
+    return (bits[:, _TRANSPOSE] * BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
 
 
 def hamming64(a: int, b: int) -> int:

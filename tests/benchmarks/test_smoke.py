@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 # the scripts this file runs (device_check.py: tests/benchmarks/test_device_check.py)
 SMOKED = ("device_check.py", "curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py",
-          "serve_load.py", "long_tail.py")
+          "serve_load.py", "long_tail.py", "device_decode.py")
 TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
 
 
@@ -184,3 +184,14 @@ def test_long_tail_scores_every_method_at_the_same_budget(tmp_path):
     rare = {name: m["rare_coverage"] for name, m in methods.items()}
     assert rare["resampling"] > rare["plain"] > rare["random"], rare
     assert result["peak_rss_gib"] > 0 and "rare coverage" in proc.stdout
+
+
+def test_device_decode_matches_the_cpu_path_on_seeded_photos(tmp_path):
+    """The device decode's parity script on two photos made in code (one drafted at 1/2): pixels without draft
+    within 2 levels, pHashes within 2 bits, every JPEG taken by the device path."""
+    run("device_decode.py", "--seeded", "2", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "device_decode.json").read_text())
+    assert result["jpegs"] == result["device_path"] == 2 and result["cpu_fallback"] == 0
+    assert result["no_draft"]["pixels"]["max"] <= 2 and result["no_draft"]["phash_bits"]["max"] <= 2
+    assert 0 < result["draft"]["pixels"]["mean"] < result["draft"]["cpu_draft_vs_full_decode"]["mean"]
+    assert result["draft"]["ms_per_image"]["device_path"] > 0

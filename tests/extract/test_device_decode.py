@@ -18,7 +18,6 @@ from pipeline.extract.loader import ExtractDataset
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io import phash as phash_mod
 from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
-from tests.conftest import jpeg_bytes, make_image
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CPU = torch.device("cpu")
@@ -32,8 +31,11 @@ NO_DRAFT = {"max": 2, "mean": 0.01, "p999": 1}
 # same factor: hard edges differ by a few dozen levels, a pixel in a thousand by more than 3 (the CPU path's own
 # draft moves its pixels several times further from a full decode: up to 114 levels, p99.9 21).
 DRAFT = {"max": 26, "mean": 0.05, "p999": 3}
-# The seeded photos (noise and hard-edged blocks) are harder on the draft than real photos.
-SEEDED_DRAFT = {"max": 34, "mean": 0.16, "p999": 8}
+# The seeded photos (noise and hard-edged blocks) are harder on the draft than real photos, above all at 1/2
+# scale, where libjpeg makes the chroma at its own resolution and the box averages the upsampled chroma.
+SEEDED_DRAFT = {"max": 47, "mean": 0.21, "p999": 11}
+# One seeded photo drafted at 1/2, turned: the worst case of the seeded ones.
+ONE_PHOTO_DRAFT = {"max": 30, "mean": 0.45, "p999": 13}
 PHASH_MAX_BITS = 2
 
 
@@ -87,8 +89,14 @@ def within(figures: dict, bound: dict) -> bool:
 
 
 def seeded_jpegs() -> list[bytes]:
+    """Photo sizes that the CPU path drafts at 1 (none), 2, 4 and 8; 4:2:0, 4:2:2 and 4:4:4; grey; turned."""
     sizes = [(300, 200), (640, 480), (1100, 700), (2200, 1500), (500, 900), (4032, 3024)]
-    return [encode(photo(i, size), quality=88 + i) for i, size in enumerate(sizes)]
+    datas = [encode(photo(i, size), quality=88 + i) for i, size in enumerate(sizes)]
+    datas.append(encode(photo(7, (1300, 900)), subsampling=0))
+    datas.append(encode(photo(8, (900, 1300)), subsampling=1))
+    datas.append(encode(photo(9, (1200, 800)).convert("L")))
+    datas.append(encode(photo(10, (1500, 1100)), 6))
+    return datas
 
 
 def shared_jpegs(count: int = 120) -> list[bytes]:
@@ -221,11 +229,12 @@ def test_the_bounds_catch_a_crop_one_pixel_off(draft):
     assert all(figures[k] > (SEEDED_DRAFT if draft else NO_DRAFT)[k] for k in ("mean", "p999")), figures
 
 
+@pytest.mark.parametrize("draft", [False, True])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_exif_orientation_turns_as_the_cpu_path(orientation):
-    data = encode(photo(10 + orientation, (700, 460)), orientation)
-    figures = compare([data], preprocess(224, 0.875), draft=False)
-    assert within(figures, NO_DRAFT), figures
+def test_every_exif_orientation_turns_as_the_cpu_path(orientation, draft):
+    data = encode(photo(10 + orientation, (1100, 700)), orientation)
+    figures = compare([data], preprocess(224, 0.875), draft=draft)
+    assert within(figures, ONE_PHOTO_DRAFT if draft else NO_DRAFT), figures
     assert figures["bits"].max() <= PHASH_MAX_BITS
 
 
