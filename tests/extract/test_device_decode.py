@@ -202,6 +202,7 @@ def test_seeded_photos_match_the_cpu_path(draft, crop_pct):
     assert figures["bits"].max() <= PHASH_MAX_BITS, figures["bits"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draft", [False, True])
 def test_shared_photos_match_the_cpu_path(draft):
     figures = compare(shared_jpegs(), preprocess(224, 0.875), draft)
