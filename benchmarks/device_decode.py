@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.extract.device_decode import DeviceDecoder, probe_jpeg  # noqa: E402
-from pipeline.extract.device_phash import hamming  # noqa: E402
-from pipeline.extract.loader import ExtractDataset  # noqa: E402
+from pipeline.bench.decode_parity import MAX_PIXELS, measure  # noqa: E402
+from pipeline.extract.device_decode import probe_jpeg  # noqa: E402
 from pipeline.extract.preprocess import Preprocess  # noqa: E402
-
-MAX_PIXELS = 10**9
 
 
 def seeded(n: int) -> list[bytes]:
@@ -56,42 +52,6 @@ def shared(data: Path, copydays: int) -> list[bytes]:
     files = sorted((data / "pimmi_copydays_like" / "dataset1").glob("*.jpg"))[:copydays]
     files += sorted((data / "unsplash_coenm").glob("*.jpg")) + sorted((data / "pdq_threatexchange").rglob("*.jpg"))
     return [f.read_bytes() for f in files]
-
-
-def measure(datas: list[bytes], pre: Preprocess, draft: bool, device: torch.device) -> dict:
-    dataset = ExtractDataset([], pre, 4, MAX_PIXELS, jpeg_draft=draft)
-    full = ExtractDataset([], pre, 4, MAX_PIXELS, jpeg_draft=False)
-    decoder = DeviceDecoder(pre, device, target=dataset.decode_target, draft=draft)
-    diffs, own, bits = [], [], []
-    cpu_s = device_s = 0.0
-    for data in datas:
-        item = probe_jpeg(data, MAX_PIXELS)
-        t0 = time.perf_counter()
-        tensor, meta = dataset.process("s", 0, "k", data)
-        t1 = time.perf_counter()
-        out = decoder([item])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t2 = time.perf_counter()
-        cpu_s, device_s = cpu_s + t1 - t0, device_s + t2 - t1
-        if out.ok != [0]:
-            raise RuntimeError("a JPEG the probe passed did not decode on the device")
-        diffs.append((out.images[0].cpu().int() - tensor.int()).abs().flatten().numpy())
-        if draft:
-            own.append((full.process("s", 0, "k", data)[0].int() - tensor.int()).abs().flatten().numpy())
-        cpu = np.array([meta.phash, meta.phash_mirror, meta.phash_flip, meta.phash_rot180], dtype=np.uint64)
-        bits.append(hamming(out.phashes[0], cpu))
-    result = {"pixels": _figures(diffs), "phash_bits": {"max": int(np.max(bits)), "mean": float(np.mean(bits))},
-              "ms_per_image": {"cpu_path": 1000 * cpu_s / len(datas), "device_path": 1000 * device_s / len(datas)}}
-    if draft:
-        result["cpu_draft_vs_full_decode"] = _figures(own)
-    return result
-
-
-def _figures(diffs: list[np.ndarray]) -> dict:
-    d = np.concatenate(diffs).astype(np.float64)
-    return {"max": float(d.max()), "mean": round(float(d.mean()), 4), "p99": float(np.percentile(d, 99)),
-            "p99.9": float(np.percentile(d, 99.9))}
 
 
 def main(argv: list[str] | None = None) -> int:

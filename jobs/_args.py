@@ -104,7 +104,9 @@ MODEL_HELP = {
     "device": "auto (cuda → npu → mps → cpu), cpu, cuda, cuda:1, npu, mps (default: %(default)s)",
     "precision": "autocast precision of the forward pass: auto = bf16 where the hardware computes it natively "
                  "(AMX or AVX512-BF16 CPUs, bf16 GPUs), else fp32; recorded in every output (default: %(default)s)",
-    "compile": "torch.compile the forward pass (slow first batch)",
+    "compile": ("torch.compile the forward pass: auto compiles when the images left repay the compile time on this "
+                "machine (its first compile takes a minute; later ones come from the cache in "
+                "~/.cache/dinocurate); --compile alone is on (default: %(default)s)"),
     "threads": "intra-op CPU threads for the model (default: torch's)",
     "resolution": "input size N in pixels, or 'native' for the model's own (DINOv2: 518, recommended for patch "
                   "features and make pca); at N the image is resized to N/crop_pct and centre-cropped, as DINOv2 "
@@ -118,12 +120,13 @@ def add_model_args(parser: Group, cls: type, title: str | None = "model", names:
                    **helps: str) -> Group:
     """The options among `names` (any keys of MODEL_HELP) that `cls` has as fields, in that order;
     `helps` replaces a help text where the job means something more specific."""
-    from pipeline.extract.config import PRECISIONS, parse_model_kwargs, parse_resolution
+    from pipeline.extract.config import COMPILE_MODES, PRECISIONS, parse_model_kwargs, parse_resolution
 
     group = parser.add_argument_group(title) if title else parser
     extra: dict[str, dict] = {
         "model_kwargs": {"metavar": "K=V,...", "type": parsed(parse_model_kwargs)},
         "precision": {"choices": PRECISIONS},
+        "compile": {"choices": COMPILE_MODES, "nargs": "?", "const": "on"},
         "resolution": {"metavar": "N|native", "type": parsed(parse_resolution)},
     }
     for name in names:

@@ -13,6 +13,7 @@ EPILOG = """examples:
   python -m jobs.bench                              # ~8 minutes on a 2-core CPU with bf16 (fp32 and bf16)
   python -m jobs.bench --warmup 10 --repeats 50     # the seed report's format
   python -m jobs.bench --precisions fp32            # fp32 only, also where bf16 is native
+  python -m jobs.bench --versus-naive 4096 --rounds 1 --no-fast-paths   # the naive loop vs eager vs compiled
 the report opens with the precision --precision auto picks here, why, and its end-to-end/backbone ratio;
 then the machine (CPU, cores, threads, kernel flags, torch's and Faiss's build) and its matmul limits.
 writes OUT/bench.json and OUT/bench.png; the JPEGs are packed into OUT/shards-N once and reused."""
@@ -41,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            metavar="N")
     option(m, BenchConfig, "loader_photos", "photos for the loader's per-stage costs (default: %(default)s)")
     option(m, BenchConfig, "naive_images", "JPEGs for the naive timm loop (default: %(default)s)")
+    option(m, BenchConfig, "versus_naive", "also, on N photos: the naive loop, make extract eager, and make extract "
+                                           "with --compile auto on a cold then a warm compile cache, wall time with "
+                                           "start-up (N >= 4000 takes ~10 minutes on 2 cores; default: skipped)",
+           metavar="N")
     option(m, BenchConfig, "warmup", "per batch size (default: 2)")
     option(m, BenchConfig, "repeats", "per batch size (default: ~64 images' worth)")
     option(m, BenchConfig, "workers", "DataLoader workers of the end-to-end run (default: as extract chooses)")

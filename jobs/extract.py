@@ -26,7 +26,7 @@ A rerun skips done shards; a rerun with another model, weights or preprocessing 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipeline.extract.config import DTYPES, EXTRAS, RESIZE_MODES, ExtractConfig, rank_from_env
+    from pipeline.extract.config import DECODES, DTYPES, EXTRAS, RESIZE_MODES, ExtractConfig, rank_from_env
     from pipeline.tasks import EXECUTORS
 
     rank, world, _ = rank_from_env()
@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                               "(default: %(default)s)", choices=RESIZE_MODES)
     option(pre, ExtractConfig, "jpeg_draft", "always decode JPEGs at full size (default: reduced DCT decode when "
                                              ">= 2x the target)")
+    option(pre, ExtractConfig, "decode", "where JPEGs are decoded: gpu = in batches on the model's device (nvJPEG), "
+                                         "resized and cropped there, pHashes from those pixels; other formats and "
+                                         "JPEGs it cannot decode take the CPU path per image; auto = gpu on CUDA "
+                                         "with the fixed resize, else cpu (default: %(default)s)", choices=DECODES)
     option(pre, ExtractConfig, "max_pixels", "images with more pixels fail as decompression bombs "
                                              "(default: %(default)s)")
     option(pre, ExtractConfig, "image_key", "tar member extension holding the image (default: first of jpg, "

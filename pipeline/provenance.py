@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 # Recorded, but they do not change the numbers beyond the parity criteria (cosine > 0.999 to fp32, checked by
 # `make parity`): left out of the fingerprint and of reported differences. Precision is among them because
 # `--precision auto` picks per machine (bf16 on AMX CPUs and bf16 GPUs, fp32 elsewhere): a root resumed on
-# another machine, or written by Ray actors on mixed nodes, stays one root. Each file still records it.
+# another machine, or written by Ray actors on mixed nodes, stays one root. Each file still records it. So is the
+# decoder (`--decode`: the loader's on the CPU, or nvJPEG on the GPU), whose pixels agree within the same criteria.
 NOT_FINGERPRINTED = ("device", "torch", "timm", "pipeline", "fingerprint", "compile", "precision",
-                     "precision_why")
+                     "precision_why", "decode")
 # Features made elsewhere count by content (sha256, columns, rows): not where the file lies, nor its keys file,
 # nor what an export-npy sidecar says made them (`origin`, and the `model` and `weights` copied from it).
 EXTERNAL_NOT_FINGERPRINTED = ("path", "keys", "origin", "model", "weights")

@@ -114,6 +114,13 @@ def _offline_hub() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory) -> None:
+    """The compile ledger and graphs of `--compile auto` in a cache of the session's own: what the user's runs
+    measured never decides a test's run, and tests never write into the user's cache."""
+    os.environ["DINOCURATE_CACHE"] = str(tmp_path_factory.mktemp("dinocurate-cache"))
+
+
 def write_feature_root(root: Path, vectors: np.ndarray, keys: list[str] | None = None, per_shard: int = 50,
                        sha1: list[bytes] | None = None, phash: np.ndarray | None = None,
                        phash_mirror: np.ndarray | None = None, pixels: np.ndarray | None = None,

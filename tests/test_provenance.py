@@ -50,8 +50,9 @@ OTHER_VALUES = {
 
 def test_not_fingerprinted_is_exactly_the_run_environment():
     # precision: `auto` resolves per machine and bf16 agrees with fp32 within parity (docs/FORMAT.md §6)
+    # decode: the loader's CPU decode or the device's (--decode gpu) agree within the same criteria
     assert set(NOT_FINGERPRINTED) == {"device", "torch", "timm", "pipeline", "fingerprint", "compile",
-                                      "precision", "precision_why"}
+                                      "precision", "precision_why", "decode"}
     assert set(OTHER_VALUES) == set(record()) - {"weights"}  # the table above covers every field
 
 

@@ -37,6 +37,8 @@ class BenchConfig:
     # run's wall at 2, and its ratio then covers the same seconds as the run
     reference_every: int = 2
     loader_photos: int = 200  # real photos for the loader's per-stage costs
+    # photos for the naive loop vs make extract eager / --compile auto cold and warm (bench/versus.py); 0: skipped
+    versus_naive: int = 0
     matmul_size: int = 2048  # side of the matrix products that measure the machine's limits
     # Precisions of the backbone and end-to-end runs, fp32 always among them (the reference); None: every
     # precision the hardware computes natively (bf16 on AMX / AVX512-BF16 CPUs and bf16 GPUs).
@@ -48,6 +50,8 @@ class BenchConfig:
             if unknown or not self.precisions:
                 raise ConfigError(f"precisions must be among {','.join(BENCH_PRECISIONS)}, got "
                                   f"{','.join(unknown) or 'none'}")
+        if self.versus_naive < 0:
+            raise ConfigError(f"versus_naive must be >= 0, got {self.versus_naive}")
         if min(self.images, self.naive_images, self.rounds, self.loader_photos, self.reference_every) < 1:
             raise ConfigError("images, naive_images, rounds, loader_photos and reference_every must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1 or self.batch_size < 1:

@@ -18,6 +18,8 @@ from pipeline.errors import MissingInputError
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.device import cpu_flags, resolve_device, resolve_precision
+from pipeline.extract.device_decode import DeviceDecoder, probe_jpeg
+from pipeline.extract.preprocess import Preprocess
 from pipeline.io.tables import make_folder
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 COSINE_MIN = 0.999
 MAE_MAX = 0.01
 TRIMMED_REL_MAX = 0.01  # 1 %
+PARITY_MAX_PIXELS = 10**9  # as real_batch decodes
 
 
 def compare(reference: np.ndarray, other: np.ndarray, trim: float = 0.05) -> dict:
@@ -57,13 +60,15 @@ def unfused_backbone(cfg: ExtractConfig, device: torch.device) -> Backbone:
 
 
 def run_parity(cfg: ExtractConfig, images: torch.Tensor, include_compile: bool = False,
-               accelerator: torch.device | None = None, flags: set[str] | None = None) -> list[dict]:
+               accelerator: torch.device | None = None, flags: set[str] | None = None,
+               device_decoded: torch.Tensor | None = None) -> list[dict]:
     """Every pair of the report, each against fp32 on the CPU: first `--precision auto` as it resolves on this
     CPU (`flags`: its kernel flags, None: read /proc/cpuinfo; where auto is fp32 the pair compares fp32 with
     itself), then fused vs unfused attention, fp16 vs fp32 storage, the fast paths, and CPU vs an accelerator
-    when one is given (fp32, and auto where it resolves to another precision there). One row per (pair, feature)."""
+    when one is given (fp32, and auto where it resolves to another precision there), and `device_decoded` (the same
+    photos through `--decode gpu`'s decoder) against the CPU decode. One row per (pair, feature)."""
     cpu = torch.device("cpu")
-    fp32 = replace(cfg, compile=False, precision="fp32")
+    fp32 = replace(cfg, compile="off", precision="fp32")
     ref = _features(create_backbone(fp32, cpu), images)
     auto = resolve_precision("auto", cpu, flags)[0]
     pairs: dict[str, dict[str, np.ndarray]] = {}
@@ -72,8 +77,10 @@ def run_parity(cfg: ExtractConfig, images: torch.Tensor, include_compile: bool =
     pairs["unfused attention vs fused"] = _features(unfused_backbone(fp32, cpu), images)
     pairs["float16 storage vs float32"] = {k: v.astype(np.float16).astype(np.float32) for k, v in ref.items()}
     pairs["bf16 autocast vs fp32"] = _features(create_backbone(replace(fp32, precision="bf16"), cpu), images)
+    if device_decoded is not None:
+        pairs["device decode vs cpu decode"] = _features(create_backbone(fp32, cpu), device_decoded)
     if include_compile:
-        pairs["torch.compile vs eager"] = _features(create_backbone(replace(fp32, compile=True), cpu), images)
+        pairs["torch.compile vs eager"] = _features(create_backbone(replace(fp32, compile="on"), cpu), images)
     if accelerator is not None:
         pairs[f"{accelerator.type} vs cpu"] = _features(create_backbone(fp32, accelerator), images)
         on_device = resolve_precision("auto", accelerator)[0]
@@ -85,6 +92,20 @@ def run_parity(cfg: ExtractConfig, images: torch.Tensor, include_compile: bool =
         for feature in ("cls", "patch_mean"):
             rows.append({"pair": name, "feature": feature, **compare(ref[feature], feats[feature])})
     return rows
+
+
+def device_decoded(files: list[Path], images: torch.Tensor, preprocess: Preprocess,
+                   device: torch.device | None) -> torch.Tensor:
+    """`images` (the CPU decode of `files`) with each JPEG the device path takes decoded by it instead: on the GPU
+    where there is one, else by torchvision's CPU decoder; the draft as `real_batch` drafts. On the CPU."""
+    decoder = DeviceDecoder(preprocess, device or torch.device("cpu"), target=preprocess.needed_size)
+    out = images.clone()
+    items = {i: probe_jpeg(f.read_bytes(), PARITY_MAX_PIXELS) for i, f in enumerate(files)}
+    taken = [i for i, item in items.items() if item is not None]
+    done = decoder([items[i] for i in taken])
+    for row, k in enumerate(done.ok):
+        out[taken[k]] = done.images[row].cpu()
+    return out
 
 
 def auto_pair(precision: str) -> str:
@@ -135,7 +156,10 @@ def run_parity_check(cfg: ParityConfig, flags: set[str] | None = None) -> Parity
     accelerator = device if device.type != "cpu" else None
     flags = cpu_flags() if flags is None else flags
     auto, why = resolve_precision("auto", torch.device("cpu"), flags)
-    rows = run_parity(ecfg, images, include_compile=cfg.compile, accelerator=accelerator, flags=flags)
+    decoded = device_decoded(files, images, create_backbone(ecfg, torch.device("cpu")).preprocess,
+                             accelerator if accelerator is not None and accelerator.type == "cuda" else None)
+    rows = run_parity(ecfg, images, include_compile=cfg.compile, accelerator=accelerator, flags=flags,
+                      device_decoded=decoded)
     record = {"rows": rows, "photos": source, "images": len(files), "model": cfg.model, "weights": cfg.weights,
               "resolution": cfg.resolution, "accelerator": str(accelerator) if accelerator else None,
               "auto": {"precision": auto, "why": why, "pair": auto_pair(auto), "trivial": auto == "fp32"},

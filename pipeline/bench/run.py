@@ -56,6 +56,7 @@ from pipeline.bench.throughput import (
     plot,
     sweep,
 )
+from pipeline.bench.versus import format_versus, versus_naive
 from pipeline.errors import ConfigError
 from pipeline.extract.allocator import keep_freed_memory
 from pipeline.extract.backbone import Backbone, create_backbone
@@ -123,7 +124,7 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> BenchResult:
     ecfg = ExtractConfig(out=str(work / "unused"), shards=(shards,), model=cfg.model, weights=cfg.weights,
                          model_kwargs=cfg.model_kwargs, device=cfg.device, resolution=cfg.resolution,
                          precision="fp32", batch_size=cfg.batch_size, workers=cfg.workers, threads=cfg.threads,
-                         progress=False)
+                         compile="off", progress=False)
     device = resolve_device(ecfg.device)
     threads = configure_threads(device, ecfg.threads)
     flags = cpu_flags() if flags is None else flags
@@ -165,6 +166,11 @@ def run_bench(cfg: BenchConfig, flags: set[str] | None = None) -> BenchResult:
         result["fast_paths"] = fast_paths(ecfg, base, files[:FAST_PATH_PHOTOS], cfg.batch_size) if cfg.compile else {}
         result["fast_path_photos"] = len(files[:FAST_PATH_PHOTOS])
         result["dynamic_resolution"] = dynamic_resolution(ecfg, files[:DYNAMIC_PHOTOS])
+    if cfg.versus_naive:
+        source = photo_folder(work, cfg.versus_naive, cfg.photos)
+        files_all = [source / f for f in list_image_files(source)[0]]
+        result["versus_naive"] = versus_naive(files_all, cfg.versus_naive, work, cfg.model, cfg.weights,
+                                              cfg.model_kwargs, cfg.resolution, cfg.device, cfg.workers)
     (work / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, work / "bench.png")
     return BenchResult(work / "bench.json", work / "bench.png", result["headline"], result)
@@ -314,6 +320,8 @@ def format_bench(result: dict) -> str:
                      f"{dr['tokens_per_image_dynamic']:.0f} vs {dr['tokens_per_image_fixed']} patch tokens; CLS "
                      f"cosine vs fixed mode mean {dr['cls_cosine_vs_fixed_mean']:.4f} (different crops: not a "
                      f"fidelity loss)")
+    if "versus_naive" in result:
+        lines += format_versus(result["versus_naive"])
     return "\n".join(lines)
 
 

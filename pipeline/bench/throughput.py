@@ -160,7 +160,7 @@ def fast_paths(cfg: ExtractConfig, base: Backbone, files: list[Path], batch_size
     `base` on real photos."""
     images = real_batch(base, files)
     results = {}
-    variants = {"compile": replace(cfg, compile=True)} if variants is None else variants
+    variants = {"compile": replace(cfg, compile="on")} if variants is None else variants
     for name, vcfg in variants.items():
         try:
             other = create_backbone(vcfg, base.device)

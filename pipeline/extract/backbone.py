@@ -14,6 +14,7 @@ from timm.models import parse_model_name, split_model_name_tag
 from pipeline import __version__
 from pipeline.errors import ConfigError, WeightsError
 from pipeline.extract.allocator import keep_freed_memory
+from pipeline.extract.compiled import CompiledForward, device_name
 from pipeline.extract.config import DEFAULT_MODEL, EVAL_CROP_PCT, EXTRA_COLUMNS, ExtractConfig
 from pipeline.extract.device import autocast, resolve_precision
 from pipeline.extract.preprocess import Preprocess
@@ -131,9 +132,18 @@ class Backbone:
         self.num_registers = max(0, self.num_prefix - int(self.has_cls))
         self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"  # Swin's maps
         self.embed_dim = int(getattr(model, "num_features", 0) or model.embed_dim)
-        self._forward_features = self.model.forward_features
-        if cfg.compile:
-            self._forward_features = torch.compile(self.model.forward_features)
+        self._forward_features = CompiledForward(
+            self.model.forward_features, cfg.compile, device, compile_key(cfg, device, self.precision),
+            depth=len(getattr(model, "blocks", ())) or None, precision=self.precision,
+            not_possible=compile_not_possible(cfg))
+
+    def plan_compile(self, expected_images: int | None) -> None:
+        """How many images the run will embed: `--compile auto` decides from it (extract/compiled.py)."""
+        self._forward_features.plan(expected_images)
+
+    @property
+    def compiled(self) -> CompiledForward:
+        return self._forward_features
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -194,6 +204,21 @@ class Backbone:
         if "stats" in self.cfg.extras:  # the quality signals' definitions; absent (old fingerprints hold) otherwise
             record["stats"] = dict(STATS_DEFINITION)
         return stamp(record)
+
+
+def compile_key(cfg: ExtractConfig, device: torch.device, precision: str) -> str:
+    """What the compile ledger tells apart: device, model and its kwargs, precision, input, torch."""
+    kwargs = ",".join(f"{k}={v}" for k, v in cfg.model_kwargs)
+    return f"{device_name(device)}|{cfg.model}|{kwargs}|{precision}|{cfg.resolution}|torch {torch.__version__}"
+
+
+def compile_not_possible(cfg: ExtractConfig) -> str | None:
+    """Why the forward pass is not compiled whatever the run's size; None when it may be."""
+    if cfg.resize_mode == "dynamic":
+        return "dynamic resolution (--resize-mode dynamic): each input shape would compile anew"
+    if "layers" in cfg.extras:
+        return "--extras layers runs the model's forward_intermediates, which is not compiled"
+    return None
 
 
 def feature_extras(cfg: ExtractConfig, num_registers: int) -> list[str]:

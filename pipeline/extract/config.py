@@ -16,6 +16,8 @@ EXTRAS = ("registers", "gem", "layers", "stats")
 # The feature column each model-output extra adds, in the order the columns appear (provenance "features").
 EXTRA_COLUMNS = {"gem": "patch_gem", "registers": "registers", "layers": "layers"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("auto", "on", "off")
+DECODES = ("auto", "cpu", "gpu")
 DTYPES = ("float16", "float32")
 # Columns a feature file has of its own: --keep-columns cannot take these names.
 RESERVED_COLUMNS = META_FIELDS + STATS_COLUMNS + ("cls", "patch_mean", "patch_gem", "registers", "layers")
@@ -54,6 +56,8 @@ class ExtractConfig:
     world_size: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
     jpeg_draft: bool = True
+    # where JPEGs are decoded: gpu = in batches on the model's device (nvJPEG), auto = gpu on CUDA where it can
+    decode: str = "auto"
     image_key: str | None = None
     image_column: str | None = None  # Parquet shards: the image column (default: found, see io/shards.py)
     key_column: str | None = None  # Parquet shards: the key column (default: key, __key__, id, else stem_row)
@@ -65,13 +69,20 @@ class ExtractConfig:
     # int8). The field stays so that config.json files of older roots still load, and "quantize": null stays in
     # the provenance so that their fingerprints hold.
     quantize: str | None = None
-    compile: bool = False  # torch.compile the forward pass
+    # torch.compile the forward pass: auto when the images left repay the compile time (extract/compiled.py)
+    compile: str = "auto"
     progress: bool = True
     repair: bool = False  # drop shards of OUT made with other settings than its config.json, then redo them
     # Test hook (as faiss contrib's crash_at): raise after this many shards were written.
     crash_after_shards: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # config.json of roots made before auto: true/false
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.decode not in DECODES:
+            raise ConfigError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
         if bool(self.shards) == bool(self.images):
             raise ConfigError("give exactly one input: shards (SHARDS=...) or an image folder (IMAGES=DIR)")
         if self.resize_mode not in RESIZE_MODES:

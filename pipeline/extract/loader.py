@@ -9,12 +9,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.extract.device_decode import Encoded, probe_jpeg
 from pipeline.extract.preprocess import Preprocess
 from pipeline.io.decode import DATA_ERRORS, SampleError, decode_image
 from pipeline.io.phash import FAST_REDUCING_GAP, phash64_orientations
@@ -53,11 +54,16 @@ class Batch:
     # CPU time of the worker process (all its threads) since the batch it sent before: what the loader really
     # spends in a run (reading, decoding, hashing, resizing, batching, sending); 0 without workers
     cpu_seconds: float = 0.0
+    # --decode gpu: the JPEGs of `metas`, in order, still encoded (images is None until the device decodes them)
+    encoded: list[Encoded] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:
         if self.images is not None:
             self.images = self.images.pin_memory()
         return self
+
+
+ENCODED = ("encoded",)  # the Batcher's bucket of JPEGs for the device to decode
 
 
 class Batcher:
@@ -68,11 +74,13 @@ class Batcher:
         self.buckets: dict[tuple, list[tuple[torch.Tensor, SampleMeta]]] = {}
         self.pending: list[ShardEnd] = []
 
-    def add(self, tensor: torch.Tensor, meta: SampleMeta) -> Iterator[Batch]:
-        bucket = self.buckets.setdefault(tuple(tensor.shape), [])
-        bucket.append((tensor, meta))
+    def add(self, item: torch.Tensor | Encoded, meta: SampleMeta) -> Iterator[Batch]:
+        """A decoded image (grouped by shape) or, for the device to decode, an encoded JPEG."""
+        key = ENCODED if isinstance(item, Encoded) else tuple(item.shape)
+        bucket = self.buckets.setdefault(key, [])
+        bucket.append((item, meta))
         if len(bucket) >= self.batch_size:
-            yield self._emit(tuple(tensor.shape))
+            yield self._emit(key)
 
     def end_shard(self, end: ShardEnd) -> Iterator[Batch]:
         self.pending.append(end)
@@ -89,6 +97,8 @@ class Batcher:
 
     def _emit(self, shape: tuple) -> Batch:
         items = self.buckets.pop(shape)
+        if shape == ENCODED:
+            return Batch(None, [m for _, m in items], self._ready(), encoded=[e for e, _ in items])
         images = assemble([t for t, _ in items], shared=get_worker_info() is not None)
         return Batch(images, [m for _, m in items], self._ready())
 
@@ -164,14 +174,15 @@ class ExtractDataset(IterableDataset):
 
     def __init__(self, shards: list[Shard], preprocess: Preprocess, batch_size: int, max_pixels: int,
                  jpeg_draft: bool = True, image_key: str | None = None, keep_columns: tuple[str, ...] = (),
-                 stats: bool = False, parts: int = 1, gate: ForwardGate | None = None) -> None:
+                 stats: bool = False, parts: int = 1, gate: ForwardGate | None = None,
+                 device_decode: bool = False) -> None:
         super().__init__()
         if parts < 1:
             raise ValueError(f"parts must be >= 1, got {parts}")
         self.shards, self.preprocess, self.batch_size = shards, preprocess, batch_size
         self.max_pixels, self.jpeg_draft, self.image_key = max_pixels, jpeg_draft, image_key
         self.keep_columns, self.stats, self.parts = tuple(keep_columns), stats, parts
-        self.gate = gate
+        self.gate, self.device_decode = gate, device_decode
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -221,10 +232,17 @@ class ExtractDataset(IterableDataset):
         return max(need_w, min(width, round(width * scale))), max(need_h, min(height, round(height * scale)))
 
     def process(self, shard: str, index: int, key: str, data: bytes,
-                between: Callable[[], None] | None = None) -> tuple[torch.Tensor, SampleMeta]:
+                between: Callable[[], None] | None = None,
+                cpu: bool = False) -> tuple[torch.Tensor | Encoded, SampleMeta]:
         """Bytes → (uint8 CHW tensor, metadata); data problems raise SampleError with the stage. `between` is
-        called between the stages (decode, pHashes, resize): the workers' ForwardGate."""
+        called between the stages (decode, pHashes, resize): the workers' ForwardGate. With `device_decode`, a
+        JPEG the device can decode comes back encoded, its pHashes to be filled in there (device_batches.py); `cpu`:
+        decoded here all the same (a JPEG the device failed on)."""
         sha1 = hashlib.sha1(data).digest()
+        if self.device_decode and not cpu:
+            encoded = probe_jpeg(data, self.max_pixels)
+            if encoded is not None:
+                return encoded, SampleMeta(key, shard, index, encoded.width, encoded.height, sha1, 0, 0, 0, 0)
         decoded = decode_image(data, self.max_pixels, target=self.decode_target, draft=self.jpeg_draft)
         _call(between)
         try:

@@ -98,6 +98,11 @@ class Preprocess:
             object.__setattr__(self, "_tensor_steps", _tensor_steps(steps))
 
     @property
+    def on_tensors(self) -> bool:
+        """The fixed resize and crop run as tensor steps (on any device); False for dynamic mode or a PIL step."""
+        return self.resize_mode == "fixed" and self._tensor_steps is not None
+
+    @property
     def resolution(self) -> int:
         return max(self.input_size[1:])
 

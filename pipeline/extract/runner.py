@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pipeline.extract.backbone import Backbone, create_backbone
 from pipeline.extract.config import ExtractConfig, rank_from_env
 from pipeline.extract.device import configure_threads, is_accelerator, resolve_device, resolve_workers
+from pipeline.extract.device_batches import DeviceStage, resolve_decode
 from pipeline.extract.loader import (
     Batch,
     ExtractDataset,
@@ -28,11 +29,13 @@ from pipeline.extract.loader import (
     processes_cpu_seconds,
 )
 from pipeline.extract.prefetch import HostFeatures, has_streams, to_device_ahead
+from pipeline.io.counts import count_samples
 from pipeline.io.samples import ShardEnd
 from pipeline.io.schema import FAILURE_SCHEMA, META_FIELDS, feature_schema, feature_table, warm_arrow
 from pipeline.io.shards import Shard, create_folder_shards, create_shards, is_url, split_by_rank
 from pipeline.io.stats import STATS_COLUMNS
 from pipeline.layout import OutputRoot
+from pipeline.provenance import stamp
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ class ExtractStats:
     loader_cpu_seconds: float = 0.0
     # ... of which while the model's forward pass ran on the same cores (the gate closed; Linux only, else 0)
     loader_cpu_in_forward_seconds: float = 0.0
+    # --compile: whether the forward pass ran compiled, the compile's seconds, and why (extract/compiled.py)
+    compiled: bool = False
+    compile_seconds: float | None = None
+    compile_why: str = ""
 
     @property
     def images_per_second(self) -> float:
@@ -145,7 +152,8 @@ def _run_locked(cfg: ExtractConfig, store: OutputRoot, between_batches: BetweenB
     threads = configure_threads(device, cfg.threads)
     shards = split_by_rank(list_shards(cfg), cfg.rank, cfg.world_size)
     backbone = create_backbone(cfg, device)
-    provenance = backbone.provenance()
+    decode, _ = resolve_decode(cfg, device, backbone.preprocess)
+    provenance = stamp({**backbone.provenance(), "decode": decode})
     store.claim(provenance, resolved_inputs(cfg), cfg.rank)
     if cfg.repair:
         store.repair()
@@ -183,13 +191,17 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     signals = "stats" in cfg.extras  # quality signals, computed in the loader
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     parts = shard_parts(len(todo), workers)
+    backbone.plan_compile(count_samples(todo))
     workers = min(workers, len(todo) * parts)
     # On a CPU the workers share the model's cores: they run at the lowest priority and decode between forward
     # passes only (ForwardGate); on an accelerator they never wait
     shares_cores = device.type == "cpu"
     gate = ForwardGate() if shares_cores and workers > 0 else None
+    decode, decode_why = resolve_decode(cfg, device, backbone.preprocess)
+    log.info("decode: %s (%s)", decode, decode_why)
     dataset = ExtractDataset(todo, backbone.preprocess, cfg.batch_size, cfg.max_pixels, cfg.jpeg_draft,
-                             cfg.image_key, cfg.keep_columns, signals, parts, gate)
+                             cfg.image_key, cfg.keep_columns, signals, parts, gate, device_decode=decode == "device")
+    on_device = DeviceStage(dataset, device, signals) if decode == "device" else None
     loader = create_loader(dataset, workers, pin_memory=is_accelerator(device) and device.type != "mps",
                            yield_cpu=shares_cores)
     batches = iter(loader)  # the workers start now, while the rest is set up
@@ -241,6 +253,9 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                         continue
                     end = ShardEnd.merge(part_ends.pop(end.shard))
                 buffer = buffers.pop(end.shard, ShardBuffer())
+                late = on_device.failures_of(end.shard) if on_device is not None else []
+                if late:  # JPEGs that failed on the device and on the CPU
+                    end.failures = sorted(end.failures + late, key=lambda row: row["index"])
                 stats.failures += len(end.failures)
                 if folder_total:  # the bar counts every sample, failed ones and unread ones included
                     unread = sizes[end.shard] - end.samples if end.error is not None else 0
@@ -280,6 +295,8 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
                 break
             stats.loader_cpu_seconds += batch.cpu_seconds
             _check_writes(pending)
+            if on_device is not None:
+                on_device(batch)  # its time counts in forward_seconds
             host = None
             if batch.images is not None:
                 with gate.closed() if gate is not None else nullcontext():
@@ -298,6 +315,9 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
             finish(*inflight.popleft())
         _check_writes(pending, wait=True)
     bar.close()
+    compiled = backbone.compiled
+    stats.compiled, stats.compile_seconds, stats.compile_why = (compiled.is_compiled, compiled.compile_seconds,
+                                                                compiled.why)
     if buffers or part_ends:  # every image belongs to a shard whose end was seen; anything left is a bug
         raise RuntimeError(f"internal error: rows of shards {sorted(set(buffers) | set(part_ends))} never saw "
                            f"their shard end")

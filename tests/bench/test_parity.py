@@ -7,8 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from pipeline.bench.parity import ParityConfig, compare, format_parity, format_table, run_parity, run_parity_check
+from pipeline.bench.parity import (
+    ParityConfig,
+    compare,
+    device_decoded,
+    format_parity,
+    format_table,
+    run_parity,
+    run_parity_check,
+)
 from pipeline.bench.throughput import real_batch
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract.backbone import create_backbone
@@ -76,8 +85,10 @@ def test_run_parity_check_writes_the_record_it_returns(tmp_path, photos):
                        model_kwargs=TINY_KWARGS, resolution=TINY_RES, images=4)
     record = run_parity_check(cfg, flags={"sse2"}).record
     assert json.loads((tmp_path / "out" / "parity.json").read_text()) == record
-    assert record["images"] == 4 and record["photos"] == str(tmp_path) and len(record["rows"]) == 8
+    assert record["images"] == 4 and record["photos"] == str(tmp_path) and len(record["rows"]) == 10
     assert record["pass"] == all(r["pass"] for r in record["rows"])
+    decode = [r for r in record["rows"] if r["pair"] == "device decode vs cpu decode"]
+    assert [r["feature"] for r in decode] == ["cls", "patch_mean"] and all(r["pass"] for r in decode)
     why = "the CPU has no native bf16 (no amx_bf16 or avx512_bf16 among its flags)"
     assert record["auto"] == {"precision": "fp32", "why": why, "pair": "auto (fp32) vs fp32", "trivial": True}
     text = format_parity(record)
@@ -90,6 +101,19 @@ def test_run_parity_check_writes_the_record_it_returns(tmp_path, photos):
         bf16 = dict(record, auto={"precision": "bf16", "why": "amx", "pair": "auto (bf16) vs fp32", "trivial": False})
         assert format_parity(bf16).splitlines()[1] == ('--precision auto → bf16 on this CPU (amx); its pair '
                                                         '"auto (bf16) vs fp32" is the first row')
+
+
+def test_device_decoded_replaces_the_jpegs_the_device_takes_and_keeps_the_rest(tmp_path, photos):
+    """JPEGs through the device decoder (here torchvision's CPU one), a PNG kept as the CPU decoded it."""
+    png = tmp_path / "kept.png"
+    Image.open(photos[0]).save(png)
+    files = [*photos[:3], png]
+    backbone = create_backbone(tiny_config(tmp_path, images=str(tmp_path)), torch.device("cpu"))
+    images = real_batch(backbone, files)
+    out = device_decoded(files, images, backbone.preprocess, None)
+    assert out.shape == images.shape and torch.equal(out[3], images[3])
+    diff = (out[:3].int() - images[:3].int()).abs()
+    assert 0 < diff.float().mean() < 1 and images.data_ptr() != out.data_ptr()
 
 
 def test_parity_config_mistakes_are_user_errors(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 
@@ -264,3 +265,31 @@ def test_bench_config_mistakes_are_user_errors():
         BenchConfig(batch_sizes=())
     with pytest.raises(ConfigError):
         BenchConfig(images=0)
+
+
+def test_versus_naive_runs_the_naive_loop_eager_and_auto_cold_then_warm(tmp_path, photos, restore_threads,
+                                                                         monkeypatch):
+    """The block's runs on 6 links to 3 photos; torch.compile stands in as the function itself (the real one is
+    tests/extract/test_compiled.py's): auto on 6 images never compiles, so `on` fills the cache, then auto again."""
+    from pipeline.bench.versus import format_versus, versus_naive
+    from pipeline.extract import compiled
+
+    compiles = []
+    monkeypatch.setattr(compiled.torch, "compile", lambda fn, dynamic=None: compiles.append(dynamic) or fn)
+    before = os.environ.get("DINOCURATE_CACHE")
+    block = versus_naive(photos[:3], 6, tmp_path, TINY_MODEL, "random", TINY_KWARGS, TINY_RES, "cpu", 0)
+    assert os.environ.get("DINOCURATE_CACHE") == before  # the block's own cache is gone, the session's back
+    assert list(block["runs"]) == ["naive", "eager", "auto_cold", "on_cold", "auto_warm"]
+    assert block["photos"] == 6 and block["distinct_photos"] == 3
+    assert all(run["images"] == 6 for run in block["runs"].values())
+    assert [block["runs"][n]["compiled"] for n in ("eager", "auto_cold", "on_cold", "auto_warm")] == \
+        [False, False, True, False]
+    assert compiles == [False]  # once, for one static shape
+    assert block["runs"]["auto_cold"]["compile_why"].startswith("not compiled:")
+    assert block["ratios_over_naive"]["naive"] == 1.0
+    assert block["ratios_over_naive"]["eager"] == pytest.approx(
+        block["runs"]["eager"]["images_per_second"] / block["runs"]["naive"]["images_per_second"])
+    lines = format_versus(block)
+    assert lines[0].startswith("naive loop vs make extract on 6 photos (3 distinct)")
+    assert "on_cold" in lines[4] and "compiled in" in lines[4]
+    assert sorted(p.name for p in (tmp_path / "versus-6").iterdir())[3] == f"000003_{photos[0].name}"
