@@ -37,18 +37,27 @@ def test_the_decision_is_the_time_saved_against_the_compile_time():
     assert break_even(10.0, slower) == float("inf") and not worth_compiling(10**9, 10.0, slower)
 
 
-def test_the_ledger_keeps_the_first_compile_counts_runs_and_survives_a_broken_file(tmp_path):
+def test_the_ledger_keeps_the_first_compile_counts_runs_and_survives_a_broken_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "graphs"))
+    default = CompileCosts(50.0, 1.2, "the test default")
     ledger = Ledger(tmp_path / "c" / "compile.json")
-    assert ledger.get("k") is None
-    ledger.record("k", 31.0, 1.4, 38.0)
-    ledger.record("k", 4.0, None, None)  # a --compile on run: no eager rate, the speed-up stays
+    assert ledger.get("k", default) is default
+    ledger.record("k", 30.0, None, None)  # a --compile on run: no eager pass timed, no speed-up
+    costs = ledger.get("k", default)  # the graphs' cache is gone: the compile measured, the default speed-up
+    assert (costs.compile_seconds, costs.speedup) == (30.0, 1.2)
+    assert costs.source == "1 compile measured on this machine; speed-up the test default"
+    (tmp_path / "graphs").mkdir()
+    costs = ledger.get("k", default)  # cached now: the next compile is predicted at CACHED_SHARE of it
+    assert costs.compile_seconds == pytest.approx(30.0 * cmod.CACHED_SHARE) and "now cached" in costs.source
+    ledger.record("k", 4.0, 1.4, 38.0)
     entry = json.loads(ledger.path.read_text())["k"]
-    assert entry["compile_seconds"] == 4.0 and entry["first_compile_seconds"] == 31.0
+    assert entry["compile_seconds"] == 4.0 and entry["first_compile_seconds"] == 30.0
     assert entry["speedup"] == 1.4 and entry["eager_images_per_second"] == 38.0 and entry["runs"] == 2
-    costs = ledger.get("k")
-    assert (costs.compile_seconds, costs.speedup) == (4.0, 1.4) and "2 runs" in costs.source
+    costs = ledger.get("k", default)
+    assert (costs.compile_seconds, costs.speedup) == (4.0, 1.4)
+    assert costs.source == "2 compiles measured on this machine; speed-up measured"
     ledger.path.write_text("{not json")
-    assert ledger.get("k") is None and ledger.read() == {}
+    assert ledger.get("k", default) is default and ledger.read() == {}
 
 
 class Slow:
@@ -116,7 +125,7 @@ def test_auto_compiles_a_long_run_records_its_costs_and_leaves_other_shapes_eage
     again = forward_of("auto", tmp_path)
     again.plan(10_000)
     run(again, 4)
-    assert "measured on this machine (1 runs)" in again.why
+    assert "1 compile measured on this machine" in again.why and "speed-up measured" in again.why
 
 
 def test_auto_stays_eager_on_a_short_run_and_when_the_size_is_unknown(tmp_path, fake_compile):
