@@ -119,13 +119,18 @@ def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
     return graph, loaded.record["factory"]
 
 
+DEDUP_MAX_LISTS = 4096
+
+
 def dedup_factory(n: int, dim: int) -> str:
     """The graph only has to rank candidates (each is re-scored exactly), so past 100k vectors 4-bit
-    fast-scan PQ replaces IVF-Flat: faster to search, with the same recall of near-copies."""
+    fast-scan PQ replaces IVF-Flat: faster to search, with the same recall of near-copies. At most 4,096
+    lists: every vector is both added and searched, so the brute-force coarse quantizer runs twice per
+    vector and past ~4k lists costs more than the lists it spares scanning (docs/scaling.md#plan)."""
     if n <= FLAT_MAX:
         return "Flat"
     m = next((m for m in (dim // 8, dim // 4, dim // 2) if m and dim % m == 0 and m % 2 == 0), dim)
-    return f"IVF{ivf_lists(n)},PQ{m}x4fs"
+    return f"IVF{min(ivf_lists(n), DEDUP_MAX_LISTS)},PQ{m}x4fs"
 
 
 def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path
@@ -134,31 +139,44 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: 
     graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
-    i, j = rescored_edges(graph, vectors, cfg.threshold)
+    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb)
+    i, j = rescored_edges(graph, vectors, cfg.threshold, block)
     info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
     return i, j, info
 
 
-def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, chunk: int = 1 << 17
+def rescore_block_rows(dim: int, memory_budget_gb: float) -> int:
+    """Rows of one float32 block of the exact re-scoring: half the memory budget (the rest is the index's),
+    at least 65,536 rows. The vectors past one block are re-scored in further passes over the graph."""
+    return max(65536, int(memory_budget_gb * 2**30 / 2 / (4 * max(dim, 1))))
+
+
+def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, block_rows: int = 1 << 22
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Graph edges whose exact cosine exceeds `threshold`, computed by Faiss (each image against its own k
-    candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes."""
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    for s in range(0, len(vectors), chunk):
-        flat.add(np.ascontiguousarray(vectors[s:s + chunk], dtype=np.float32))
+    candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes. The candidates are
+    held as float32 one block of `block_rows` rows at a time (one pass over the graph per block), so the
+    float16 `vectors` are never copied whole."""
+    d = vectors.shape[1]
     src, dst = [], []
-    for ids, nb, _ in iter_parts(graph):
-        for s in range(0, len(ids), 16384):
-            q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
-            valid = labels >= 0
-            labels = np.ascontiguousarray(np.where(valid, labels, q_ids[:, None]), dtype=np.int64)
-            queries = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
-            sims = np.empty(labels.shape, np.float32)
-            flat.compute_distance_subset(len(q_ids), faiss.swig_ptr(queries), labels.shape[1],
-                                         faiss.swig_ptr(sims), faiss.swig_ptr(labels))
-            rows, cols = np.nonzero(valid & (sims > threshold) & (labels != q_ids[:, None]))
-            src.append(q_ids[rows])
-            dst.append(labels[rows, cols])
+    for start in range(0, len(vectors), block_rows):
+        stop = min(start + block_rows, len(vectors))
+        block = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+        for ids, nb, _ in iter_parts(graph):
+            for s in range(0, len(ids), 16384):
+                q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
+                inside = (labels >= start) & (labels < stop) & (labels != q_ids[:, None])
+                if not inside.any():
+                    continue
+                local = np.ascontiguousarray(np.where(inside, labels - start, -1), dtype=np.int64)
+                queries = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
+                sims = np.empty(labels.shape, np.float32)
+                faiss.fvec_inner_products_by_idx(faiss.swig_ptr(sims), faiss.swig_ptr(queries), faiss.swig_ptr(block),
+                                                 faiss.swig_ptr(local), d, len(q_ids), labels.shape[1])
+                rows, cols = np.nonzero(inside & (sims > threshold))
+                src.append(q_ids[rows])
+                dst.append(labels[rows, cols])
+        del block
     if not src:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)

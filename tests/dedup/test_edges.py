@@ -24,3 +24,5 @@ def test_dedup_index_choice():
     assert dedup_factory(50_000, 384) == "Flat"
     assert dedup_factory(1_000_000, 384) == "IVF4000,PQ48x4fs"
     assert dedup_factory(1_000_000, 768) == "IVF4000,PQ96x4fs"
+    # every vector is added and searched: the brute-force coarse quantizer stays at 4,096 lists past 1M
+    assert dedup_factory(10_000_000, 384) == "IVF4096,PQ48x4fs"
