@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dedup.edges import dedup_factory, phash_edges
+from pipeline.dedup.edges import dedup_factory, phash_edges, rescore_block_rows, rescored_edges
+from pipeline.index.build import IndexConfig, build_index, load_index
+from pipeline.index.knn import build_graph
 from pipeline.io.phash import hamming64
+from pipeline.roots.features import open_features
+from tests.conftest import clustered_vectors, write_feature_root
 
 
 def test_phash_edges_against_brute_force():
@@ -26,3 +30,24 @@ def test_dedup_index_choice():
     assert dedup_factory(1_000_000, 768) == "IVF4000,PQ96x4fs"
     # every vector is added and searched: the brute-force coarse quantizer stays at 4,096 lists past 1M
     assert dedup_factory(10_000_000, 384) == "IVF4096,PQ48x4fs"
+
+
+def test_rescoring_in_blocks_equals_one_block_and_brute_force(tmp_path):
+    """The exact re-scoring holds one float32 block of rows at a time: any block size gives the same edges,
+    the graph candidates whose float32 cosine (of the float16 vectors) exceeds the threshold."""
+    x = clustered_vectors(1500, 24, 12, spread=0.35, seed=4).astype(np.float16)
+    write_feature_root(tmp_path, x.astype(np.float32), per_shard=400)
+    build_index(IndexConfig(features=str(tmp_path), progress=False))
+    graph = build_graph(open_features(tmp_path), load_index(tmp_path).index, "cls", tmp_path / "knn", k=6,
+                        part_rows=500, progress=False)
+    t = 0.8
+    whole = rescored_edges(graph, x, t, block_rows=10**6)
+    got = {frozenset(set(zip(*map(np.ndarray.tolist, rescored_edges(graph, x, t, block_rows=b))))) for b in
+           (100, 333, 1499)}
+    assert got == {frozenset(zip(whole[0].tolist(), whole[1].tolist()))}
+    x32 = x.astype(np.float32)
+    sims = x32 @ x32.T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    want = {(i, int(j)) for i in range(len(x)) for j in top[i] if j != i and sims[i, j] > t}
+    assert len(want) > 100 and len(set(zip(whole[0].tolist(), whole[1].tolist())) ^ want) <= len(want) // 100
+    assert rescore_block_rows(384, 4.0) == 4 * 2**30 // 2 // (4 * 384) and rescore_block_rows(384, 0.01) == 65536
