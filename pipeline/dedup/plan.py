@@ -1,0 +1,48 @@
+"""`make dedup --plan`: the index, graph and exact re-scoring the job would run, and what they need here."""
+
+from __future__ import annotations
+
+import pipeline.dedup.run  # noqa: F401  (the job's own imports: the plan measures its base after them)
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.edges import dedup_factory, rescore_block_rows
+from pipeline.errors import ConfigError
+from pipeline.index.knn import complete_graph
+from pipeline.index.plan import GIB, predict
+from pipeline.index.planner import PlanReport, measured_rates, report, this_machine, workload_for
+from pipeline.layout import KNN_DIR, OutputRoot
+from pipeline.roots.features import open_features
+
+
+def plan_dedup(cfg: DedupConfig, calibration: bool = True) -> PlanReport:
+    """The job's own choices (`dedup_factory`, `cfg.nprobe`, `cfg.k`, the re-scoring block of its memory budget)
+    through the memory and disk model, with time from a calibration on a sample of these vectors."""
+    if cfg.against or cfg.sweep or cfg.reference:
+        raise ConfigError("--plan covers the dedup of one collection: drop --against, --reference and --sweep")
+    fs = open_features(cfg.features, cfg.keys)
+    dim = fs.dim(cfg.feature)
+    factory = cfg.factory or dedup_factory(fs.count, dim)
+    machine = this_machine()
+    block = rescore_block_rows(dim, cfg.memory_budget_gb)
+    w = workload_for(fs, cfg.feature, factory, machine, nprobe=cfg.nprobe, k=cfg.k, rescore_rows=block)
+    plan = predict(w, measured_rates(fs, cfg.feature, factory, cfg.k, calibration))
+    out = OutputRoot(cfg.out).root.parent if cfg.out else OutputRoot.for_features(cfg.features).root
+    reuse = [str(f) for f in (OutputRoot.for_features(fs.root).knn_dir, out / "dedup" / KNN_DIR)
+             if complete_graph(f, fs, cfg.feature, cfg.k)]
+    head = (f"make dedup: {fs.count:,} × {dim} ({cfg.feature}) from {fs.root}; k-NN graph k={cfg.k} over "
+            f"{factory}{'' if cfg.factory else ' (auto)'}, nprobe {cfg.nprobe}; exact re-scoring in blocks of "
+            f"{block:,} rows (half of --memory-budget {cfg.memory_budget_gb:g} GiB)"
+            + (f"; reuses the finished graph in {reuse[0]} (the index and graph stages are skipped)" if reuse else ""))
+    advice = []
+    dedup = plan.stages["dedup"]
+    if dedup.peak_bytes > machine.available_bytes:
+        vectors = dedup.held["vectors (float16)"]
+        advice.append(f"the vectors alone take {vectors / GIB:.1f} GiB as float16 and dedup holds them: use a node "
+                      f"with {dedup.peak_bytes / GIB * 1.1:.0f} GiB, or dedup the pool in slices (--where) and "
+                      f"the slices against each other (--against)")
+        if dedup.bound_by.startswith("exact re-scoring"):
+            advice.append("a smaller --memory-budget shrinks the re-scoring block (more passes over the graph)")
+    if dedup.seconds and dedup.seconds > 3600 and not reuse:
+        advice.append(f"build the graph on Ray first: make index ARGS='--factory {factory} --parts N --executor ray' "
+                      f"then make knn ARGS='--k {cfg.k} --nprobe {cfg.nprobe} --workers N --executor ray'; make "
+                      f"dedup reuses that graph")
+    return report(head, plan, ("dedup:index", "dedup:graph", "dedup:rest", "dedup"), machine, advice)
