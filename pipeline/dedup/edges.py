@@ -162,7 +162,7 @@ def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, block_row
     for start in range(0, len(vectors), block_rows):
         stop = min(start + block_rows, len(vectors))
         block = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
-        for ids, nb, _ in iter_parts(graph):
+        for ids, nb, _ in iter_parts(graph, similarities=False):
             for s in range(0, len(ids), 16384):
                 q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
                 inside = (labels >= start) & (labels < stop) & (labels != q_ids[:, None])
@@ -189,7 +189,7 @@ def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.nda
     h = np.asarray(hashes, np.uint64)
     all_hashes = [h] + [np.asarray(v, np.uint64) for v in variants]
     lo_parts, hi_parts = [], []
-    for ids, nb, _ in iter_parts(graph):
+    for ids, nb, _ in iter_parts(graph, similarities=False):
         rows, cols = np.nonzero(nb >= 0)
         i, j = ids[rows], nb[rows, cols]
         close = np.zeros(len(i), bool)

@@ -51,7 +51,7 @@ def _timed(fn, repeat: int = 2) -> float:
     return best
 
 
-def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, seed: int = 0) -> Rates:
+def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, graph_rows: float, seed: int = 0) -> Rates:
     """Rates measured on the sample `x` with the code type of `factory` (its inverted lists shrunk to 16)."""
     n, d = x.shape
     if n < 1024:
@@ -71,14 +71,14 @@ def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, seed: int =
     index.add(x)
     encode = (time.perf_counter() - t) / n
     ivf = faiss.extract_index_ivf(index)
-    queries = x[: min(n, 256)]
+    queries = x[: min(n, 1024)]
     timings = []
-    for nprobe in (1, 4):
+    for nprobe in (1, 16):  # one list, then every list: the cost per query and per code scanned
         ivf.nprobe = nprobe
-        seconds = _timed(lambda: index.search(queries, k + 1)) / len(queries)
+        seconds = _timed(lambda: index.search(queries, k + 1), repeat=3) / len(queries)
         timings.append((n * nprobe / 16, seconds))
     (l1, t1), (l2, t2) = timings
-    per_code = max((t2 - t1) / (l2 - l1), 1e-12)
+    per_code = max((t2 - t1) / (l2 - l1), 1e-11)  # at most 100 G codes/s: noise cannot make it free
     fixed = max(t1 - l1 * per_code, 1e-7)
     labels = rng.integers(0, n, (min(n, 4096), k)).astype(np.int64)
     sims = np.empty(labels.shape, np.float32)
@@ -90,8 +90,8 @@ def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, seed: int =
     keys = [bytes(rng.integers(0, 256, 20, dtype=np.uint8)) for _ in range(min(n, 10000))]
     python_rows = len(keys) / _timed(lambda: {h: i for i, h in enumerate(keys)})
     rates = Rates(gemm_flops=gemm, scan_codes=1 / per_code, query_seconds=fixed, encode_seconds=encode,
-                  read_rows=read_rows, rescore_pairs=rescore, pair_checks=pair_checks, python_rows=python_rows,
-                  measured=True)
+                  read_rows=read_rows, graph_rows=graph_rows, rescore_pairs=rescore, pair_checks=pair_checks,
+                  python_rows=python_rows, measured=True)
     log.info("plan: rates on %d sample vectors: %.0f GFLOP/s, %.0f M codes/s + %.0f µs a query, %.1f µs to encode "
              "a vector, %.0f rows/s read", n, gemm / 1e9, 1 / per_code / 1e6, fixed * 1e6, encode * 1e6, read_rows)
     return rates
@@ -113,10 +113,11 @@ def column_bytes(fs: FeatureSet, columns: tuple[str, ...]) -> tuple[float, float
     return disk / max(rows, 1), raw / max(rows, 1)
 
 
-def graph_row_bytes(n: int, k: int, part_rows: int = 65536, seed: int = 0) -> float:
-    """Bytes on disk of one k-NN graph row: one part of seeded rows (neighbour ids spread over all `n`, sorted
-    similarities) written as build_graph writes it. Ids compress with a dictionary while a part holds few
-    distinct ones, and to their significant bytes after that: the part's real size is what tells."""
+def graph_part(n: int, k: int, part_rows: int = 65536, seed: int = 0) -> tuple[float, float]:
+    """(bytes on disk of one k-NN graph row, rows read back per second): one part of seeded rows (neighbour ids
+    spread over all `n`, sorted similarities) written as build_graph writes it and read as the re-scoring reads
+    it. Ids compress with a dictionary while a part holds few distinct ones, and to their significant bytes
+    after that: the part's real size is what tells."""
     rows = max(1, min(part_rows, n))
     rng = np.random.default_rng(seed)
     nb = rng.integers(0, max(n, 1), (rows, k))
@@ -127,4 +128,7 @@ def graph_row_bytes(n: int, k: int, part_rows: int = 65536, seed: int = 0) -> fl
                      schema=knn_schema(k))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")  # as io.files.write_parquet_atomic writes a part
-    return sink.getvalue().size / rows
+    data = sink.getvalue()
+    seconds = _timed(lambda: pq.read_table(pa.BufferReader(data), columns=["id", "neighbours"])
+                     .column("neighbours").chunk(0).flatten().to_numpy(zero_copy_only=False))
+    return data.size / rows, rows / max(seconds, 1e-9)

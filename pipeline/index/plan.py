@@ -24,7 +24,7 @@ LIST_SLACK = 1.1  # inverted lists grow by doubling while vectors are added; the
 PY_STR_ROW = 72  # a Python str (short key) or bytes (sha1) object and its list slot
 EXACT_ROW = 140  # the exact stage's second sha1 list and its first-seen dict
 HASHES_ROW = 64  # the pHash and its seven turned/flipped variants, uint64
-GROUPS_ROW = 260  # components, keepers, nearest, reasons and the groups table being written (measured)
+GROUPS_ROW = 280  # components, keepers, nearest, reasons, the groups table and duplicates.csv being written
 CURATE_ROW = 52  # balanced: labels and cosines per row (12 B), plus a sort's indices (40 B)
 
 
@@ -81,6 +81,7 @@ class Rates:
     query_seconds: float = 25e-6  # fixed cost of one k-NN query (result heaps, the call)
     encode_seconds: float = 4e-6  # encoding one vector into the index (past the coarse quantizer)
     read_rows: float = 2e5  # feature rows read and decoded per second
+    graph_rows: float = 3e5  # k-NN graph rows read per second (their neighbours)
     rescore_pairs: float = 4e6  # exact (vector, candidate) inner products per second
     pair_checks: float = 2e7  # NumPy per-pair checks per second (pHash of k-NN neighbours)
     python_rows: float = 2e6  # per-row Python work per second (sha1 dict, keys)
@@ -214,7 +215,7 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
     }
     pairs = n * min(k, n - 1)
     seconds = {"index": 2 * n / r.read_rows + 2 * n / r.python_rows + index_s, "graph": graph_s,
-               "rest": pairs * 16 / r.pair_checks + blocks * n / r.read_rows + pairs / r.rescore_pairs
+               "rest": pairs * 16 / r.pair_checks + (blocks + 1) * n / r.graph_rows + pairs / r.rescore_pairs
                + 3 * n / r.python_rows}
     disks = {"index": index_disk, "graph": graph_disk, "rest": n * w.groups_disk_row_bytes}
     streams = {"index": stages["index"].streams, "graph": stages["graph"].streams,

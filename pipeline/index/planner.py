@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.errors import MissingInputError
 from pipeline.index.base import choose_factory
-from pipeline.index.calibrate import calibrate, column_bytes, graph_row_bytes, read_sample
+from pipeline.index.calibrate import calibrate, column_bytes, graph_part, read_sample
 from pipeline.index.config import IndexConfig, KnnConfig
 from pipeline.index.plan import GIB, OVERHEAD, Plan, Rates, StagePlan, Workload, predict
 from pipeline.layout import INDEX_FILE, OutputRoot, read_index_record
@@ -61,7 +61,7 @@ def workload_for(fs: FeatureSet, feature: str, factory: str, machine: Machine, *
     _, meta_raw = column_bytes(fs, META_COLUMNS)
     stored = 2 if fs.kind != "npy" else 4
     ids_disk = ids_disk or Workload.ids_disk_row_bytes
-    graph = graph_row_bytes(fs.count, choices.get("k", Workload.k), choices.get("part_rows", Workload.part_rows))
+    graph, _ = graph_part(fs.count, choices.get("k", Workload.k), choices.get("part_rows", Workload.part_rows))
     return Workload(n=fs.count, dim=dim, factory=factory, stored_bytes=stored, base_bytes=machine.base_bytes,
                     ids_disk_row_bytes=ids_disk, ids_row_bytes=ids_raw or Workload.ids_row_bytes,
                     meta_row_bytes=meta_raw or Workload.meta_row_bytes, graph_disk_row_bytes=graph,
@@ -72,7 +72,8 @@ def measured_rates(fs: FeatureSet, feature: str, factory: str, k: int, calibrati
     if not calibration or fs.count < 1024:
         return Rates()
     sample, read_rows = read_sample(fs, feature)
-    return calibrate(sample, factory, k, read_rows or Rates.read_rows)
+    _, graph_rows = graph_part(fs.count, k)
+    return calibrate(sample, factory, k, read_rows or Rates.read_rows, graph_rows)
 
 
 def plan_index(cfg: IndexConfig, calibration: bool = True) -> PlanReport:
