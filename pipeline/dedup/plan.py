@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pipeline.dedup.run  # noqa: F401  (the job's own imports: the plan measures its base after them)
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.edges import dedup_factory, rescore_block_rows
 from pipeline.errors import ConfigError
+from pipeline.index.base import choose_factory
+from pipeline.index.calibrate import graph_part
 from pipeline.index.knn import complete_graph
-from pipeline.index.plan import GIB, predict
-from pipeline.index.planner import PlanReport, measured_rates, report, this_machine, workload_for
+from pipeline.index.plan import GIB, Rates, Workload, predict
+from pipeline.index.planner import PlanReport, duration, measured_rates, report, this_machine, workload_for
 from pipeline.layout import KNN_DIR, OutputRoot
 from pipeline.roots.features import open_features
 
@@ -46,3 +50,37 @@ def plan_dedup(cfg: DedupConfig, calibration: bool = True) -> PlanReport:
                       f"then make knn ARGS='--k {cfg.k} --nprobe {cfg.nprobe} --workers N --executor ray'; make "
                       f"dedup reuses that graph")
     return report(head, plan, ("dedup:index", "dedup:graph", "dedup:rest", "dedup"), machine, advice)
+
+
+PAPER_SIZES = (10_000_000, 100_000_000, 1_000_000_000)
+PAPER_DIM = 384
+NODE_SPEED = 32  # a large node: 64 cores, 32 times the default rates (those of a 2-core machine)
+PAPER_PARTS = 16  # index --parts / knn --workers on Ray
+
+
+def paper_table() -> str:
+    """docs/scaling.md's table: the model at 10M, 100M and 1B × 384 with the jobs' own defaults (float16 features,
+    default memory budgets), on one large node and with the graph's work spread over Ray workers."""
+    rates = Rates()
+    node = replace(rates, **{f: getattr(rates, f) * NODE_SPEED for f in (
+        "gemm_flops", "scan_codes", "read_rows", "graph_rows", "rescore_pairs", "pair_checks")},
+                   query_seconds=rates.query_seconds / NODE_SPEED, encode_seconds=rates.encode_seconds / NODE_SPEED)
+    lines = ["| N × 384 | make index | its peak, disk | make dedup's graph | dedup peak (bounded by) | graph on disk "
+             "| dedup time, one node | with --parts/--workers 16 |", "|---|---|---|---|---|---|---|---|"]
+    for n in PAPER_SIZES:
+        index = choose_factory(n, PAPER_DIM, DedupConfig.memory_budget_gb * GIB)
+        one = predict(Workload(n, PAPER_DIM, index), node).stages["index"]
+        factory = dedup_factory(n, PAPER_DIM)
+        w = Workload(n, PAPER_DIM, factory, nprobe=DedupConfig.nprobe, k=DedupConfig.k,
+                     rescore_rows=rescore_block_rows(PAPER_DIM, DedupConfig.memory_budget_gb),
+                     graph_disk_row_bytes=graph_part(n, DedupConfig.k)[0])
+        dedup = predict(w, node).stages
+        spread = predict(replace(w, parts=PAPER_PARTS), node).stages
+        # with --parts/--workers, the index add and the graph run on 16 workers; the rest stays one process
+        parted = spread["dedup:index"].seconds + spread["dedup:graph"].seconds + dedup["dedup:rest"].seconds
+        lines.append(f"| {n:,} | {index} | {one.peak_bytes / GIB:,.1f} GiB, {one.disk_bytes / GIB:,.1f} GiB "
+                     f"| {factory}, nprobe {DedupConfig.nprobe}, k {DedupConfig.k} "
+                     f"| {dedup['dedup'].peak_bytes / GIB:,.0f} GiB ({dedup['dedup'].bound_by}) "
+                     f"| {dedup['dedup:graph'].disk_bytes / GIB:,.0f} GiB | {duration(dedup['dedup'].seconds)} "
+                     f"| {duration(parted)} |")
+    return "\n".join(lines)

@@ -174,3 +174,13 @@ def test_plan_bad_inputs_are_one_line_errors(tmp_path, args, message):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in root.iterdir()) == ["features"]
+
+
+def test_the_scaling_page_holds_the_models_table():
+    """docs/scaling.md's 100M and 1B predictions are the function's output, so the page cannot drift from it."""
+    from pipeline.dedup.plan import paper_table
+
+    page = (REPO / "docs" / "scaling.md").read_text()
+    block = page.split("<!-- plan-table:")[1].split("<!-- /plan-table -->")[0]
+    assert block.split("-->\n", 1)[1].strip() == paper_table()
+    assert "| 1,000,000,000 |" in block and "| 100,000,000 |" in block
