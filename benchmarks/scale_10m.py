@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-index", action="store_true", help="no make index run (serve dedup's index)")
     p.add_argument("--skip-dedup", action="store_true", help="no make dedup run (its last results are kept)")
     p.add_argument("--serve-requests", type=int, default=200)
+    p.add_argument("--record", metavar="JSON", help="append the run's row to this record (e.g. "
+                                                    "benchmarks/results/scale_10m.json, for make perf-page)")
     p.add_argument("--_plan", help=argparse.SUPPRESS)  # the child that plans one job
     return p.parse_args(argv)
 
@@ -408,8 +410,69 @@ def main(argv: list[str] | None = None) -> None:
     result["serve"] = serve_latency(args, out, index_dir, out)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     save()
+    if args.record:
+        from pipeline.bench.perfpage import append_row
+
+        append_row(args.record, record_row(result), title=TITLE)
     print(report(result))
     print(f"\nwrote {json_path}")
+
+
+TITLE = "make dedup and make index at scale, beside --plan (benchmarks/scale_10m.py)"
+
+
+PREDICTED = {"wall_s": "predicted_s", "peak_rss_gib": "predicted_peak_gib", "disk_gib": "predicted_disk_gib"}
+
+
+def _vs(c: dict, key: str, unit: str) -> str:
+    m, p = c[key], c[PREDICTED[key]]
+    return f"{m:,.2f} {unit} (plan {p:,.2f}, ×{m / p:.2f})" if m and p else "—"
+
+
+def record_row(r: dict) -> dict:
+    """The run as one row of benchmarks/results/scale_10m.json."""
+    import platform
+
+    import torch
+
+    figures = {"N × dim": f"{r['params']['n']:,} × {r['params']['dim']} (float16, {r['params']['shards']} shards)"}
+    for job in ("dedup", "budget", "index"):
+        if job not in r:
+            continue
+        j, whole = r[job], r[job]["compared"].get("whole") or r[job]["compared"]["all"]
+        figures[f"{job} command"] = f"{j['command']} → {j['factory']}"
+        figures[f"{job} wall"] = _vs(whole, "wall_s", "s")
+        figures[f"{job} peak RSS"] = _vs(whole, "peak_rss_gib", "GiB")
+        figures[f"{job} disk"] = _vs(whole, "disk_gib", "GiB")
+        if job != "index":
+            figures[f"{job} windows (index, graph, rest)"] = "; ".join(
+                f"{w} {c['wall_s']:.0f} s, {c['peak_rss_gib']:.2f} GiB (plan {c['predicted_peak_gib']:.2f})"
+                for w, c in j["compared"].items() if w != "whole")
+    if "quality" in r:
+        q = r["quality"]
+        figures["planted-pair recall"] = str(q["planted_pair_recall"])
+        figures["exact edges above the threshold"] = (
+            f"{q['exact_edges_above_threshold']} on {q['queries']} queries: recall {q['edge_recall_graph']} in the "
+            f"graph, {q['edge_recall_component']} in one component; recall@{q['k']} {q['graph_recall_at_k']}")
+        figures["false components"] = (f"{q['false_components']} {q['false_components_by_kind'] or ''} (chance "
+                                       f"pHash pairs of the random synthetic hashes expected: "
+                                       f"{q['expected_chance_phash_pairs']})")
+    s = r["serve"]
+    figures["serve index"] = f"{s['factory']}, nprobe {s['nprobe']}"
+    for name, key in (("engine, one query", "engine_one_query"), ("engine, batch of 64", "engine_batch_64")):
+        figures[name] = f"p50 {s[key]['p50_ms']} ms, p99 {s[key]['p99_ms']} ms (warm)"
+    figures["make serve /api/search"] = (f"p50 {s['serve_http_one_query']['p50_ms']} ms, p99 "
+                                         f"{s['serve_http_one_query']['p99_ms']} ms (one at a time, warm)")
+    figures["make search, cold"] = " / ".join(f"{x:.1f} s" for x in s["search_cold_s"])
+    loads = [r[j]["run"]["load_avg"] for j in ("dedup", "budget", "index") if j in r]
+    return {"date": r["started"][:10], "cpu": platform.processor() or _cpu_name(), "flags": r["machine"]["flags"],
+            "cores": r["machine"]["cores"], "load": "load average during the runs " + ", ".join(map(str, loads)),
+            "torch": torch.__version__, "command": r["command"], "figures": figures}
+
+
+def _cpu_name() -> str | None:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
 
 
 def report(r: dict) -> str:

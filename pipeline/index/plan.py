@@ -108,6 +108,7 @@ class Workload:
     graph_disk_row_bytes: float | None = None  # one graph row on disk (None: 12·k, the bytes it holds)
     groups_disk_row_bytes: float = 40  # groups.parquet per row
     base_bytes: float = BASE_BYTES
+    startup_seconds: float = 0.0  # the job's process start and imports (`--plan` measures its own)
     parts: int = 1  # index --parts / knn --workers (processes or Ray tasks, each holding its share)
     curate_leaf_k: int = 0  # balanced: clusters of the leaf level (0: no balanced stage)
     curate_budget_bytes: float = 4 * GIB
@@ -178,7 +179,7 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
     }
     index_phase = max(index_phases, key=index_phases.get)
     coarse = s.nlist * d * 2 / r.gemm_flops if s.kind == "ivf" else 0.0
-    index_s = (KMEANS_ITERATIONS * train * s.nlist * d * 2 / r.gemm_flops + train * r.encode_seconds
+    index_s = (w.startup_seconds + KMEANS_ITERATIONS * train * s.nlist * d * 2 / r.gemm_flops + train * r.encode_seconds
                + n * (coarse + r.encode_seconds) / parts + n / r.read_rows)
     index_disk = index + n * w.ids_disk_row_bytes
     stages["index"] = _peak("index", w.base_bytes, {index_phase: index_phases[index_phase]}, index_disk, index_s,
@@ -194,7 +195,7 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
         per_query = r.query_seconds + n * d * 2 / r.gemm_flops
     else:  # HNSW and others: ~2,000 distance computations a query
         per_query = r.query_seconds + 2000 * d * 2 / r.gemm_flops * 10
-    graph_s = n * per_query / parts + n / r.read_rows
+    graph_s = n * per_query / parts + n / r.read_rows + w.startup_seconds
     stages["graph"] = _peak("graph", w.base_bytes, {"index (codes + ids)": index, "one part of vectors + results":
                                                     part}, graph_disk, graph_s,
                             f"the vectors, one part of {w.part_rows:,} rows at a time; the graph, written per part")
@@ -214,7 +215,7 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
                  "groups: components, keepers, reasons, the table": n * GROUPS_ROW},
     }
     pairs = n * min(k, n - 1)
-    seconds = {"index": 2 * n / r.read_rows + 2 * n / r.python_rows + index_s, "graph": graph_s,
+    seconds = {"index": 2 * n / r.read_rows + 2 * n / r.python_rows + index_s, "graph": graph_s - w.startup_seconds,
                "rest": pairs * 16 / r.pair_checks + (blocks + 1) * n / r.graph_rows + pairs / r.rescore_pairs
                + 3 * n / r.python_rows}
     disks = {"index": index_disk, "graph": graph_disk, "rest": n * w.groups_disk_row_bytes}

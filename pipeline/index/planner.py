@@ -41,6 +41,7 @@ class Machine:
     memory_bytes: float  # what the machine has
     available_bytes: float  # what it has free now
     base_bytes: float  # this process after its imports: a job's base
+    startup_seconds: float  # since this process started: a job's start-up and imports
 
 
 def this_machine() -> Machine:
@@ -51,7 +52,11 @@ def this_machine() -> Machine:
             info[name] = float(value.split()[0]) * 1024
     with open("/proc/self/status") as f:
         rss = next(float(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-    return Machine(os.cpu_count() or 1, info.get("MemTotal", 0), info.get("MemAvailable", 0), rss)
+    with open("/proc/self/stat") as f:
+        started = float(f.read().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        alive = float(f.read().split()[0]) - started
+    return Machine(os.cpu_count() or 1, info.get("MemTotal", 0), info.get("MemAvailable", 0), rss, max(alive, 0.0))
 
 
 def workload_for(fs: FeatureSet, feature: str, factory: str, machine: Machine, **choices) -> Workload:
@@ -63,6 +68,7 @@ def workload_for(fs: FeatureSet, feature: str, factory: str, machine: Machine, *
     ids_disk = ids_disk or Workload.ids_disk_row_bytes
     graph, _ = graph_part(fs.count, choices.get("k", Workload.k), choices.get("part_rows", Workload.part_rows))
     return Workload(n=fs.count, dim=dim, factory=factory, stored_bytes=stored, base_bytes=machine.base_bytes,
+                    startup_seconds=machine.startup_seconds,
                     ids_disk_row_bytes=ids_disk, ids_row_bytes=ids_raw or Workload.ids_row_bytes,
                     meta_row_bytes=meta_raw or Workload.meta_row_bytes, graph_disk_row_bytes=graph,
                     groups_disk_row_bytes=ids_disk + GROUPS_DISK_EXTRA, **choices)
