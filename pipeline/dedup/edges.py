@@ -19,7 +19,8 @@ from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.index.knn import build_graph, complete_graph, iter_parts
 from pipeline.io.phash import transpose64
 from pipeline.layout import INDEX_DIR, KNN_DIR, OutputRoot, read_index_record
-from pipeline.roots.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.roots.features import NPY, FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.roots.rows import StreamedRows
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +140,38 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: 
     graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
-    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb)
+    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb, not isinstance(vectors, StreamedRows))
     i, j = rescored_edges(graph, vectors, cfg.threshold, block)
     info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
     return i, j, info
 
 
-def rescore_block_rows(dim: int, memory_budget_gb: float) -> int:
-    """Rows of one float32 block of the exact re-scoring: half the memory budget (the rest is the index's),
-    at least 65,536 rows. The vectors past one block are re-scored in further passes over the graph."""
-    return max(65536, int(memory_budget_gb * 2**30 / 2 / (4 * max(dim, 1))))
+def holds_vectors(n: int, dim: int, memory_budget_gb: float) -> bool:
+    """Dedup holds the vectors (float16) when they fit the memory budget; otherwise it reads them from the feature
+    files as it goes (roots/rows.py): one pass per re-scoring block, and one for the groups' similarities."""
+    return n * dim * 2 <= memory_budget_gb * 2**30
 
 
-def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, block_rows: int = 1 << 22
+def rescore_block_rows(dim: int, memory_budget_gb: float, held: bool = True) -> int:
+    """Rows of one float32 block of the exact re-scoring: half the memory budget while the vectors are held
+    beside it, all of it when they are read from the files; at least 65,536 rows. The vectors past one block
+    are re-scored in further passes over the graph."""
+    share = 2 if held else 1
+    return max(65536, int(memory_budget_gb * 2**30 / share / (4 * max(dim, 1))))
+
+
+def dedup_vectors(fs: FeatureSet, cfg: DedupConfig) -> np.ndarray | StreamedRows:
+    """The vectors as dedup compares them: held as float16 when they fit `cfg.memory_budget_gb` (or come from a
+    .npy), else read from the feature files on demand (the same float16 values)."""
+    dim = fs.dim(cfg.feature)
+    if holds_vectors(fs.count, dim, cfg.memory_budget_gb) or fs.kind == NPY:
+        return read_matrix(fs, cfg.feature, dtype=np.float16)
+    log.info("dedup: %.1f GiB of float16 vectors exceed --memory-budget %.1f GiB: read from %s as needed (one "
+             "pass per re-scoring block)", fs.count * dim * 2 / 2**30, cfg.memory_budget_gb, fs.root)
+    return StreamedRows(fs, cfg.feature)
+
+
+def rescored_edges(graph: Path, vectors: np.ndarray | StreamedRows, threshold: float, block_rows: int = 1 << 22
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Graph edges whose exact cosine exceeds `threshold`, computed by Faiss (each image against its own k
     candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes. The candidates are
@@ -161,7 +181,9 @@ def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, block_row
     src, dst = [], []
     for start in range(0, len(vectors), block_rows):
         stop = min(start + block_rows, len(vectors))
-        block = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+        block = np.empty((stop - start, d), np.float32)
+        for s in range(start, stop, 65536):  # no float16 copy of the whole block on the way
+            block[s - start:min(s + 65536, stop) - start] = vectors[s:min(s + 65536, stop)]
         for ids, nb, _ in iter_parts(graph, similarities=False):
             for s in range(0, len(ids), 16384):
                 q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
@@ -169,7 +191,8 @@ def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, block_row
                 if not inside.any():
                     continue
                 local = np.ascontiguousarray(np.where(inside, labels - start, -1), dtype=np.int64)
-                queries = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
+                queries = np.ascontiguousarray(vectors[q_ids[0]:q_ids[-1] + 1] if q_ids[-1] - q_ids[0] == len(q_ids) - 1
+                                               else vectors[q_ids], dtype=np.float32)
                 sims = np.empty(labels.shape, np.float32)
                 faiss.fvec_inner_products_by_idx(faiss.swig_ptr(sims), faiss.swig_ptr(queries), faiss.swig_ptr(block),
                                                  faiss.swig_ptr(local), d, len(q_ids), labels.shape[1])

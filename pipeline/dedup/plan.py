@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pipeline.dedup.run  # noqa: F401  (the job's own imports: the plan measures its base after them)
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.edges import dedup_factory, rescore_block_rows
+from pipeline.dedup.edges import dedup_factory, holds_vectors, rescore_block_rows
 from pipeline.errors import ConfigError
 from pipeline.index.base import choose_factory
 from pipeline.index.calibrate import graph_part
@@ -26,23 +26,27 @@ def plan_dedup(cfg: DedupConfig, calibration: bool = True) -> PlanReport:
     dim = fs.dim(cfg.feature)
     factory = cfg.factory or dedup_factory(fs.count, dim)
     machine = this_machine()
-    block = rescore_block_rows(dim, cfg.memory_budget_gb)
-    w = workload_for(fs, cfg.feature, factory, machine, nprobe=cfg.nprobe, k=cfg.k, rescore_rows=block)
+    held = holds_vectors(fs.count, dim, cfg.memory_budget_gb) or fs.kind == "npy"
+    block = rescore_block_rows(dim, cfg.memory_budget_gb, held)
+    w = workload_for(fs, cfg.feature, factory, machine, nprobe=cfg.nprobe, k=cfg.k, rescore_rows=block,
+                     vectors_held=held, file_rows=max(fs.rows, default=0))
     plan = predict(w, measured_rates(fs, cfg.feature, factory, cfg.k, calibration))
     out = OutputRoot(cfg.out).root.parent if cfg.out else OutputRoot.for_features(cfg.features).root
     reuse = [str(f) for f in (OutputRoot.for_features(fs.root).knn_dir, out / "dedup" / KNN_DIR)
              if complete_graph(f, fs, cfg.feature, cfg.k)]
     head = (f"make dedup: {fs.count:,} × {dim} ({cfg.feature}) from {fs.root}; k-NN graph k={cfg.k} over "
-            f"{factory}{'' if cfg.factory else ' (auto)'}, nprobe {cfg.nprobe}; exact re-scoring in blocks of "
-            f"{block:,} rows (half of --memory-budget {cfg.memory_budget_gb:g} GiB)"
+            f"{factory}{'' if cfg.factory else ' (auto)'}, nprobe {cfg.nprobe}; vectors "
+            f"{'held as float16' if held else 'read from the feature files as needed'} (--memory-budget "
+            f"{cfg.memory_budget_gb:g} GiB); exact re-scoring in blocks of {block:,} rows"
             + (f"; reuses the finished graph in {reuse[0]} (the index and graph stages are skipped)" if reuse else ""))
     advice = []
     dedup = plan.stages["dedup"]
     if dedup.peak_bytes > machine.available_bytes:
-        vectors = dedup.held["vectors (float16)"]
-        advice.append(f"the vectors alone take {vectors / GIB:.1f} GiB as float16 and dedup holds them: use a node "
-                      f"with {dedup.peak_bytes / GIB * 1.1:.0f} GiB, or dedup the pool in slices (--where) and "
-                      f"the slices against each other (--against)")
+        if held:
+            advice.append(f"a --memory-budget below {fs.count * dim * 2 / GIB:.1f} GiB reads the vectors from the "
+                          f"feature files as needed instead of holding them (slower: one pass per block)")
+        advice.append(f"use a node with {dedup.peak_bytes / GIB * 1.1:.0f} GiB, or dedup the pool in slices "
+                      f"(--where) and the slices against each other (--against)")
         if dedup.bound_by.startswith("exact re-scoring"):
             advice.append("a smaller --memory-budget shrinks the re-scoring block (more passes over the graph)")
     if dedup.seconds and dedup.seconds > 3600 and not reuse:
@@ -71,8 +75,9 @@ def paper_table() -> str:
         index = choose_factory(n, PAPER_DIM, DedupConfig.memory_budget_gb * GIB)
         one = predict(Workload(n, PAPER_DIM, index), node).stages["index"]
         factory = dedup_factory(n, PAPER_DIM)
-        w = Workload(n, PAPER_DIM, factory, nprobe=DedupConfig.nprobe, k=DedupConfig.k,
-                     rescore_rows=rescore_block_rows(PAPER_DIM, DedupConfig.memory_budget_gb),
+        held = holds_vectors(n, PAPER_DIM, DedupConfig.memory_budget_gb)
+        w = Workload(n, PAPER_DIM, factory, nprobe=DedupConfig.nprobe, k=DedupConfig.k, vectors_held=held,
+                     rescore_rows=rescore_block_rows(PAPER_DIM, DedupConfig.memory_budget_gb, held),
                      graph_disk_row_bytes=graph_part(n, DedupConfig.k)[0])
         dedup = predict(w, node).stages
         spread = predict(replace(w, parts=PAPER_PARTS), node).stages

@@ -102,6 +102,8 @@ class Workload:
     batch_rows: int = 65536
     part_rows: int = 65536
     rescore_rows: int = 1 << 22  # dedup: rows of one float32 block of the exact re-scoring
+    vectors_held: bool = True  # dedup: the vectors held as float16, else read from the files per block
+    file_rows: int = 100_000  # dedup, vectors read from the files: rows of the largest feature file (one is kept)
     meta_row_bytes: float = 80  # dedup: its metadata columns in memory, per row (measured from the files)
     ids_row_bytes: float = 24  # key, shard, index: in memory per row while ids.parquet is written
     ids_disk_row_bytes: float = 12  # ids.parquet on disk per row (the files' own compressed sizes)
@@ -203,7 +205,8 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
     # graph above, then re-scores the candidates exactly, block by block, and writes groups.parquet. Its three
     # windows (until the index is written, until the graph is complete, the rest) are "dedup:index",
     # "dedup:graph" and "dedup:rest"; "dedup" is the job as a whole.
-    rows = {"vectors (float16)": n * d * 2,
+    rows = {"vectors (float16)" if w.vectors_held else "one feature file's vectors (float16, read as needed)":
+            n * d * 2 if w.vectors_held else min(w.file_rows, n) * d * (2 + 4 + w.stored_bytes),
             "metadata, keys, sha1s, pHashes": n * (w.meta_row_bytes + 2 * PY_STR_ROW + HASHES_ROW)}
     blocks = math.ceil(n / max(w.rescore_rows, 1))
     windows = {
@@ -217,11 +220,12 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
     pairs = n * min(k, n - 1)
     seconds = {"index": 2 * n / r.read_rows + 2 * n / r.python_rows + index_s, "graph": graph_s - w.startup_seconds,
                "rest": pairs * 16 / r.pair_checks + (blocks + 1) * n / r.graph_rows + pairs / r.rescore_pairs
-               + 3 * n / r.python_rows}
+               + 3 * n / r.python_rows + (0 if w.vectors_held else (blocks + 1) * n / r.read_rows)}
     disks = {"index": index_disk, "graph": graph_disk, "rest": n * w.groups_disk_row_bytes}
     streams = {"index": stages["index"].streams, "graph": stages["graph"].streams,
                "rest": f"the graph ({blocks} pass(es), each against one float32 block of the vectors); the vectors "
-                       f"themselves are held, as float16"}
+                       + ("themselves are held, as float16" if w.vectors_held else
+                          "are read from the feature files once per block and once more for the groups")}
     for name, phases in windows.items():
         worst = max(phases, key=phases.get)
         stages[f"dedup:{name}"] = _peak(f"dedup:{name}", w.base_bytes, {**rows, worst: phases[worst]}, disks[name],

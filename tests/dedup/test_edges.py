@@ -51,3 +51,33 @@ def test_rescoring_in_blocks_equals_one_block_and_brute_force(tmp_path):
     want = {(i, int(j)) for i in range(len(x)) for j in top[i] if j != i and sims[i, j] > t}
     assert len(want) > 100 and len(set(zip(whole[0].tolist(), whole[1].tolist())) ^ want) <= len(want) // 100
     assert rescore_block_rows(384, 4.0) == 4 * 2**30 // 2 // (4 * 384) and rescore_block_rows(384, 0.01) == 65536
+
+
+def test_dedup_reads_the_vectors_from_the_files_when_they_exceed_the_budget(tmp_path):
+    """Past --memory-budget the vectors are read as needed (roots/rows.py): the same float16 values, the same
+    groups, row for row, as when they are held."""
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup.config import DedupConfig
+    from pipeline.dedup.edges import dedup_vectors, holds_vectors
+    from pipeline.dedup.run import run_dedup
+    from pipeline.roots.features import read_matrix
+    from pipeline.roots.rows import StreamedRows
+
+    rng = np.random.default_rng(3)
+    x = clustered_vectors(900, 32, 30, spread=0.4, seed=6)
+    copies = rng.choice(900, 60, replace=False)
+    x = np.concatenate([x, x[copies] + 0.02 * rng.standard_normal((60, 32)).astype(np.float32)])
+    write_feature_root(tmp_path, x / np.linalg.norm(x, axis=1, keepdims=True), per_shard=200, dtype="float16")
+    fs = open_features(tmp_path)
+    tiny = DedupConfig(features=str(tmp_path), out=str(tmp_path / "streamed"), memory_budget_gb=1e-5, progress=False)
+    streamed = dedup_vectors(fs, tiny)
+    assert isinstance(streamed, StreamedRows) and not holds_vectors(960, 32, 1e-5) and holds_vectors(960, 32, 1.0)
+    held = read_matrix(fs, "cls", dtype=np.float16)
+    ids = rng.integers(0, 960, 300)
+    assert np.array_equal(streamed[ids], held[ids]) and np.array_equal(streamed[150:700], held[150:700])
+    a = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    b = run_dedup(tiny)
+    assert a.record["removed"] >= 50 and (a.record["removed"], a.record["groups"]) == (b.record["removed"],
+                                                                                      b.record["groups"])
+    assert pq.read_table(a.groups_path).equals(pq.read_table(b.groups_path))

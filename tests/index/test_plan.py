@@ -127,7 +127,9 @@ def test_plan_predicts_a_measured_index_and_dedup(tmp_path):
     assert 0.8 <= du(tmp_path / "index") / disk <= 1.2, (du(tmp_path / "index"), disk)
     # make dedup: vectors (float16), per-row records, the Flat index of 40k and the job's own imports
     small = tmp_path / "small"
-    write_feature_root(small, clustered_vectors(40_000, 192, 200, seed=8), per_shard=10_000, dtype="float16")
+    # a pool with few copies, as real pools are (the groups phase grows with the edges found)
+    write_feature_root(small, clustered_vectors(40_000, 192, 200, spread=1.5, seed=8), per_shard=10_000,
+                       dtype="float16")
     text = run_module("jobs.dedup", "--features", str(small), "--plan", "--log-level", "WARNING").stdout
     assert "over Flat (auto)" in text and listing(small) == ["features"]
     peak, disk = peak_and_disk(text, "make dedup, the whole job")
