@@ -29,7 +29,8 @@ def plan_dedup(cfg: DedupConfig, calibration: bool = True) -> PlanReport:
     held = holds_vectors(fs.count, dim, cfg.memory_budget_gb) or fs.kind == "npy"
     block = rescore_block_rows(dim, cfg.memory_budget_gb, held)
     w = workload_for(fs, cfg.feature, factory, machine, nprobe=cfg.nprobe, k=cfg.k, rescore_rows=block,
-                     vectors_held=held, file_rows=max(fs.rows, default=0))
+                     vectors_held=held, file_rows=max(fs.rows, default=0),
+                     phash_all_pairs=fs.count <= cfg.phash_exhaustive_max and not fs.external)
     plan = predict(w, measured_rates(fs, cfg.feature, factory, cfg.k, calibration))
     out = OutputRoot(cfg.out).root.parent if cfg.out else OutputRoot.for_features(cfg.features).root
     reuse = [str(f) for f in (OutputRoot.for_features(fs.root).knn_dir, out / "dedup" / KNN_DIR)

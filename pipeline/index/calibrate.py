@@ -87,11 +87,15 @@ def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, graph_rows:
     hashes = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
     pairs = hashes[labels.ravel()]
     pair_checks = pairs.size / _timed(lambda: np.bitwise_count(pairs ^ pairs[::-1]) <= 8)
+    codes = np.ascontiguousarray(hashes[:4096].view(np.uint8).reshape(-1, 8))
+    binary = faiss.IndexBinaryFlat(64)
+    binary.add(codes)
+    hamming = len(codes) ** 2 / _timed(lambda: binary.range_search(codes, 9))
     keys = [bytes(rng.integers(0, 256, 20, dtype=np.uint8)) for _ in range(min(n, 10000))]
     python_rows = len(keys) / _timed(lambda: {h: i for i, h in enumerate(keys)})
     rates = Rates(gemm_flops=gemm, scan_codes=1 / per_code, query_seconds=fixed, encode_seconds=encode,
                   read_rows=read_rows, graph_rows=graph_rows, rescore_pairs=rescore, pair_checks=pair_checks,
-                  python_rows=python_rows, measured=True)
+                  hamming_pairs=hamming, python_rows=python_rows, measured=True)
     log.info("plan: rates on %d sample vectors: %.0f GFLOP/s, %.0f M codes/s + %.0f µs a query, %.1f µs to encode "
              "a vector, %.0f rows/s read", n, gemm / 1e9, 1 / per_code / 1e6, fixed * 1e6, encode * 1e6, read_rows)
     return rates

@@ -84,6 +84,7 @@ class Rates:
     graph_rows: float = 3e5  # k-NN graph rows read per second (their neighbours)
     rescore_pairs: float = 4e6  # exact (vector, candidate) inner products per second
     pair_checks: float = 2e7  # NumPy per-pair checks per second (pHash of k-NN neighbours)
+    hamming_pairs: float = 1e9  # pHash pairs compared per second by Faiss's binary range search (all pairs)
     python_rows: float = 2e6  # per-row Python work per second (sha1 dict, keys)
     measured: bool = False  # False: the defaults above, for figures on paper
 
@@ -104,6 +105,7 @@ class Workload:
     rescore_rows: int = 1 << 22  # dedup: rows of one float32 block of the exact re-scoring
     vectors_held: bool = True  # dedup: the vectors held as float16, else read from the files per block
     file_rows: int = 100_000  # dedup, vectors read from the files: rows of the largest feature file (one is kept)
+    phash_all_pairs: bool = False  # dedup: pHashes compared all pairs × 8 orientations (small pools), else k-NN
     meta_row_bytes: float = 80  # dedup: its metadata columns in memory, per row (measured from the files)
     ids_row_bytes: float = 24  # key, shard, index: in memory per row while ids.parquet is written
     ids_disk_row_bytes: float = 12  # ids.parquet on disk per row (the files' own compressed sizes)
@@ -218,7 +220,9 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
                  "groups: components, keepers, reasons, the table": n * GROUPS_ROW},
     }
     pairs = n * min(k, n - 1)
-    seconds = {"index": 2 * n / r.read_rows + 2 * n / r.python_rows + index_s, "graph": graph_s - w.startup_seconds,
+    all_pairs = n * n * 8 / r.hamming_pairs if w.phash_all_pairs else 0.0
+    seconds = {"index": 2 * n / r.read_rows + 2 * n / r.python_rows + all_pairs + index_s,
+               "graph": graph_s - w.startup_seconds,
                "rest": pairs * 16 / r.pair_checks + (blocks + 1) * n / r.graph_rows + pairs / r.rescore_pairs
                + 3 * n / r.python_rows + (0 if w.vectors_held else (blocks + 1) * n / r.read_rows)}
     disks = {"index": index_disk, "graph": graph_disk, "rest": n * w.groups_disk_row_bytes}
