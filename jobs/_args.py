@@ -165,6 +165,16 @@ def add_executor_args(parser: Group, cls: type, units_help: str, units: str = "w
     return parser
 
 
+PLAN_HELP = ("print what the job would choose (index, parameters) and need on this machine (peak memory, disk, "
+             "time from a few seconds' calibration on a sample of these vectors), and what to change if it will "
+             "not fit; builds and writes nothing (docs/scaling.md#plan)")
+
+
+def add_plan_arg(parser: Group) -> argparse.Action:
+    """`--plan`: the job's own choices through the memory and disk model, nothing done."""
+    return parser.add_argument("--plan", action="store_true", help=PLAN_HELP)
+
+
 def add_running_args(parser: Group, cls: type | None = None, log_level: str = "INFO",
                      progress: str = "no progress bar") -> Group:
     """--no-progress (when the config has a progress bar; `progress` says which bar where that is not plain)

@@ -8,6 +8,7 @@ from jobs._args import (
     FEATURE_METAVAR,
     FEATURES_HELP,
     add_keys_arg,
+    add_plan_arg,
     add_running_args,
     comma_list,
     config_from,
@@ -68,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "outlier > 0.2\" (columns of the feature files: key, shard, index, width, "
                                      "height, the --extras stats signals, kept columns; id; outlier with a k-NN "
                                      "graph); neighbours and clusters are taken among them", metavar="EXPR")
+    add_plan_arg(p)
     add_running_args(p, CurateConfig)
 
 
@@ -75,7 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.curate.config import CurateConfig
     from pipeline.curate.retrieval import parse_queries, run_curate
 
-    done = run_curate(config_from(CurateConfig, args, queries=parse_queries(args.queries)))
+    cfg = config_from(CurateConfig, args, queries=parse_queries(args.queries))
+    if args.plan:
+        from pipeline.curate.plan import plan_balanced
+
+        print(plan_balanced(cfg).text)
+        return 0
+    done = run_curate(cfg)
     print(f"curate: {done.selected} of {done.pool} pool images selected in {done.seconds:.1f} s")
     for name, info in done.sources.items():
         print(f"  {name}: {info['queries']} queries, {info['mode']}-based ({info['why']}); "

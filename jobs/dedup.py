@@ -11,6 +11,7 @@ from jobs._args import (
     FEATURES_HELP,
     add_keys_arg,
     add_model_args,
+    add_plan_arg,
     add_running_args,
     config_from,
     default,
@@ -97,13 +98,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(e, ExtractConfig, "workers", "DataLoader worker processes that read and decode (default: one per core up "
                                         "to 8 on a CPU, at the lowest priority; cores - 1 up to 8 beside an "
                                         "accelerator)")
+    add_plan_arg(p)
     add_running_args(p, DedupConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.dedup.config import DedupConfig
     from pipeline.dedup.results import AgainstResult, SweepResult
+    from pipeline.layout import OutputRoot
 
+    if args.plan:
+        from pipeline.dedup.plan import plan_dedup
+        from pipeline.errors import ConfigError
+
+        if args.images:
+            raise ConfigError("--plan works on extracted features: make dedup FEATURES=... ARGS='--plan'")
+        root = args.root and str(OutputRoot(args.root).dedup_dir)
+        print(plan_dedup(config_from(DedupConfig, args, out=root)).text)
+        return 0
     if args.images:
         from pipeline.dedup.run import dedup_images
         from pipeline.errors import ConfigError
@@ -126,7 +138,6 @@ def run(args: argparse.Namespace) -> int:
               f"deleted)")
         return 0
     from pipeline.dedup.run import run_dedup
-    from pipeline.layout import OutputRoot
 
     root = OutputRoot(args.root) if args.root else OutputRoot.for_features(args.features)
     done = run_dedup(config_from(DedupConfig, args, out=str(root.dedup_dir) if args.root else None))

@@ -9,6 +9,7 @@ from jobs._args import (
     FEATURES_HELP,
     add_executor_args,
     add_keys_arg,
+    add_plan_arg,
     add_running_args,
     config_from,
     option,
@@ -42,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                       "(default: %(default)s)", units="parts",
                       executor_help="runs the parts (with --parts): local processes, or Ray tasks "
                                     "($RAY_ADDRESS, or a local cluster) (default: %(default)s)")
+    add_plan_arg(p)
     add_running_args(p, IndexConfig)
 
 
@@ -49,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.index.build import run_index
     from pipeline.index.config import IndexConfig
 
+    if args.plan:
+        from pipeline.index.planner import plan_index
+
+        print(plan_index(config_from(IndexConfig, args)).text)
+        return 0
     done = run_index(config_from(IndexConfig, args))
     if done.added is not None:
         print(f"index: added {done.added} vectors of {done.added_shards} new shards in {done.seconds:.1f} s; "

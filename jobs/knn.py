@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from jobs._args import FEATURES_HELP, add_executor_args, add_keys_arg, add_running_args, config_from, option
+from jobs._args import (
+    FEATURES_HELP,
+    add_executor_args,
+    add_keys_arg,
+    add_plan_arg,
+    add_running_args,
+    config_from,
+    option,
+)
 from jobs._cli import run_command
 
 EPILOG = """example:
@@ -23,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(p, KnnConfig, "nprobe", "IVF lists searched per image, with --workers 1 (default: what the index "
                                    "records; 16-32 suits finding copies)")
     add_executor_args(p, KnnConfig, "parallel processes or Ray tasks (default: %(default)s)")
+    add_plan_arg(p)
     add_running_args(p, KnnConfig)
 
 
@@ -30,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.index.config import KnnConfig
     from pipeline.index.knn import run_knn
 
+    if args.plan:
+        from pipeline.index.planner import plan_knn
+
+        print(plan_knn(config_from(KnnConfig, args)).text)
+        return 0
     result = run_knn(config_from(KnnConfig, args))
     print(f"knn: k={result.k} graph of {result.images} images -> {result.graph}")
     return 0

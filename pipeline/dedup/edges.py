@@ -19,7 +19,8 @@ from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.index.knn import build_graph, complete_graph, iter_parts
 from pipeline.io.phash import transpose64
 from pipeline.layout import INDEX_DIR, KNN_DIR, OutputRoot, read_index_record
-from pipeline.roots.features import FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.roots.features import NPY, FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
+from pipeline.roots.rows import StreamedRows
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,18 @@ def knn_graph(fs: FeatureSet, cfg: DedupConfig, out: Path) -> tuple[Path, str]:
     return graph, loaded.record["factory"]
 
 
+DEDUP_MAX_LISTS = 4096
+
+
 def dedup_factory(n: int, dim: int) -> str:
     """The graph only has to rank candidates (each is re-scored exactly), so past 100k vectors 4-bit
-    fast-scan PQ replaces IVF-Flat: faster to search, with the same recall of near-copies."""
+    fast-scan PQ replaces IVF-Flat: faster to search, with the same recall of near-copies. At most 4,096
+    lists: every vector is both added and searched, so the brute-force coarse quantizer runs twice per
+    vector and past ~4k lists costs more than the lists it spares scanning (docs/scaling.md#plan)."""
     if n <= FLAT_MAX:
         return "Flat"
     m = next((m for m in (dim // 8, dim // 4, dim // 2) if m and dim % m == 0 and m % 2 == 0), dim)
-    return f"IVF{ivf_lists(n)},PQ{m}x4fs"
+    return f"IVF{min(ivf_lists(n), DEDUP_MAX_LISTS)},PQ{m}x4fs"
 
 
 def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path
@@ -134,31 +140,66 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: 
     graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
-    i, j = rescored_edges(graph, vectors, cfg.threshold)
+    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb, not isinstance(vectors, StreamedRows))
+    i, j = rescored_edges(graph, vectors, cfg.threshold, block)
     info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
     return i, j, info
 
 
-def rescored_edges(graph: Path, vectors: np.ndarray, threshold: float, chunk: int = 1 << 17
+def holds_vectors(n: int, dim: int, memory_budget_gb: float) -> bool:
+    """Dedup holds the vectors (float16) when they fit the memory budget; otherwise it reads them from the feature
+    files as it goes (roots/rows.py): one pass per re-scoring block, and one for the groups' similarities."""
+    return n * dim * 2 <= memory_budget_gb * 2**30
+
+
+def rescore_block_rows(dim: int, memory_budget_gb: float, held: bool = True) -> int:
+    """Rows of one float32 block of the exact re-scoring: half the memory budget while the vectors are held
+    beside it, all of it when they are read from the files; at least 65,536 rows. The vectors past one block
+    are re-scored in further passes over the graph."""
+    share = 2 if held else 1
+    return max(65536, int(memory_budget_gb * 2**30 / share / (4 * max(dim, 1))))
+
+
+def dedup_vectors(fs: FeatureSet, cfg: DedupConfig) -> np.ndarray | StreamedRows:
+    """The vectors as dedup compares them: held as float16 when they fit `cfg.memory_budget_gb` (or come from a
+    .npy), else read from the feature files on demand (the same float16 values)."""
+    dim = fs.dim(cfg.feature)
+    if holds_vectors(fs.count, dim, cfg.memory_budget_gb) or fs.kind == NPY:
+        return read_matrix(fs, cfg.feature, dtype=np.float16)
+    log.info("dedup: %.1f GiB of float16 vectors exceed --memory-budget %.1f GiB: read from %s as needed (one "
+             "pass per re-scoring block)", fs.count * dim * 2 / 2**30, cfg.memory_budget_gb, fs.root)
+    return StreamedRows(fs, cfg.feature)
+
+
+def rescored_edges(graph: Path, vectors: np.ndarray | StreamedRows, threshold: float, block_rows: int = 1 << 22
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Graph edges whose exact cosine exceeds `threshold`, computed by Faiss (each image against its own k
-    candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes."""
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    for s in range(0, len(vectors), chunk):
-        flat.add(np.ascontiguousarray(vectors[s:s + chunk], dtype=np.float32))
+    candidates, in C++): 64M pairs take seconds where a NumPy gather takes minutes. The candidates are
+    held as float32 one block of `block_rows` rows at a time (one pass over the graph per block), so the
+    float16 `vectors` are never copied whole."""
+    d = vectors.shape[1]
     src, dst = [], []
-    for ids, nb, _ in iter_parts(graph):
-        for s in range(0, len(ids), 16384):
-            q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
-            valid = labels >= 0
-            labels = np.ascontiguousarray(np.where(valid, labels, q_ids[:, None]), dtype=np.int64)
-            queries = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
-            sims = np.empty(labels.shape, np.float32)
-            flat.compute_distance_subset(len(q_ids), faiss.swig_ptr(queries), labels.shape[1],
-                                         faiss.swig_ptr(sims), faiss.swig_ptr(labels))
-            rows, cols = np.nonzero(valid & (sims > threshold) & (labels != q_ids[:, None]))
-            src.append(q_ids[rows])
-            dst.append(labels[rows, cols])
+    for start in range(0, len(vectors), block_rows):
+        stop = min(start + block_rows, len(vectors))
+        block = np.empty((stop - start, d), np.float32)
+        for s in range(start, stop, 65536):  # no float16 copy of the whole block on the way
+            block[s - start:min(s + 65536, stop) - start] = vectors[s:min(s + 65536, stop)]
+        for ids, nb, _ in iter_parts(graph, similarities=False):
+            for s in range(0, len(ids), 16384):
+                q_ids, labels = ids[s:s + 16384], nb[s:s + 16384]
+                inside = (labels >= start) & (labels < stop) & (labels != q_ids[:, None])
+                if not inside.any():
+                    continue
+                local = np.ascontiguousarray(np.where(inside, labels - start, -1), dtype=np.int64)
+                queries = np.ascontiguousarray(vectors[q_ids[0]:q_ids[-1] + 1] if q_ids[-1] - q_ids[0] == len(q_ids) - 1
+                                               else vectors[q_ids], dtype=np.float32)
+                sims = np.empty(labels.shape, np.float32)
+                faiss.fvec_inner_products_by_idx(faiss.swig_ptr(sims), faiss.swig_ptr(queries), faiss.swig_ptr(block),
+                                                 faiss.swig_ptr(local), d, len(q_ids), labels.shape[1])
+                rows, cols = np.nonzero(inside & (sims > threshold))
+                src.append(q_ids[rows])
+                dst.append(labels[rows, cols])
+        del block
     if not src:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
@@ -171,7 +212,7 @@ def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.nda
     h = np.asarray(hashes, np.uint64)
     all_hashes = [h] + [np.asarray(v, np.uint64) for v in variants]
     lo_parts, hi_parts = [], []
-    for ids, nb, _ in iter_parts(graph):
+    for ids, nb, _ in iter_parts(graph, similarities=False):
         rows, cols = np.nonzero(nb >= 0)
         i, j = ids[rows], nb[rows, cols]
         close = np.zeros(len(i), bool)

@@ -50,10 +50,15 @@ def keep_highest(component: np.ndarray, score: np.ndarray, keys: list[str]) -> n
 
 
 def exact_cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Cosine of each (i, j) pair; the rows they name are gathered once (one pass when `vectors` are read from
+    the feature files, roots/rows.py)."""
+    rows = np.unique(np.concatenate([i, j])) if len(i) else np.zeros(0, np.int64)
+    held = vectors[rows]
+    a_at, b_at = np.searchsorted(rows, i), np.searchsorted(rows, j)
     out = np.empty(len(i), np.float32)
     for s in range(0, len(i), chunk):
-        a = vectors[i[s:s + chunk]].astype(np.float32)
-        b = vectors[j[s:s + chunk]].astype(np.float32)
+        a = held[a_at[s:s + chunk]].astype(np.float32)
+        b = held[b_at[s:s + chunk]].astype(np.float32)
         out[s:s + chunk] = (a * b).sum(1)
     return out
 

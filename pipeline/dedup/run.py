@@ -13,7 +13,7 @@ import pyarrow as pa
 from pipeline.dedup.against import run_dedup_against
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decided import refresh_duplicates_csv, write_duplicates_csv
-from pipeline.dedup.edges import KIND_ORDER, contaminated_ids
+from pipeline.dedup.edges import KIND_ORDER, contaminated_ids, dedup_vectors
 from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason
 from pipeline.dedup.keeper import source_reader
@@ -26,7 +26,7 @@ from pipeline.extract.runner import run_extract
 from pipeline.index.rows import where_mask
 from pipeline.io.files import write_parquet_atomic
 from pipeline.layout import GROUPS, SUMMARY, OutputRoot, is_external, write_summary
-from pipeline.roots.features import FeatureSet, open_features, read_matrix, read_meta
+from pipeline.roots.features import FeatureSet, open_features, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
                           f"compared; check the expression against the values (make report shows them)")
     keys = meta.column("key").to_pylist()
     sha1 = meta.column("sha1").to_pylist()
-    vectors = read_matrix(fs, cfg.feature, dtype=np.float16)
+    vectors = dedup_vectors(fs, cfg)  # float16, held when they fit --memory-budget, else read as needed
     found = self_edges(fs, meta, vectors, cfg, out)
     stages, use_embedding = found.stages, found.use_embedding
     src, dst, kind = found.edges.arrays()

@@ -16,6 +16,7 @@ from pipeline.layout import IDS, INDEX_FILE, write_index_record
 from pipeline.roots.features import FeatureSet, feature_columns, iter_batches, read_meta, to_matrix
 
 FLAT_MAX = 100_000
+MAX_LISTS = 65536
 
 
 def choose_factory(n: int, dim: int, budget_bytes: float) -> str:
@@ -34,12 +35,9 @@ def choose_factory(n: int, dim: int, budget_bytes: float) -> str:
 
 
 def ivf_lists(n: int) -> int:
-    """≈ 4√N up to 1M vectors, then 16k–65k; at least 1, and ≥ 39 training points per list."""
-    if n <= 1_000_000:
-        nlist = int(4 * math.sqrt(n))
-    else:
-        nlist = 16384 if n <= 4_000_000 else 65536
-    return max(1, min(nlist, n // 39 or 1))
+    """≈ 4√N (at most 65,536), at least 1, and ≥ 39 training points per list. The coarse quantizer is searched by
+    brute force for every vector added and every query: past a few √N lists its cost outgrows the lists' scan."""
+    return max(1, min(int(4 * math.sqrt(n)), MAX_LISTS, n // 39 or 1))
 
 
 def _pq_subquantizers(dim: int, bytes_per_vector: float) -> int:

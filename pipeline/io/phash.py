@@ -67,11 +67,16 @@ def _grey32(img: Image.Image, reducing_gap: float | None) -> Image.Image:
     return small.resize((GREY_SIZE, GREY_SIZE), Image.Resampling.LANCZOS, box=(0, 0, w / fx, h / fy))
 
 
-def transpose64(hashes: np.ndarray) -> np.ndarray:
-    """pHashes of the transposed images (a pure bit permutation: the 8×8 block is transposed)."""
-    h = np.asarray(hashes, dtype=np.uint64)
-    bits = (h[:, None] >> np.arange(63, -1, -1, dtype=np.uint64)) & np.uint64(1)
-    return (bits[:, _TRANSPOSE] * BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
+def transpose64(hashes: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """pHashes of the transposed images (a pure bit permutation: the 8×8 block is transposed). In chunks: the
+    bits of one row take 512 bytes, so 10M rows at once would take 15 GB."""
+    h = np.asarray(hashes, dtype=np.uint64).ravel()
+    out = np.empty(len(h), np.uint64)
+    shifts = np.arange(63, -1, -1, dtype=np.uint64)
+    for s in range(0, len(h), chunk):
+        bits = (h[s:s + chunk, None] >> shifts) & np.uint64(1)
+        out[s:s + chunk] = (bits[:, _TRANSPOSE] * BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
+    return out.reshape(np.shape(hashes))
 
 
 def hamming64(a: int, b: int) -> int:

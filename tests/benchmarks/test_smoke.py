@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 # the scripts this file runs (device_check.py: tests/benchmarks/test_device_check.py)
 SMOKED = ("device_check.py", "curate_scale.py", "dedup_against.py", "int8.py", "dedup_quality.py", "dedup_scale.py",
-          "serve_load.py", "long_tail.py", "device_decode.py")
+          "serve_load.py", "long_tail.py", "device_decode.py", "scale_10m.py")
 TINY_DEDUP_SCALE = ["--n", "2000", "--shards", "4", "--clusters", "16", "--eval-sample", "200", "--no-progress"]
 
 
@@ -195,3 +195,29 @@ def test_device_decode_matches_the_cpu_path_on_seeded_photos(tmp_path):
     assert result["no_draft"]["pixels"]["max"] <= 2 and result["no_draft"]["phash_bits"]["max"] <= 2
     assert 0 < result["draft"]["pixels"]["mean"] < result["draft"]["cpu_draft_vs_full_decode"]["mean"]
     assert result["draft"]["ms_per_image"]["device_path"] > 0
+
+
+def test_scale_10m_runs_the_jobs_as_make_does_beside_their_plan(tmp_path):
+    """scale_10m.py at 3,000 vectors: make dedup and make index with their own defaults, measured per window
+    next to their --plan, the planted copies found, every exact edge above the threshold found, serving timed."""
+    proc = run("scale_10m.py", "--n", "3000", "--shards", "4", "--clusters", "16", "--serve-requests", "20",
+               "--out", str(tmp_path))
+    result = json.loads((tmp_path / "scale_10m.json").read_text())
+    dedup = result["dedup"]
+    assert dedup["command"] == f"make dedup FEATURES={tmp_path}" and dedup["factory"] == "Flat"
+    assert dedup["run"]["command"].endswith(f"jobs.dedup --features {tmp_path} --no-progress")
+    assert set(dedup["compared"]) == {"index", "graph", "rest", "whole"}
+    for window in dedup["compared"].values():
+        assert window["peak_rss_gib"] > 0.05 and window["predicted_peak_gib"] > 0.05
+        assert 0.5 < window["peak_ratio"] < 2  # the plan's figures beside the measured ones
+    assert "make dedup: 3,000 × 384" in dedup["plan"]
+    quality = result["quality"]
+    assert quality["planted_pair_recall"] == 1.0 and quality["false_components"] == 0
+    assert quality["edge_recall_graph"] == 1.0 and quality["edge_recall_component"] == 1.0
+    assert quality["exact_edges_above_threshold"] > 0 and quality["queries"] == 1000
+    assert result["index"]["factory"] == "Flat" and result["index"]["compared"]["all"]["disk_gib"] > 0
+    serve = result["serve"]
+    assert serve["engine_one_query"]["n"] == 20 and serve["engine_batch_64"]["p50_ms"] > 0
+    assert serve["serve_http_one_query"]["p99_ms"] >= serve["serve_http_one_query"]["p50_ms"] > 0
+    assert len(serve["search_cold_s"]) == 3 and min(serve["search_cold_s"]) > 0
+    assert "scale_10m: n=3,000" in proc.stdout and "planted-pair recall 1.0" in proc.stdout

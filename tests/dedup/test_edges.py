@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dedup.edges import dedup_factory, phash_edges
+from pipeline.dedup.edges import dedup_factory, phash_edges, rescore_block_rows, rescored_edges
+from pipeline.index.build import IndexConfig, build_index, load_index
+from pipeline.index.knn import build_graph
 from pipeline.io.phash import hamming64
+from pipeline.roots.features import open_features
+from tests.conftest import clustered_vectors, write_feature_root
 
 
 def test_phash_edges_against_brute_force():
@@ -24,3 +28,56 @@ def test_dedup_index_choice():
     assert dedup_factory(50_000, 384) == "Flat"
     assert dedup_factory(1_000_000, 384) == "IVF4000,PQ48x4fs"
     assert dedup_factory(1_000_000, 768) == "IVF4000,PQ96x4fs"
+    # every vector is added and searched: the brute-force coarse quantizer stays at 4,096 lists past 1M
+    assert dedup_factory(10_000_000, 384) == "IVF4096,PQ48x4fs"
+
+
+def test_rescoring_in_blocks_equals_one_block_and_brute_force(tmp_path):
+    """The exact re-scoring holds one float32 block of rows at a time: any block size gives the same edges,
+    the graph candidates whose float32 cosine (of the float16 vectors) exceeds the threshold."""
+    x = clustered_vectors(1500, 24, 12, spread=0.35, seed=4).astype(np.float16)
+    write_feature_root(tmp_path, x.astype(np.float32), per_shard=400)
+    build_index(IndexConfig(features=str(tmp_path), progress=False))
+    graph = build_graph(open_features(tmp_path), load_index(tmp_path).index, "cls", tmp_path / "knn", k=6,
+                        part_rows=500, progress=False)
+    t = 0.8
+    whole = rescored_edges(graph, x, t, block_rows=10**6)
+    got = {frozenset(set(zip(*map(np.ndarray.tolist, rescored_edges(graph, x, t, block_rows=b))))) for b in
+           (100, 333, 1499)}
+    assert got == {frozenset(zip(whole[0].tolist(), whole[1].tolist()))}
+    x32 = x.astype(np.float32)
+    sims = x32 @ x32.T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    want = {(i, int(j)) for i in range(len(x)) for j in top[i] if j != i and sims[i, j] > t}
+    assert len(want) > 100 and len(set(zip(whole[0].tolist(), whole[1].tolist())) ^ want) <= len(want) // 100
+    assert rescore_block_rows(384, 4.0) == 4 * 2**30 // 2 // (4 * 384) and rescore_block_rows(384, 0.01) == 65536
+
+
+def test_dedup_reads_the_vectors_from_the_files_when_they_exceed_the_budget(tmp_path):
+    """Past --memory-budget the vectors are read as needed (roots/rows.py): the same float16 values, the same
+    groups, row for row, as when they are held."""
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup.config import DedupConfig
+    from pipeline.dedup.edges import dedup_vectors, holds_vectors
+    from pipeline.dedup.run import run_dedup
+    from pipeline.roots.features import read_matrix
+    from pipeline.roots.rows import StreamedRows
+
+    rng = np.random.default_rng(3)
+    x = clustered_vectors(900, 32, 30, spread=0.4, seed=6)
+    copies = rng.choice(900, 60, replace=False)
+    x = np.concatenate([x, x[copies] + 0.02 * rng.standard_normal((60, 32)).astype(np.float32)])
+    write_feature_root(tmp_path, x / np.linalg.norm(x, axis=1, keepdims=True), per_shard=200, dtype="float16")
+    fs = open_features(tmp_path)
+    tiny = DedupConfig(features=str(tmp_path), out=str(tmp_path / "streamed"), memory_budget_gb=1e-5, progress=False)
+    streamed = dedup_vectors(fs, tiny)
+    assert isinstance(streamed, StreamedRows) and not holds_vectors(960, 32, 1e-5) and holds_vectors(960, 32, 1.0)
+    held = read_matrix(fs, "cls", dtype=np.float16)
+    ids = rng.integers(0, 960, 300)
+    assert np.array_equal(streamed[ids], held[ids]) and np.array_equal(streamed[150:700], held[150:700])
+    a = run_dedup(DedupConfig(features=str(tmp_path), progress=False))
+    b = run_dedup(tiny)
+    assert a.record["removed"] >= 50 and (a.record["removed"], a.record["groups"]) == (b.record["removed"],
+                                                                                      b.record["groups"])
+    assert pq.read_table(a.groups_path).equals(pq.read_table(b.groups_path))

@@ -57,10 +57,13 @@ def test_auto_choice_follows_size_and_budget():
     gib = 2**30
     assert choose_factory(50_000, 384, 4 * gib) == "Flat"
     assert choose_factory(1_000_000, 384, 4 * gib) == f"IVF{ivf_lists(1_000_000)},Flat"
-    assert choose_factory(3_000_000, 384, 4 * gib) == "IVF16384,SQ8"
-    assert choose_factory(20_000_000, 384, 4 * gib) == "IVF65536,PQ192x4fs"
-    assert choose_factory(100_000_000, 384, 4 * gib) == "IVF65536,PQ64x4fs"
+    assert choose_factory(3_000_000, 384, 4 * gib) == "IVF6928,SQ8"
+    assert choose_factory(20_000_000, 384, 4 * gib) == "IVF17888,PQ192x4fs"
+    assert choose_factory(100_000_000, 384, 4 * gib) == "IVF40000,PQ64x4fs"
     assert ivf_lists(1_000_000) == 4000 and ivf_lists(100) == 2
+    # ≈ 4√N past 1M too (a brute-force coarse quantizer of 65,536 lists would cost 16× the lists' scan at 10M),
+    # at most 65,536, and never fewer than 39 vectors per list
+    assert ivf_lists(10_000_000) == 12649 and ivf_lists(10**9) == 65536 and ivf_lists(3900) == 100
 
 
 def test_a_missing_index_says_what_to_run(tmp_path):

@@ -152,17 +152,19 @@ REQUIRED = {"extract": ["--out", "o"], "pack": ["--images", "d", "--out", "o"], 
             "report": ["--out", "o"], "pca": ["--images", "d", "--out", "o"], "bench": [], "parity": [], "demo": []}
 JOB_OPTIONS = {"log_level", "executor", "actors", "cpus_per_actor", "max_retries", "rank", "world_size", "shards",
                "compare", "root", "offline",  # offline: sets HF_HUB_OFFLINE for the job (jobs/_cli.run_job)
-               "record"}  # bench --record FILE: the job appends the run's row to a benchmark record
+               "record",  # bench --record FILE: the job appends the run's row to a benchmark record
+               "plan"}  # --plan: the job prints what it would choose and need, and does nothing
 # The options every command must keep (what the Makefile, the README and users pass).
 KEY_OPTIONS = {
     "extract": ["--shards", "--images", "--out", "--model", "--weights", "--resolution", "--batch-size", "--executor"],
     "pack": ["--images", "--out", "--shard-size", "--prefix"],
-    "index": ["--features", "--out", "--feature", "--factory", "--memory-budget", "--parts", "--executor"],
+    "index": ["--features", "--out", "--feature", "--factory", "--memory-budget", "--parts", "--executor", "--plan"],
     "search": ["--index", "--query", "--k", "--out", "--html"],
-    "knn": ["--features", "--index", "--k", "--nprobe", "--workers", "--executor"],
-    "dedup": ["--features", "--images", "--out", "--threshold", "--reference", "--force", "--weights", "--device"],
+    "knn": ["--features", "--index", "--k", "--nprobe", "--workers", "--executor", "--plan"],
+    "dedup": ["--features", "--images", "--out", "--threshold", "--reference", "--force", "--weights", "--device",
+              "--plan"],
     "apply": ["--out", "--move-to", "--link-keepers", "--yes", "--undo", "--no-progress"],
-    "curate": ["--pool", "--queries", "--mode", "--k", "--clusters", "--balanced", "--levels"],
+    "curate": ["--pool", "--queries", "--mode", "--k", "--clusters", "--balanced", "--levels", "--plan"],
     "export": ["--selection", "--out", "--shard-size"],
     "export-npy": ["--features", "--out", "--feature", "--dtype", "--keys"],
     "serve": ["--index", "--port", "--host", "--reviewer", "--max-upload-mb", "--max-pixels"],
