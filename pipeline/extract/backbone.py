@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import pickle
+from collections.abc import Callable
 
 import timm
 import torch
@@ -137,9 +138,9 @@ class Backbone:
             depth=len(getattr(model, "blocks", ())) or None, precision=self.precision,
             not_possible=compile_not_possible(cfg))
 
-    def plan_compile(self, expected_images: int | None) -> None:
-        """How many images the run will embed: `--compile auto` decides from it (extract/compiled.py)."""
-        self._forward_features.plan(expected_images)
+    def plan_compile(self, count: Callable[[int], int | None]) -> None:
+        """How to count the images the run will embed: `--compile auto` decides from it (extract/compiled.py)."""
+        self._forward_features.plan(count)
 
     @property
     def compiled(self) -> CompiledForward:

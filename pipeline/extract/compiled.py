@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -155,7 +156,7 @@ class CompiledForward:
         default = DEFAULT_COSTS.get((device.type, precision), ASSUMED_COSTS)
         scale = max(1.0, (depth or REFERENCE_DEPTH) / REFERENCE_DEPTH)
         self.default = CompileCosts(default.compile_seconds * scale, default.speedup, default.source)
-        self.expected: int | None = None
+        self.count: Callable[[int], int | None] | None = None
         self.seen = 0
         self.shape: tuple | None = None
         self.eager: list[tuple[int, float]] = []  # (images, seconds) of warm eager batches of `shape`
@@ -187,9 +188,11 @@ class CompiledForward:
     def ledger_key(self) -> str:
         return f"{self.key}|batch {'x'.join(str(n) for n in self.shape or ())}"
 
-    def plan(self, expected_images: int | None) -> None:
-        """The images this run will embed (None: not known without reading the input); auto starts measuring."""
-        self.expected = expected_images
+    def plan(self, count: Callable[[int], int | None]) -> None:
+        """How to count the images this run embeds: `count(enough)` gives their number, or any number >= enough
+        once it is reached (counting may stop there), or None when only reading the input would tell. Called
+        once auto has timed the eager pass, so a run that will not compile never counts; auto starts measuring."""
+        self.count = count
         if self.mode == "auto" and not self.not_possible and self.state == "eager" and self.shape is None:
             self.state = "measure"
         elif self.not_possible and self.mode == "auto":
@@ -236,16 +239,19 @@ class CompiledForward:
     def _decide(self) -> None:
         eager_ips = _rate(self.eager)
         costs = self.ledger.get(self.ledger_key, self.default)
-        if self.expected is None:
+        enough = self.seen + math.ceil(min(break_even(eager_ips, costs), 1e15)) + 1
+        total = self.count(enough) if self.count is not None else None
+        if total is None:
             self.state, self._why = "eager", ("not compiled: how many images this run holds is not known without "
                                              "reading it (remote or compressed shards); --compile on compiles anyway")
         else:
-            left = max(0, self.expected - self.seen)
+            left = max(0, total - self.seen)
             pays = worth_compiling(left, eager_ips, costs)
             verdict = "compiling the forward pass" if pays else "not compiled"
-            self._why = (f"{verdict}: {left} images left at {eager_ips:.1f} images/s eager; compiling takes "
-                        f"~{costs.compile_seconds:.0f} s and gives x{costs.speedup:.2f} ({costs.source}), "
-                        f"which repays after {break_even(eager_ips, costs):.0f} images")
+            self._why = (f"{verdict}: {left} images left{' or more' if total >= enough else ''} at "
+                         f"{eager_ips:.1f} images/s eager; compiling takes ~{costs.compile_seconds:.0f} s and gives "
+                         f"x{costs.speedup:.2f} ({costs.source}), which repays after "
+                         f"{break_even(eager_ips, costs):.0f} images")
             self.state = "compile" if pays else "eager"
         log.info("--compile auto: %s", self._why)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -191,7 +192,7 @@ def extract_shards(cfg: ExtractConfig, backbone: Backbone, provenance: dict, sto
     signals = "stats" in cfg.extras  # quality signals, computed in the loader
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     parts = shard_parts(len(todo), workers)
-    backbone.plan_compile(count_samples(todo))
+    backbone.plan_compile(functools.partial(count_samples, todo))
     workers = min(workers, len(todo) * parts)
     # On a CPU the workers share the model's cores: they run at the lowest priority and decode between forward
     # passes only (ForwardGate); on an accelerator they never wait

@@ -38,12 +38,15 @@ def shard_samples(shard: Shard) -> int | None:
         return None
 
 
-def count_samples(shards: list[Shard]) -> int | None:
-    """Samples in all these units, or None when one of them cannot be counted cheaply."""
+def count_samples(shards: list[Shard], enough: int | None = None) -> int | None:
+    """Samples in all these units, or None when one of them cannot be counted cheaply; with `enough`, the count
+    stops at the first unit that brings it there (what is asked is only whether there are that many)."""
     total = 0
     for shard in shards:
         n = shard_samples(shard)
         if n is None:
             return None
         total += n
+        if enough is not None and total >= enough:
+            break
     return total

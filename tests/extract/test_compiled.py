@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import time
 
@@ -110,7 +111,7 @@ def run(fwd, batches, size=8):
 def test_auto_compiles_a_long_run_records_its_costs_and_leaves_other_shapes_eager(tmp_path, fake_compile, caplog):
     fwd = forward_of("auto", tmp_path)
     fwd.default = CompileCosts(0.05, 2.0, "test default")
-    fwd.plan(10_000)
+    fwd.plan(lambda enough: 10_000)
     with caplog.at_level("INFO"):
         run(fwd, 8)
         assert torch.equal(fwd(torch.ones(3, 3)), torch.ones(3, 3) * 2)  # the last, smaller batch
@@ -123,7 +124,7 @@ def test_auto_compiles_a_long_run_records_its_costs_and_leaves_other_shapes_eage
     assert 1.3 < entry["speedup"] < 3.0 and entry["runs"] == 1  # sleeps: 2x, within the timer's noise
     # the next run decides from what this one measured
     again = forward_of("auto", tmp_path)
-    again.plan(10_000)
+    again.plan(lambda enough: 10_000)
     run(again, 4)
     assert "1 compile measured on this machine" in again.why and "speed-up measured" in again.why
 
@@ -131,12 +132,15 @@ def test_auto_compiles_a_long_run_records_its_costs_and_leaves_other_shapes_eage
 def test_auto_stays_eager_on_a_short_run_and_when_the_size_is_unknown(tmp_path, fake_compile):
     short = forward_of("auto", tmp_path)
     short.default = CompileCosts(60.0, 1.4, "test default")
-    short.plan(100)
+    asked = []
+    short.plan(lambda enough: asked.append(enough) or 100)
     run(short, 6)
+    # counted once, after the timed eager batches, up to what would repay 60 s: 24 seen + the break-even + 1
+    assert len(asked) == 1 and asked[0] == 24 + math.ceil(break_even(cmod._rate(short.eager), short.default)) + 1
     assert not short.is_compiled and not fake_compile
     assert short.why.startswith("not compiled: 76 images left") and "repays after" in short.why
     unknown = forward_of("auto", tmp_path)
-    unknown.plan(None)
+    unknown.plan(lambda enough: None)
     run(unknown, 5)
     assert not unknown.is_compiled and "not known" in unknown.why and not fake_compile
 
@@ -145,7 +149,7 @@ def test_auto_without_a_plan_off_and_not_possible_never_compile(tmp_path, fake_c
     for fwd in (forward_of("auto", tmp_path), forward_of("off", tmp_path),
                 forward_of("auto", tmp_path, not_possible="dynamic resolution")):
         if fwd.not_possible:
-            fwd.plan(10**9)
+            fwd.plan(lambda enough: 10**9)
         run(fwd, 5)
         assert not fwd.is_compiled and fwd.forward.calls == [8] * 5
     assert not fake_compile
@@ -213,6 +217,8 @@ def test_samples_are_counted_from_files_footers_and_tar_headers(tmp_path):
             tar.addfile(info, io.BytesIO(b"abc"))
     assert shard_samples(Shard("s", url=str(tar_path))) == 4  # a, b, sub/c, d
     assert count_samples([folder, Shard("s", url=str(tar_path))]) == 7
+    # counting stops once there are enough: the tar after the folder is never opened
+    assert count_samples([folder, Shard("m", url=str(tmp_path / "missing.parquet"), row_groups=(0, 1))], 3) == 3
     assert shard_samples(Shard("r", url="https://example.org/s.tar")) is None
     assert shard_samples(Shard("g", url=str(tmp_path / "s.tar.gz"))) is None
     assert count_samples([folder, Shard("m", url=str(tmp_path / "missing.parquet"), row_groups=(0, 1))]) is None
