@@ -362,6 +362,23 @@ def dedup_run(args: argparse.Namespace, root: Path, extra: list[str], out: Path,
             "dedup_dir": str(dedup_dir)}
 
 
+def carry_over(json_path: Path, params: dict, args: argparse.Namespace) -> dict:
+    """The last run's results of the stages this run skips (the same pool only), so that one record holds them all:
+    `--skip-dedup` keeps its dedup and quality figures, `--skip-index` its make index figures and that index,
+    served again. Each stage's figures say when they were measured ("started")."""
+    if not json_path.exists():
+        return {}
+    last = json.loads(json_path.read_text())
+    if last.get("params") != params:
+        return {}
+    names = (["dedup", "quality"] if args.skip_dedup else []) + (["budget"] if not args.budget_run else []) + \
+        (["index"] if args.skip_index and (json_path.parent / "index" / "index.json").exists() else [])
+    kept = {name: last[name] for name in names if name in last}
+    for name in kept:
+        kept[name].setdefault("measured", last.get("started"))
+    return kept
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None and "--_plan" in sys.argv:
         at = sys.argv.index("--")
@@ -376,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params, "machine": machine(),
                     "command": " ".join([Path(sys.executable).name, *sys.argv])}
     result["generate"] = dedup_scale.ensure_features(out, params, False)
+    carried = carry_over(json_path, params, args)
+    result.update(carried)
 
     def save() -> None:
         json_path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
@@ -394,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = ["--memory-budget", f"{args.budget_run:g}", "--out", str(out / "budget")]
         result["budget"] = dedup_run(args, out, extra, out / "budget" / "dedup", "budget")
         save()
-    index_dir = out / "dedup" / "index"
+    index_dir = out / "index" if "index" in carried else out / "dedup" / "index"
     if not args.skip_index:
         if (out / "index").exists():
             shutil.rmtree(out / "index")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.index.base import FLAT_MAX, ivf_lists
@@ -46,16 +48,23 @@ class Edges:
         return np.concatenate(self.src), np.concatenate(self.dst), np.concatenate(self.kind)
 
 
-def exact_edges(sha1: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Star edges from the first row of each sha1 group to the others."""
-    first: dict[bytes, int] = {}
-    src, dst = [], []
-    for i, h in enumerate(sha1):
-        j = first.setdefault(h, i)
-        if j != i:
-            src.append(j)
-            dst.append(i)
-    return np.asarray(src, np.int64), np.asarray(dst, np.int64)
+def exact_edges(sha1: list[bytes] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges from the first row of each sha1 group to the others; a row without a sha1 links to nothing.
+
+    Arrow's hash table does the grouping: no Python object per row (10M rows would hold ~1.3 GiB of them)."""
+    values = sha1 if isinstance(sha1, (pa.Array, pa.ChunkedArray)) else pa.array(sha1, pa.binary())
+    if len(values) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    encoded = pc.dictionary_encode(values)
+    codes = (encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded).indices
+    code = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.flatnonzero(code >= 0)
+    _, first_at = np.unique(code[rows], return_index=True)
+    first = np.empty(int(code.max()) + 1 if len(rows) else 0, np.int64)
+    first[code[rows[first_at]]] = rows[first_at]
+    head = first[code[rows]]
+    later = head != rows
+    return head[later], rows[later]
 
 
 def orientation_variants(fs: FeatureSet, phash: np.ndarray, cols: set[str]) -> list[np.ndarray]:
@@ -134,40 +143,63 @@ def dedup_factory(n: int, dim: int) -> str:
     return f"IVF{min(ivf_lists(n), DEDUP_MAX_LISTS)},PQ{m}x4fs"
 
 
-def embedding_edges(fs: FeatureSet, vectors: np.ndarray, cfg: DedupConfig, out: Path
-                    ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """k-NN graph candidates over cosine > threshold, each re-checked with the exact cosine."""
+def embedding_edges(fs: FeatureSet, vectors: np.ndarray | StreamedRows, cfg: DedupConfig, out: Path,
+                    records_bytes: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """k-NN graph candidates over cosine > threshold, each re-checked with the exact cosine. `records_bytes`: what
+    the caller holds per row besides the vectors (metadata, pHashes), which the re-scoring block leaves room for."""
     graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
-    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb, not isinstance(vectors, StreamedRows))
+    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb, records_bytes + vector_bytes(vectors))
     i, j = rescored_edges(graph, vectors, cfg.threshold, block)
-    info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1))}
+    info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1)), "rescore_block_rows": block}
     return i, j, info
 
 
-def holds_vectors(n: int, dim: int, memory_budget_gb: float) -> bool:
-    """Dedup holds the vectors (float16) when they fit the memory budget; otherwise it reads them from the feature
-    files as it goes (roots/rows.py): one pass per re-scoring block, and one for the groups' similarities."""
-    return n * dim * 2 <= memory_budget_gb * 2**30
+RESCORE_MIN_ROWS = 65536  # the smallest float32 block of the exact re-scoring, whatever the budget
+STREAM_VALUE_BYTES = 10  # vectors read from the files: one file's float16 rows, its float32 decode, its stored values
 
 
-def rescore_block_rows(dim: int, memory_budget_gb: float, held: bool = True) -> int:
-    """Rows of one float32 block of the exact re-scoring: half the memory budget while the vectors are held
-    beside it, all of it when they are read from the files; at least 65,536 rows. The vectors past one block
-    are re-scored in further passes over the graph."""
-    share = 2 if held else 1
-    return max(65536, int(memory_budget_gb * 2**30 / share / (4 * max(dim, 1))))
+def vector_bytes(vectors: np.ndarray | StreamedRows) -> float:
+    """What the vectors cost while dedup compares them: all of them when held, one feature file's when streamed."""
+    if isinstance(vectors, StreamedRows):
+        return max(vectors.fs.rows, default=0) * vectors.shape[1] * STREAM_VALUE_BYTES
+    return float(vectors.nbytes)
 
 
-def dedup_vectors(fs: FeatureSet, cfg: DedupConfig) -> np.ndarray | StreamedRows:
-    """The vectors as dedup compares them: held as float16 when they fit `cfg.memory_budget_gb` (or come from a
-    .npy), else read from the feature files on demand (the same float16 values)."""
+def holds_vectors(n: int, dim: int, memory_budget_gb: float, records_bytes: float = 0.0) -> bool:
+    """--memory-budget bounds what dedup holds past its imports: the per-row records (`records_bytes`), the vectors
+    and one re-scoring block. The vectors are held (float16) when they fit it beside the smallest block; otherwise
+    they are read from the feature files as needed (roots/rows.py): one pass per block, one for the groups."""
+    return records_bytes + n * dim * 2 + min(n, RESCORE_MIN_ROWS) * dim * 4 <= memory_budget_gb * 2**30
+
+
+def rescore_block_rows(dim: int, memory_budget_gb: float, held_bytes: float = 0.0) -> int:
+    """Rows of one float32 block of the exact re-scoring: what the memory budget leaves beside `held_bytes` (the
+    records and the vectors, see vector_bytes), at least RESCORE_MIN_ROWS. The vectors past one block are
+    re-scored in further passes over the graph."""
+    return max(RESCORE_MIN_ROWS, int((memory_budget_gb * 2**30 - held_bytes) / (4 * max(dim, 1))))
+
+
+def memory_split(n: int, dim: int, memory_budget_gb: float, records_bytes: float, file_rows: int,
+                 npy: bool = False) -> tuple[bool, int]:
+    """(the vectors held?, rows of a re-scoring block) as the job decides them, for `--plan`: `records_bytes` the
+    per-row records, `file_rows` the largest feature file's rows (what streaming holds of the vectors)."""
+    held = npy or holds_vectors(n, dim, memory_budget_gb, records_bytes)
+    vectors = n * dim * 2 if held else file_rows * dim * STREAM_VALUE_BYTES
+    return held, rescore_block_rows(dim, memory_budget_gb, records_bytes + vectors)
+
+
+def dedup_vectors(fs: FeatureSet, cfg: DedupConfig, records_bytes: float = 0.0) -> np.ndarray | StreamedRows:
+    """The vectors as dedup compares them: held as float16 when they fit `cfg.memory_budget_gb` beside the
+    `records_bytes` the job holds per row (or come from a .npy), else read from the feature files on demand (the
+    same float16 values)."""
     dim = fs.dim(cfg.feature)
-    if holds_vectors(fs.count, dim, cfg.memory_budget_gb) or fs.kind == NPY:
+    if holds_vectors(fs.count, dim, cfg.memory_budget_gb, records_bytes) or fs.kind == NPY:
         return read_matrix(fs, cfg.feature, dtype=np.float16)
-    log.info("dedup: %.1f GiB of float16 vectors exceed --memory-budget %.1f GiB: read from %s as needed (one "
-             "pass per re-scoring block)", fs.count * dim * 2 / 2**30, cfg.memory_budget_gb, fs.root)
+    log.info("dedup: %.1f GiB of float16 vectors and %.1f GiB of per-row records exceed --memory-budget %.1f GiB: "
+             "the vectors are read from %s as needed (one pass per re-scoring block)", fs.count * dim * 2 / 2**30,
+             records_bytes / 2**30, cfg.memory_budget_gb, fs.root)
     return StreamedRows(fs, cfg.feature)
 
 
@@ -227,7 +259,7 @@ def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.nda
     return pairs[:, 0], pairs[:, 1]
 
 
-def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: list[bytes],
+def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: pa.Array | pa.ChunkedArray,
                      pool_hashes: list[np.ndarray], cfg: DedupConfig, use_embedding: bool) -> tuple[np.ndarray, dict]:
     """Pool ids that copy a reference image: byte-identical, a pHash within `phash_distance` bits in any of the
     8 orientations, or (when the embedding stage is on) within `reference_threshold` cosine. Returns the ids
@@ -235,8 +267,10 @@ def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: list
     ref = open_features(cfg.reference)
     check_same_provenance(pool, ref)
     counts: dict[str, int] = {}
-    ref_sha1 = set(read_meta(ref, ("sha1",)).column("sha1").to_pylist())
-    exact = {i for i, h in enumerate(pool_sha1) if h in ref_sha1}
+    ref_sha1 = read_meta(ref, ("sha1",)).column("sha1").drop_null()
+    values = pool_sha1 if isinstance(pool_sha1, (pa.Array, pa.ChunkedArray)) else pa.array(pool_sha1, pa.binary())
+    hit = pc.is_in(values, value_set=ref_sha1.cast(values.type).combine_chunks(), skip_nulls=True)
+    exact = set(np.flatnonzero(hit.fill_null(False).to_numpy(zero_copy_only=False)).tolist())
     counts["exact"] = len(exact)
     ref_hashes = read_meta(ref, ("phash",)).column("phash").to_numpy()
     perceptual = set(reference_phash_ids(pool_hashes, ref_hashes, cfg.phash_distance).tolist())

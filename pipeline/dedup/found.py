@@ -43,13 +43,15 @@ class SelfEdges:
     variants: list[np.ndarray]
 
 
-def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path) -> SelfEdges:
-    """Exact, perceptual and (unless off or random weights) embedding edges among the rows of `fs`."""
+def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupConfig, out: Path,
+               variants_after: bool = True) -> SelfEdges:
+    """Exact, perceptual and (unless off or random weights) embedding edges among the rows of `fs`. Without
+    `variants_after` the turned and flipped pHashes (56 bytes a row) go before the re-scoring: none returned."""
     if not has_hashes(fs):
         return embedding_only(fs, vectors, cfg, out)
     edges = Edges([], [], [])
     n = fs.count
-    i, j = exact_edges(meta.column("sha1").to_pylist())
+    i, j = exact_edges(meta.column("sha1"))
     edges.add(i, j, EXACT)
     stages: dict[str, dict] = {EXACT: {"edges": int(len(i))}}
     hashes = meta.column("phash").to_numpy()
@@ -65,10 +67,13 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
     stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
                      "orientations": len(variants) + 1, "compared": strategy}
 
+    if not variants_after:
+        variants = []
     random_weights = is_random(fs.provenance)
     use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
     if use_embedding:
-        i, j, info = embedding_edges(fs, vectors, cfg, out)
+        records = meta.nbytes + sum(h.nbytes for h in (hashes, *variants))
+        i, j, info = embedding_edges(fs, vectors, cfg, out, records)
         edges.add(i, j, EMBEDDING)
         stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
     else:

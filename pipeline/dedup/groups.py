@@ -30,22 +30,40 @@ def components(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np
     return component, sizes
 
 
-def choose_keepers(component: np.ndarray, pixels: np.ndarray, keys: list[str]) -> np.ndarray:
+Keys = list | pa.Array | pa.ChunkedArray  # a list, or the Arrow column the values came in
+
+
+def choose_keepers(component: np.ndarray, pixels: np.ndarray, keys: Keys) -> np.ndarray:
     """One per component: most pixels, then the smallest key (deterministic)."""
     return keep_highest(component, np.asarray(pixels, np.int64), keys)
 
 
-def keep_highest(component: np.ndarray, score: np.ndarray, keys: list[str]) -> np.ndarray:
-    """One per component: the highest `score`, ties to the smallest key (Python string order)."""
+def take_values(values: Keys, rows: np.ndarray) -> list:
+    """The values of `rows` as Python objects (only those: a list of every key costs ~76 bytes a row)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.take(pa.array(rows, pa.int64())).to_pylist()
+    return [values[i] for i in rows]
+
+
+def keep_highest(component: np.ndarray, score: np.ndarray, keys: Keys) -> np.ndarray:
+    """One per component: the highest `score`, ties to the smallest key (Python string order, which UTF-8's byte
+    order keeps). A row alone in its component is kept without a look at its key: only grouped rows are ranked."""
     n = len(keys)
-    keep = np.zeros(n, bool)
+    keep = np.ones(n, bool)
     if not n:
         return keep
-    key_rank = np.argsort(np.argsort(np.asarray(keys, dtype=str), kind="stable"), kind="stable")
-    order = np.lexsort((key_rank, -np.asarray(score), np.asarray(component)))
-    first = np.ones(n, bool)
-    first[1:] = component[order][1:] != component[order][:-1]
-    keep[order[first]] = True
+    component = np.asarray(component)
+    grouped = np.flatnonzero(np.bincount(component)[component] > 1)
+    if not len(grouped):
+        return keep
+    keep[grouped] = False
+    names = np.asarray(take_values(keys, grouped), dtype=str)
+    key_rank = np.argsort(np.argsort(names, kind="stable"), kind="stable")
+    comp = component[grouped]
+    order = np.lexsort((key_rank, -np.asarray(score)[grouped], comp))
+    first = np.ones(len(order), bool)
+    first[1:] = comp[order][1:] != comp[order][:-1]
+    keep[grouped[order[first]]] = True
     return keep
 
 
@@ -63,13 +81,24 @@ def exact_cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int =
     return out
 
 
+# a row's reason in groups.parquet, held as its index here (int8: no string per row until the table is written)
+REASONS = (EXACT, PHASH, EMBEDDING, "unique", "keep", "contaminated", "excluded")
+UNIQUE, KEEP, CONTAMINATED, EXCLUDED = 3, 4, 5, 6
+
+
+def reason_names(codes: np.ndarray) -> pa.Array:
+    """The reason codes as groups.parquet's strings."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(REASONS)).cast(pa.string())
+
+
 def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarray, vectors: np.ndarray,
                        keep: np.ndarray, component: np.ndarray, sizes: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: most similar linked row (cosine), and why it is grouped (its strongest edge kind)."""
+    """Per row: most similar linked row (cosine), and why it is grouped (its strongest edge kind, as an index
+    into REASONS)."""
     nearest = np.full(n, -1, np.int64)
     best = np.full(n, -np.inf, np.float32)
-    strongest = np.full(n, 99, np.int8)
+    strongest = np.full(n, UNIQUE, np.int8)
     if len(src):
         a = np.concatenate([src, dst])
         b = np.concatenate([dst, src])
@@ -80,10 +109,8 @@ def nearest_and_reason(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarra
         first[1:] = a[order][1:] != a[order][:-1]
         sel = order[first]
         nearest[a[sel]], best[a[sel]] = b[sel], shown_similarity(sim[sel])
-        np.minimum.at(strongest, a, kinds)
-    names = np.array([EXACT, PHASH, EMBEDDING, "unique"], dtype=object)
-    reason = names[np.where(strongest == 99, 3, strongest)]
+        np.minimum.at(strongest, a, kinds)  # the kinds are 0-2, stronger first: below UNIQUE
     grouped = sizes[component] > 1
-    reason = np.where(grouped & keep, "keep", reason)
-    reason = np.where(~grouped, "unique", reason)
-    return nearest, best, reason.astype(str)
+    strongest[grouped & keep] = KEEP
+    strongest[~grouped] = UNIQUE
+    return nearest, best, strongest

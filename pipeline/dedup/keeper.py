@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
+from pipeline.dedup.groups import Keys, take_values
 from pipeline.dedup.signals import ImageSignals, read_signals
 from pipeline.io.decode import DATA_ERRORS
 from pipeline.layout import OutputRoot
@@ -191,10 +193,11 @@ def _signals_of(source: ImageSource, key: str, data: bytes | str | None, sha1: b
     return signals, mtime, None
 
 
-def choose(component: np.ndarray, sizes: np.ndarray, pixels: np.ndarray, keys: list[str], shards: list[str],
-           index: np.ndarray, sha1: list[bytes | None], reader: SignalReader | None
+def choose(component: np.ndarray, sizes: np.ndarray, pixels: np.ndarray, keys: Keys, shards: Keys,
+           index: np.ndarray, sha1: list[bytes | None] | pa.Array | pa.ChunkedArray, reader: SignalReader | None
            ) -> tuple[np.ndarray, list[str | None], dict]:
-    """Keep mask, each keeper's reason (None on other rows) and counts for summary.json, over every group."""
+    """Keep mask, each keeper's reason (None on other rows) and counts for summary.json, over every group.
+    Keys, shards and sha1s may be Arrow columns: only the grouped rows' become Python objects."""
     n = len(keys)
     keep = np.ones(n, bool)
     reasons: list[str | None] = [None] * n
@@ -202,7 +205,9 @@ def choose(component: np.ndarray, sizes: np.ndarray, pixels: np.ndarray, keys: l
     keep[grouped] = False
     if not len(grouped):
         return keep, reasons, {"read": 0, "unreadable": 0}
-    items = [(keys[i], shards[i] or "", int(index[i]), sha1[i]) for i in grouped]
+    names = take_values(keys, grouped)
+    items = [(key, shard or "", int(index[i]), digest) for key, shard, i, digest in
+             zip(names, take_values(shards, grouped), grouped, take_values(sha1, grouped))]
     if reader is None:
         signals = [(None, None, "features made elsewhere: no image to read")] * len(items)
     else:
@@ -213,7 +218,7 @@ def choose(component: np.ndarray, sizes: np.ndarray, pixels: np.ndarray, keys: l
     for pos, row in enumerate(grouped):
         by_component.setdefault(int(component[row]), []).append(pos)
     for positions in by_component.values():
-        cands = [Candidate(keys[grouped[p]], signals[p][0], int(pixels[grouped[p]]), signals[p][1], signals[p][2])
+        cands = [Candidate(names[p], signals[p][0], int(pixels[grouped[p]]), signals[p][1], signals[p][2])
                  for p in positions]
         won, why = rank(cands)
         row = int(grouped[positions[won]])

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pipeline.dedup.run  # noqa: F401  (the job's own imports: the plan measures its base after them)
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.edges import dedup_factory, holds_vectors, rescore_block_rows
+from pipeline.dedup.edges import RESCORE_MIN_ROWS, dedup_factory, memory_split
 from pipeline.errors import ConfigError
 from pipeline.index.base import choose_factory
 from pipeline.index.calibrate import graph_part
@@ -26,11 +26,11 @@ def plan_dedup(cfg: DedupConfig, calibration: bool = True) -> PlanReport:
     dim = fs.dim(cfg.feature)
     factory = cfg.factory or dedup_factory(fs.count, dim)
     machine = this_machine()
-    held = holds_vectors(fs.count, dim, cfg.memory_budget_gb) or fs.kind == "npy"
-    block = rescore_block_rows(dim, cfg.memory_budget_gb, held)
-    w = workload_for(fs, cfg.feature, factory, machine, nprobe=cfg.nprobe, k=cfg.k, rescore_rows=block,
-                     vectors_held=held, file_rows=max(fs.rows, default=0),
+    w = workload_for(fs, cfg.feature, factory, machine, nprobe=cfg.nprobe, k=cfg.k, file_rows=max(fs.rows, default=0),
                      phash_all_pairs=fs.count <= cfg.phash_exhaustive_max and not fs.external)
+    held, block = memory_split(fs.count, dim, cfg.memory_budget_gb, fs.count * (w.meta_row_bytes + 8), w.file_rows,
+                               fs.kind == "npy")
+    w = replace(w, rescore_rows=block, vectors_held=held)
     plan = predict(w, measured_rates(fs, cfg.feature, factory, cfg.k, calibration))
     out = OutputRoot(cfg.out).root.parent if cfg.out else OutputRoot.for_features(cfg.features).root
     reuse = [str(f) for f in (OutputRoot.for_features(fs.root).knn_dir, out / "dedup" / KNN_DIR)
@@ -38,9 +38,15 @@ def plan_dedup(cfg: DedupConfig, calibration: bool = True) -> PlanReport:
     head = (f"make dedup: {fs.count:,} × {dim} ({cfg.feature}) from {fs.root}; k-NN graph k={cfg.k} over "
             f"{factory}{'' if cfg.factory else ' (auto)'}, nprobe {cfg.nprobe}; vectors "
             f"{'held as float16' if held else 'read from the feature files as needed'} (--memory-budget "
-            f"{cfg.memory_budget_gb:g} GiB); exact re-scoring in blocks of {block:,} rows"
+            f"{cfg.memory_budget_gb:g} GiB bounds the per-row records, the vectors and one re-scoring block); exact "
+            f"re-scoring in blocks of {block:,} rows"
             + (f"; reuses the finished graph in {reuse[0]} (the index and graph stages are skipped)" if reuse else ""))
     advice = []
+    records = fs.count * (w.meta_row_bytes + 8)
+    if records + RESCORE_MIN_ROWS * dim * 4 > cfg.memory_budget_gb * GIB:
+        advice.append(f"the per-row records alone ({records / GIB:.1f} GiB) leave no room for a re-scoring block in "
+                      f"--memory-budget {cfg.memory_budget_gb:g} GiB: the job runs past it; raise it to at least "
+                      f"{(records + RESCORE_MIN_ROWS * dim * 4) / GIB * 1.5:.1f} GiB")
     dedup = plan.stages["dedup"]
     if dedup.peak_bytes > machine.available_bytes:
         if held:
@@ -76,9 +82,10 @@ def paper_table() -> str:
         index = choose_factory(n, PAPER_DIM, DedupConfig.memory_budget_gb * GIB)
         one = predict(Workload(n, PAPER_DIM, index), node).stages["index"]
         factory = dedup_factory(n, PAPER_DIM)
-        held = holds_vectors(n, PAPER_DIM, DedupConfig.memory_budget_gb)
+        held, block = memory_split(n, PAPER_DIM, DedupConfig.memory_budget_gb, n * (Workload.meta_row_bytes + 8),
+                                   Workload.file_rows)
         w = Workload(n, PAPER_DIM, factory, nprobe=DedupConfig.nprobe, k=DedupConfig.k, vectors_held=held,
-                     rescore_rows=rescore_block_rows(PAPER_DIM, DedupConfig.memory_budget_gb, held),
+                     rescore_rows=block,
                      graph_disk_row_bytes=graph_part(n, DedupConfig.k)[0])
         dedup = predict(w, node).stages
         spread = predict(replace(w, parts=PAPER_PARTS), node).stages

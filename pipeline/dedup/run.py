@@ -15,7 +15,15 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decided import refresh_duplicates_csv, write_duplicates_csv
 from pipeline.dedup.edges import KIND_ORDER, contaminated_ids, dedup_vectors
 from pipeline.dedup.found import self_edges
-from pipeline.dedup.groups import GROUP_SCHEMA, components, nearest_and_reason
+from pipeline.dedup.groups import (
+    CONTAMINATED,
+    EXCLUDED,
+    GROUP_SCHEMA,
+    REASONS,
+    components,
+    nearest_and_reason,
+    reason_names,
+)
 from pipeline.dedup.keeper import source_reader
 from pipeline.dedup.results import AgainstResult, DedupResult, FolderDedupResult, SweepResult
 from pipeline.dedup.semantic import choose_by_policy
@@ -53,10 +61,10 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
     if n and excluded.all():
         raise ConfigError(f"--where {cfg.where!r} matches none of the {n} images of {fs.root}: nothing would be "
                           f"compared; check the expression against the values (make report shows them)")
-    keys = meta.column("key").to_pylist()
-    sha1 = meta.column("sha1").to_pylist()
-    vectors = dedup_vectors(fs, cfg)  # float16, held when they fit --memory-budget, else read as needed
-    found = self_edges(fs, meta, vectors, cfg, out)
+    keys = meta.column("key")  # Arrow, as read: a Python string per row would cost ~76 bytes each
+    # float16, held when they fit --memory-budget beside the metadata and the pHashes, else read as needed
+    vectors = dedup_vectors(fs, cfg, meta.nbytes + 8 * n * (8 if cfg.reference else 1))
+    found = self_edges(fs, meta, vectors, cfg, out, variants_after=bool(cfg.reference))  # decontamination uses them
     stages, use_embedding = found.stages, found.use_embedding
     src, dst, kind = found.edges.arrays()
     linked = ~(excluded[src] | excluded[dst])
@@ -73,7 +81,7 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
 
     contaminated = np.zeros(n, bool)
     if cfg.reference:
-        touched, evidence = contaminated_ids(fs, vectors, sha1, [found.hashes, *found.variants], cfg,
+        touched, evidence = contaminated_ids(fs, vectors, meta.column("sha1"), [found.hashes, *found.variants], cfg,
                                              use_embedding)
         bad_components = np.unique(component[touched]) if len(touched) else np.zeros(0, np.int64)
         contaminated = np.isin(component, bad_components) & ~excluded
@@ -87,17 +95,17 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
                 f"threshold {cfg.reference_threshold} is likely too low for this model. Look at the similarities "
                 f"first (make report), raise --reference-threshold, or pass --force to drop them anyway")
         keep = keep & ~contaminated
-        reason = np.where(contaminated, "contaminated", reason)
+        reason[contaminated] = CONTAMINATED
         keepers.drop_reasons(contaminated)
 
-    reason = np.where(excluded, "excluded", reason)
+    reason[excluded] = EXCLUDED
     table = pa.table({
         "key": keys, "shard": meta.column("shard"), "index": meta.column("index"), "id": np.arange(n),
         "component": component, "component_size": sizes[component].astype(np.int32), "keep": keep,
-        "nearest_key": [keys[x] if x >= 0 else None for x in nearest],
+        "nearest_key": keys.take(pa.array(nearest, pa.int64(), mask=nearest < 0)),
         "nearest_similarity": pa.array(np.where(nearest >= 0, nearest_sim, np.nan), pa.float32(),
                                        mask=nearest < 0),
-        "reason": reason,
+        "reason": reason_names(reason),
     }, schema=GROUP_SCHEMA)
     write_parquet_atomic(keepers.add_columns(table), out / GROUPS)
     listed = None
@@ -149,7 +157,7 @@ def summarize(cfg: DedupConfig, fs: FeatureSet, sizes: np.ndarray, component: np
         "duplicates_removed": int(((~keep) & ~contaminated).sum()),
         "contaminated_removed": int(contaminated.sum()),
         "groups": int((sizes > 1).sum()), "largest_component": largest,
-        "reasons": {str(v): int(c) for v, c in zip(values, counts)},
+        "reasons": {REASONS[v]: int(c) for v, c in zip(values, counts)},
         "component_sizes": {str(int(s)): int(c) for s, c in zip(hist_sizes, hist_counts)},
         "stages": stages, "feature": cfg.feature, "weights": fs.provenance.get("weights"),
         "model": fs.provenance.get("model"), "config": asdict(cfg), "seconds": round(seconds, 3),

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import CENTROID_POLICIES, DedupConfig
-from pipeline.dedup.groups import KEEP_REASON, keep_highest
+from pipeline.dedup.groups import KEEP_REASON, Keys, keep_highest
 from pipeline.dedup.keeper import SignalReader, choose
 from pipeline.errors import ConfigError
 from pipeline.index.kmeans import assign, kmeans
@@ -75,12 +75,21 @@ def _simple_reasons(keep: np.ndarray, component: np.ndarray, sizes: np.ndarray, 
     return pa.array(out, pa.string())
 
 
-def random_scores(keys: list[str], seed: int) -> np.ndarray:
+def random_scores(keys: Keys, seed: int) -> np.ndarray:
     """A seeded pseudo-random 63-bit score per key: the same image wins on a rerun, even after shards are
     added (the score depends on the key and the seed, not on the row's position)."""
     salt = seed.to_bytes(8, "little", signed=True)
     return np.fromiter((int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8, salt=salt).digest(), "little")
-                        >> 1 for k in keys), np.int64, len(keys))
+                        >> 1 for k in _strings(keys)), np.int64, len(keys))
+
+
+def _strings(keys: Keys):
+    """Each key as a Python string, a chunk at a time when they are an Arrow column."""
+    if not isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        yield from keys
+        return
+    for s in range(0, len(keys), 65536):
+        yield from keys.slice(s, 65536).to_pylist()
 
 
 @dataclass
@@ -105,7 +114,7 @@ class Keepers:
 
 
 def choose_by_policy(cfg: DedupConfig, component: np.ndarray, sizes: np.ndarray, pixels: np.ndarray,
-                     keys: list[str], vectors: np.ndarray, use_embedding: bool, meta: pa.Table | None = None,
+                     keys: Keys, vectors: np.ndarray, use_embedding: bool, meta: pa.Table | None = None,
                      reader: SignalReader | None = None) -> Keepers:
     """One keeper per component by `cfg.keep`, with a `keep_reason` column (why each keeper won).
 
@@ -123,9 +132,9 @@ def choose_by_policy(cfg: DedupConfig, component: np.ndarray, sizes: np.ndarray,
     info: dict = {"policy": cfg.keep}
     if cfg.keep == "quality":
         n = len(keys)
-        shards = meta.column("shard").to_pylist() if meta is not None else [""] * n
+        shards = meta.column("shard") if meta is not None else [""] * n
         index = meta.column("index").fill_null(-1).to_numpy() if meta is not None else np.full(n, -1)
-        sha1 = meta.column("sha1").to_pylist() if meta is not None else [None] * n
+        sha1 = meta.column("sha1") if meta is not None else [None] * n
         keep, why, counts = choose(component, sizes, pixels, keys, shards, index, sha1, reader)
         info.update(counts)
         return Keepers(keep, info, {KEEP_REASON: pa.array(why, pa.string())})

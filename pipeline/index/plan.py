@@ -21,9 +21,9 @@ BASE_BYTES = 0.8 * GIB  # a job process after its imports (torch, Faiss, Arrow);
 KMEANS_ITERATIONS = 10  # base.seed_clustering
 LIST_SLACK = 1.1  # inverted lists grow by doubling while vectors are added; the spare capacity is mostly never
 # touched (not resident), so it costs a tenth, not a half
-PY_STR_ROW = 72  # a Python str (short key) or bytes (sha1) object and its list slot
-EXACT_ROW = 140  # the exact stage's second sha1 list and its first-seen dict
-HASHES_ROW = 64  # the pHash and its seven turned/flipped variants, uint64
+EXACT_ROW = 48  # the exact stage: Arrow's dictionary of the sha1s, its indices, first rows (transient)
+HASHES_ROW = 64  # the pHash and its seven turned/flipped variants, uint64 (the variants go before the re-scoring)
+PHASH_ROW = 8  # the pHash alone, held to the end
 GROUPS_ROW = 280  # components, keepers, nearest, reasons, the groups table and duplicates.csv being written
 CURATE_ROW = 52  # balanced: labels and cosines per row (12 B), plus a sort's indices (40 B)
 
@@ -207,12 +207,14 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
     # graph above, then re-scores the candidates exactly, block by block, and writes groups.parquet. Its three
     # windows (until the index is written, until the graph is complete, the rest) are "dedup:index",
     # "dedup:graph" and "dedup:rest"; "dedup" is the job as a whole.
-    rows = {"vectors (float16)" if w.vectors_held else "one feature file's vectors (float16, read as needed)":
-            n * d * 2 if w.vectors_held else min(w.file_rows, n) * d * (2 + 4 + w.stored_bytes),
-            "metadata, keys, sha1s, pHashes": n * (w.meta_row_bytes + 2 * PY_STR_ROW + HASHES_ROW)}
+    vectors = {"vectors (float16)" if w.vectors_held else "one feature file's vectors (float16, read as needed)":
+               n * d * 2 if w.vectors_held else min(w.file_rows, n) * d * (2 + 4 + w.stored_bytes)}
+    rows = {**vectors, "metadata (Arrow), pHashes and their turned/flipped variants":
+            n * (w.meta_row_bytes + HASHES_ROW)}
+    rest_rows = {**vectors, "metadata (Arrow), pHashes": n * (w.meta_row_bytes + PHASH_ROW)}
     blocks = math.ceil(n / max(w.rescore_rows, 1))
     windows = {
-        "index": {"exact stage (a second sha1 list, first-seen dict)": n * EXACT_ROW,
+        "index": {"exact stage (the sha1s grouped by Arrow)": n * EXACT_ROW,
                   f"index build: {index_phase}": index_phases[index_phase]},
         "graph": {"graph: index + one part": index + part},
         "rest": {"exact re-scoring: one float32 block of the vectors": min(w.rescore_rows, n) * d * 4
@@ -232,7 +234,8 @@ def predict(w: Workload, rates: Rates | None = None) -> Plan:
                           "are read from the feature files once per block and once more for the groups")}
     for name, phases in windows.items():
         worst = max(phases, key=phases.get)
-        stages[f"dedup:{name}"] = _peak(f"dedup:{name}", w.base_bytes, {**rows, worst: phases[worst]}, disks[name],
+        held = rest_rows if name == "rest" else rows
+        stages[f"dedup:{name}"] = _peak(f"dedup:{name}", w.base_bytes, {**held, worst: phases[worst]}, disks[name],
                                         seconds[name], streams[name])
     top = max((stages[f"dedup:{name}"] for name in windows), key=lambda st: st.peak_bytes)
     stages["dedup"] = replace(top, name="dedup", disk_bytes=sum(disks.values()), seconds=sum(seconds.values()),

@@ -50,7 +50,10 @@ def test_rescoring_in_blocks_equals_one_block_and_brute_force(tmp_path):
     top = np.argsort(-sims, axis=1, kind="stable")[:, :7]
     want = {(i, int(j)) for i in range(len(x)) for j in top[i] if j != i and sims[i, j] > t}
     assert len(want) > 100 and len(set(zip(whole[0].tolist(), whole[1].tolist())) ^ want) <= len(want) // 100
-    assert rescore_block_rows(384, 4.0) == 4 * 2**30 // 2 // (4 * 384) and rescore_block_rows(384, 0.01) == 65536
+    # the block is what --memory-budget leaves beside what the job holds, at least 65,536 rows
+    assert rescore_block_rows(384, 4.0) == 4 * 2**30 // (4 * 384)
+    assert rescore_block_rows(384, 4.0, 2**30) == 3 * 2**30 // (4 * 384)
+    assert rescore_block_rows(384, 0.01) == 65536 and rescore_block_rows(384, 4.0, 5 * 2**30) == 65536
 
 
 def test_dedup_reads_the_vectors_from_the_files_when_they_exceed_the_budget(tmp_path):
@@ -81,3 +84,45 @@ def test_dedup_reads_the_vectors_from_the_files_when_they_exceed_the_budget(tmp_
     assert a.record["removed"] >= 50 and (a.record["removed"], a.record["groups"]) == (b.record["removed"],
                                                                                       b.record["groups"])
     assert pq.read_table(a.groups_path).equals(pq.read_table(b.groups_path))
+
+
+def test_exact_edges_link_each_copy_to_the_first_of_its_sha1_and_never_a_missing_one():
+    """Arrow groups the sha1s (no Python object per row): the same star edges as a first-seen dict, chunked or
+    not; a row without a sha1 is no evidence of anything and links to nothing."""
+    import pyarrow as pa
+
+    from pipeline.dedup.edges import exact_edges
+
+    rng = np.random.default_rng(11)
+    pool = [bytes(rng.integers(0, 256, 20, dtype=np.uint8)) for _ in range(40)]
+    sha1 = [pool[i] if i < 40 else None for i in rng.integers(0, 46, 500)]
+    first, want = {}, set()
+    for row, h in enumerate(sha1):
+        if h is None:
+            continue
+        head = first.setdefault(h, row)
+        if head != row:
+            want.add((head, row))
+    assert len(want) > 300 and sum(h is None for h in sha1) > 10
+    for given in (sha1, pa.array(sha1, pa.binary()), pa.chunked_array([sha1[:123], sha1[123:]], pa.binary())):
+        i, j = exact_edges(given)
+        assert i.dtype == np.int64 and set(zip(i.tolist(), j.tolist())) == want and len(i) == len(want)
+    assert [len(a) for a in exact_edges([])] == [0, 0] and [len(a) for a in exact_edges([None, None])] == [0, 0]
+
+
+def test_memory_budget_bounds_records_vectors_and_the_block_together():
+    """--memory-budget covers what dedup holds past its imports: the per-row records, the vectors when they are
+    held (else one feature file's) and one float32 re-scoring block; the block takes what is left."""
+    from pipeline.dedup.edges import STREAM_VALUE_BYTES, holds_vectors, memory_split
+
+    gib, n, d = 2**30, 10_000_000, 384
+    records = n * 88
+    assert not holds_vectors(n, d, 4.0, records) and holds_vectors(n, d, 12.0, records)
+    held, block = memory_split(n, d, 4.0, records, 100_000)
+    assert not held and block == (4 * gib - records - 100_000 * d * STREAM_VALUE_BYTES) // (4 * d)
+    held, block = memory_split(n, d, 12.0, records, 100_000)
+    assert held and block == (12 * gib - records - n * d * 2) // (4 * d)
+    # vectors that fit alone but not beside the records and the smallest block are read from the files
+    assert not holds_vectors(1000, 8, (1000 * 8 * 2 + 1000 * 8 * 4) / gib, 1.0)
+    assert holds_vectors(1000, 8, (1000 * 8 * 2 + 1000 * 8 * 4 + 1) / gib, 1.0)
+    assert memory_split(1000, 8, 1e-9, 0, 10, npy=True) == (True, 65536)  # a .npy is held; the block's floor
