@@ -75,7 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "--extras stats signals, kept columns; id; outlier with a k-NN graph); the "
                                     "others are compared with nothing and stay (keep, reason 'excluded')",
            metavar="EXPR")
-    option(d, DedupConfig, "memory_budget_gb", "memory the k-NN index may use (default: %(default)s)",
+    option(d, DedupConfig, "memory_budget_gb", "GiB dedup may hold past its imports: the per-row records, the vectors "
+           "(read from the feature files as needed when they do not fit) and the exact re-scoring's block; --plan "
+           "shows the split (default: %(default)s)",
            flag="--memory-budget", metavar="GiB")
     option(d, DedupConfig, "keep", "which image of a group is kept: quality = the copy a person would keep, "
                                    "read from the files: most pixels, colour over greyscale, sharper, less "

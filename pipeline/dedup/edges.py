@@ -150,7 +150,13 @@ def embedding_edges(fs: FeatureSet, vectors: np.ndarray | StreamedRows, cfg: Ded
     graph, factory = knn_graph(fs, cfg, out)
     # Every candidate is re-scored with the exact cosine: approximate (PQ/SQ) scores can be far off, and
     # false edges from them would chain unrelated images into one component.
-    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb, records_bytes + vector_bytes(vectors))
+    held = records_bytes + vector_bytes(vectors)
+    block = rescore_block_rows(vectors.shape[1], cfg.memory_budget_gb, held)
+    if held + block * vectors.shape[1] * 4 > cfg.memory_budget_gb * 2**30 and block < len(vectors):
+        log.warning("dedup: --memory-budget %.1f GiB leaves no room for the exact re-scoring beside %.1f GiB of "
+                    "records and vectors: it runs past the budget in blocks of %d rows (%d passes over the graph); "
+                    "--plan shows the budget this pool needs", cfg.memory_budget_gb, held / 2**30, block,
+                    -(-len(vectors) // block))
     i, j = rescored_edges(graph, vectors, cfg.threshold, block)
     info = {"index": factory, "candidates": int(fs.count * min(cfg.k, fs.count - 1)), "rescore_block_rows": block}
     return i, j, info

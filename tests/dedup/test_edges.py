@@ -84,6 +84,16 @@ def test_dedup_reads_the_vectors_from_the_files_when_they_exceed_the_budget(tmp_
     assert a.record["removed"] >= 50 and (a.record["removed"], a.record["groups"]) == (b.record["removed"],
                                                                                       b.record["groups"])
     assert pq.read_table(a.groups_path).equals(pq.read_table(b.groups_path))
+    blocks = [r.record["stages"]["embedding"]["rescore_block_rows"] for r in (a, b)]
+    assert blocks[1] == 65536 and blocks[0] == (4 * 2**30 - 960 * 32 * 2 - fs_records(tmp_path)) // (4 * 32)
+
+
+def fs_records(root) -> int:
+    """What dedup holds per row besides the vectors, as run_dedup counts it: the metadata and the pHashes."""
+    from pipeline.roots.features import read_meta
+
+    meta = read_meta(open_features(root), ("key", "shard", "index", "width", "height", "sha1", "phash"), absent="null")
+    return meta.nbytes + 8 * meta.num_rows
 
 
 def test_exact_edges_link_each_copy_to_the_first_of_its_sha1_and_never_a_missing_one():
