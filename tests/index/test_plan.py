@@ -48,7 +48,7 @@ def test_model_arithmetic_by_hand():
     assert index.seconds == pytest.approx(10 * 10_000 * 256 * 64 * 2 / 1e9 + 10_000 * 1e-6
                                           + 200_000 * (coarse + 1e-6) + 200_000 / 1e5)
     # graph: the index and one part (its vectors three times as float32, k + 1 results of 12 bytes, four times)
-    part = 1000 * 64 * 4 * 3 + 1000 * 9 * 12 * 4
+    part = 1000 * 64 * 4 * 3 + 1000 * 9 * 12 * 4 + 1000 * 16 * 8 * 16  # + fast-scan tables: 16 lists × 8 code bytes
     graph = plan.stages["graph"]
     assert graph.peak_bytes == pytest.approx((1e8 + codes + fixed + part) * up)
     assert graph.disk_bytes == 200_000 * 90
