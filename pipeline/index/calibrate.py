@@ -51,8 +51,15 @@ def _timed(fn, repeat: int = 2) -> float:
     return best
 
 
-def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, graph_rows: float, seed: int = 0) -> Rates:
-    """Rates measured on the sample `x` with the code type of `factory` (its inverted lists shrunk to 16)."""
+GATHER_ROWS = 1 << 23  # the per-pair checks gather from arrays as large as the pool's, up to this many rows
+BLOCK_ROWS = 1 << 17  # the exact re-scoring gathers candidates from a float32 block this large (past the caches)
+
+
+def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, graph_rows: float, seed: int = 0,
+              pool_rows: int = 0) -> Rates:
+    """Rates measured on the sample `x` with the code type of `factory` (its inverted lists shrunk to 16). The
+    per-pair work gathers at random from arrays the size of the pool's (`pool_rows`, capped), as the jobs do: a
+    sample that fits the caches would time it several times too fast."""
     n, d = x.shape
     if n < 1024:
         raise ValueError(f"calibration needs at least 1,024 sample vectors, got {n}")
@@ -80,13 +87,20 @@ def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, graph_rows:
     (l1, t1), (l2, t2) = timings
     per_code = max((t2 - t1) / (l2 - l1), 1e-11)  # at most 100 G codes/s: noise cannot make it free
     fixed = max(t1 - l1 * per_code, 1e-7)
-    labels = rng.integers(0, n, (min(n, 4096), k)).astype(np.int64)
+    rows = max(n, min(pool_rows, BLOCK_ROWS))
+    block = x if rows == n else np.tile(x, (-(-rows // n), 1))[:rows]
+    labels = rng.integers(0, rows, (min(n, 4096), k)).astype(np.int64)
     sims = np.empty(labels.shape, np.float32)
+    queries = np.ascontiguousarray(x[:len(labels)])
     rescore = labels.size / _timed(lambda: faiss.fvec_inner_products_by_idx(
-        faiss.swig_ptr(sims), faiss.swig_ptr(x), faiss.swig_ptr(x), faiss.swig_ptr(labels), d, len(labels), k))
-    hashes = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
-    pairs = hashes[labels.ravel()]
-    pair_checks = pairs.size / _timed(lambda: np.bitwise_count(pairs ^ pairs[::-1]) <= 8)
+        faiss.swig_ptr(sims), faiss.swig_ptr(queries), faiss.swig_ptr(block), faiss.swig_ptr(labels), d,
+        len(labels), k))
+    del block
+    size = max(n, min(pool_rows, GATHER_ROWS))
+    hashes = rng.integers(0, 2**63, size, dtype=np.int64).view(np.uint64)
+    a, b = rng.integers(0, size, (2, min(size, 1 << 20)))
+    pair_checks = len(a) / _timed(lambda: np.bitwise_count(hashes[a] ^ hashes[b]) <= 8)
+    hashes = hashes[:n]
     codes = np.ascontiguousarray(hashes[:4096].view(np.uint8).reshape(-1, 8))
     binary = faiss.IndexBinaryFlat(64)
     binary.add(codes)

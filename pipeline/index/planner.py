@@ -79,7 +79,7 @@ def measured_rates(fs: FeatureSet, feature: str, factory: str, k: int, calibrati
         return Rates()
     sample, read_rows = read_sample(fs, feature)
     _, graph_rows = graph_part(fs.count, k)
-    return calibrate(sample, factory, k, read_rows or Rates.read_rows, graph_rows)
+    return calibrate(sample, factory, k, read_rows or Rates.read_rows, graph_rows, pool_rows=fs.count)
 
 
 def plan_index(cfg: IndexConfig, calibration: bool = True) -> PlanReport:
