@@ -95,7 +95,7 @@ def calibrate(x: np.ndarray, factory: str, k: int, read_rows: float, graph_rows:
     rescore = labels.size / _timed(lambda: faiss.fvec_inner_products_by_idx(
         faiss.swig_ptr(sims), faiss.swig_ptr(queries), faiss.swig_ptr(block), faiss.swig_ptr(labels), d,
         len(labels), k))
-    del block
+    block = None  # freed before the pHash arrays are made
     size = max(n, min(pool_rows, GATHER_ROWS))
     hashes = rng.integers(0, 2**63, size, dtype=np.int64).view(np.uint64)
     a, b = rng.integers(0, size, (2, min(size, 1 << 20)))
