@@ -166,6 +166,11 @@ RESCORE_MIN_ROWS = 65536  # the smallest float32 block of the exact re-scoring, 
 STREAM_VALUE_BYTES = 10  # vectors read from the files: one file's float16 rows, its float32 decode, its stored values
 
 
+def held_records(meta: pa.Table, phashes: int) -> int:
+    """What dedup holds per row besides the vectors: the metadata as read and `phashes` uint64 pHashes a row."""
+    return meta.nbytes + 8 * meta.num_rows * phashes
+
+
 def vector_bytes(vectors: np.ndarray | StreamedRows) -> float:
     """What the vectors cost while dedup compares them: all of them when held, one feature file's when streamed."""
     if isinstance(vectors, StreamedRows):

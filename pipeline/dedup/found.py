@@ -20,6 +20,7 @@ from pipeline.dedup.edges import (
     Edges,
     embedding_edges,
     exact_edges,
+    held_records,
     knn_graph,
     orientation_variants,
     phash_candidate_edges,
@@ -72,8 +73,7 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
     random_weights = is_random(fs.provenance)
     use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
     if use_embedding:
-        records = meta.nbytes + sum(h.nbytes for h in (hashes, *variants))
-        i, j, info = embedding_edges(fs, vectors, cfg, out, records)
+        i, j, info = embedding_edges(fs, vectors, cfg, out, held_records(meta, 1 + len(variants)))
         edges.add(i, j, EMBEDDING)
         stages[EMBEDDING] = {"edges": int(len(i)), "threshold": cfg.threshold, "k": cfg.k, **info}
     else:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from pipeline.dedup.against import run_dedup_against
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decided import refresh_duplicates_csv, write_duplicates_csv
-from pipeline.dedup.edges import KIND_ORDER, contaminated_ids, dedup_vectors
+from pipeline.dedup.edges import KIND_ORDER, contaminated_ids, dedup_vectors, held_records
 from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import (
     CONTAMINATED,
@@ -63,7 +63,7 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
                           f"compared; check the expression against the values (make report shows them)")
     keys = meta.column("key")  # Arrow, as read: a Python string per row would cost ~76 bytes each
     # float16, held when they fit --memory-budget beside the metadata and the pHashes, else read as needed
-    vectors = dedup_vectors(fs, cfg, meta.nbytes + 8 * n * (8 if cfg.reference else 1))
+    vectors = dedup_vectors(fs, cfg, held_records(meta, 8 if cfg.reference else 1))
     found = self_edges(fs, meta, vectors, cfg, out, variants_after=bool(cfg.reference))  # decontamination uses them
     stages, use_embedding = found.stages, found.use_embedding
     src, dst, kind = found.edges.arrays()
