@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(d, DedupConfig, "k", "neighbours per image checked (default: %(default)s)")
     option(d, DedupConfig, "phash_distance", "pHash Hamming distance at most this is a copy, mirror-aware "
                                              "(default: %(default)s)")
+    option(d, DedupConfig, "phash_min_cosine", "with the embedding stage on, a pHash match links two images only "
+                                               "at this cosine or more: unrelated hashes meet within a few bits by "
+                                               "chance in large pools (default: %(default)s; -1: no check)")
     option(d, DedupConfig, "feature", "vector compared (default: %(default)s)", metavar=FEATURE_METAVAR)
     add_keys_arg(d, DedupConfig)
     embedding = default(DedupConfig, "embedding")

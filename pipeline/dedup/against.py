@@ -65,6 +65,10 @@ def run_dedup_against(cfg: DedupConfig) -> AgainstResult:
     rows, hits = hamming_matches(old_meta.column("phash").to_numpy(), [found.hashes, *found.variants],
                                  cfg.phash_distance)
     pairs = sorted(set(zip(rows.tolist(), hits.tolist())))
+    if found.use_embedding and pairs and cfg.phash_min_cosine > -1:  # as among the new images (found.self_edges)
+        new_rows, old_rows = np.asarray(pairs, np.int64).T
+        sims = np.einsum("ij,ij->i", vectors[new_rows].astype(np.float32), old_vectors[old_rows].astype(np.float32))
+        pairs = [p for p, ok in zip(pairs, sims >= cfg.phash_min_cosine) if ok]
     _add(cross_src, cross_dst, cross_kind, pairs, PHASH)
     cross_stages[PHASH] = len(pairs)
     if found.use_embedding:

@@ -25,6 +25,10 @@ class DedupConfig:
     threshold: float = 0.6  # LVD-142M, with SSCD copy-detection embeddings; model-dependent (docs/dedup.md)
     k: int = 64
     phash_distance: int = 8
+    # with the embedding stage on, a pHash match links two images only when their cosine is at least this: 64-bit
+    # hashes of unrelated images fall within 8 bits by chance once billions of pairs are compared (docs/dedup.md);
+    # 0.45 is LVD-142M's looser copy bar (its decontamination threshold); -1 turns the check off
+    phash_min_cosine: float = 0.45
     phash_exhaustive_max: int = 200_000  # above this many images, pHash checks only k-NN neighbours
     factory: str | None = None  # index for the k-NN graph; default: Flat ≤ 100k, else dedup_factory()
     nprobe: int = 32
@@ -87,6 +91,9 @@ class DedupConfig:
             if other and self.out and is_within(self.out, other):
                 raise ConfigError(f"--{flag} {other} is read-only to this dedup, but its output {self.out} lies "
                                   f"inside it: choose an --out outside {other}")
+        if not -1 <= self.phash_min_cosine <= 1:
+            raise ConfigError(f"phash_min_cosine is a cosine similarity in [-1, 1] (-1: no check); got "
+                              f"{self.phash_min_cosine}")
         if not 0 <= self.phash_distance <= 64:
             raise ConfigError(f"phash_distance must be 0 to 64 bits, got {self.phash_distance}")
         if not 0 < self.large_component_share <= 1:

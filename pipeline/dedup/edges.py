@@ -108,6 +108,28 @@ def hamming_matches(base: np.ndarray, queries: list[np.ndarray], distance: int, 
     return np.concatenate(rows), np.concatenate(labels)
 
 
+def pair_similarities(vectors: np.ndarray | StreamedRows, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16
+                      ) -> np.ndarray:
+    """Cosine of each pair (i[p], j[p]) of the normalised `vectors` (held or streamed: one gather of the rows a
+    chunk of pairs touches, so streamed vectors are read once per chunk), as float32."""
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    sims = np.empty(len(i), np.float32)
+    for s in range(0, len(i), chunk):
+        a, b = i[s:s + chunk], j[s:s + chunk]
+        rows, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+        v = np.asarray(vectors[rows], np.float32)
+        sims[s:s + len(a)] = np.einsum("ij,ij->i", v[where[:len(a)]], v[where[len(a):]])
+    return sims
+
+
+def confirmed_by_embedding(vectors: np.ndarray | StreamedRows, i: np.ndarray, j: np.ndarray, min_cosine: float
+                           ) -> np.ndarray:
+    """Which pHash pairs the embedding does not contradict: cosine at least `min_cosine` (-1: all of them)."""
+    if min_cosine <= -1 or not len(i):
+        return np.ones(len(i), bool)
+    return pair_similarities(vectors, i, j) >= min_cosine
+
+
 def _codes(hashes: np.ndarray) -> np.ndarray:
     """uint64 → (N, 8) uint8, big-endian so that bit order matches the hash's."""
     return np.ascontiguousarray(np.asarray(hashes, np.uint64).astype(">u8").view(np.uint8).reshape(-1, 8))
@@ -273,8 +295,8 @@ def phash_candidate_edges(graph: Path, hashes: np.ndarray, variants: list[np.nda
 def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: pa.Array | pa.ChunkedArray,
                      pool_hashes: list[np.ndarray], cfg: DedupConfig, use_embedding: bool) -> tuple[np.ndarray, dict]:
     """Pool ids that copy a reference image: byte-identical, a pHash within `phash_distance` bits in any of the
-    8 orientations, or (when the embedding stage is on) within `reference_threshold` cosine. Returns the ids
-    and how many each kind of evidence touched."""
+    8 orientations (with the embedding stage on: at cosine `phash_min_cosine` or more), or (when the embedding
+    stage is on) within `reference_threshold` cosine. Returns the ids and how many each kind of evidence touched."""
     ref = open_features(cfg.reference)
     check_same_provenance(pool, ref)
     counts: dict[str, int] = {}
@@ -284,11 +306,20 @@ def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: pa.A
     exact = set(np.flatnonzero(hit.fill_null(False).to_numpy(zero_copy_only=False)).tolist())
     counts["exact"] = len(exact)
     ref_hashes = read_meta(ref, ("phash",)).column("phash").to_numpy()
-    perceptual = set(reference_phash_ids(pool_hashes, ref_hashes, cfg.phash_distance).tolist())
+    rows, hits = reference_phash_pairs(pool_hashes, ref_hashes, cfg.phash_distance)
+    ref_vectors = read_matrix(ref, cfg.feature) if use_embedding else None
+    if use_embedding and len(rows) and cfg.phash_min_cosine > -1:
+        sims = np.empty(len(rows), np.float32)
+        for s in range(0, len(rows), 65536):
+            pool_rows = np.asarray(pool_vectors[rows[s:s + 65536]], np.float32)
+            sims[s:s + 65536] = np.einsum("ij,ij->i", pool_rows, ref_vectors[hits[s:s + 65536]])
+        near_enough = sims >= cfg.phash_min_cosine
+        counts["phash_below_min_cosine"] = len(set(rows.tolist()) - set(rows[near_enough].tolist()))
+        rows = rows[near_enough]
+    perceptual = set(rows.tolist())
     counts["phash"] = len(perceptual)
     touched = exact | perceptual
     if use_embedding:
-        ref_vectors = read_matrix(ref, cfg.feature)
         index = faiss.IndexFlatIP(pool_vectors.shape[1])
         near: set[int] = set()
         for s in range(0, len(pool_vectors), 65536):
@@ -301,9 +332,12 @@ def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: pa.A
     return np.asarray(sorted(touched), np.int64), counts
 
 
-def reference_phash_ids(pool_hashes: list[np.ndarray], ref_hashes: np.ndarray, distance: int) -> np.ndarray:
-    """Pool rows any of whose orientation hashes is within `distance` bits of a reference image's pHash."""
+def reference_phash_pairs(pool_hashes: list[np.ndarray], ref_hashes: np.ndarray, distance: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(pool row, reference row) of each pool image any of whose orientation hashes is within `distance` bits of a
+    reference image's pHash, each pair once."""
     if not len(ref_hashes) or not len(pool_hashes[0]):
-        return np.zeros(0, np.int64)
-    rows, _ = hamming_matches(ref_hashes, pool_hashes, distance, batch=65536)
-    return np.unique(rows)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, hits = hamming_matches(ref_hashes, pool_hashes, distance, batch=65536)
+    pairs = np.unique(np.stack([rows, hits], 1), axis=0)
+    return pairs[:, 0], pairs[:, 1]

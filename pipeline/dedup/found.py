@@ -18,6 +18,7 @@ from pipeline.dedup.edges import (
     EXACT,
     PHASH,
     Edges,
+    confirmed_by_embedding,
     embedding_edges,
     exact_edges,
     held_records,
@@ -57,6 +58,8 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
     stages: dict[str, dict] = {EXACT: {"edges": int(len(i))}}
     hashes = meta.column("phash").to_numpy()
     variants = orientation_variants(fs, hashes, set(fs.columns()))
+    random_weights = is_random(fs.provenance)
+    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
     if n <= cfg.phash_exhaustive_max:
         i, j = phash_edges(hashes, cfg.phash_distance, variants)
         strategy = "all pairs"
@@ -64,14 +67,21 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
         graph, _ = knn_graph(fs, cfg, out)
         i, j = phash_candidate_edges(graph, hashes, variants, cfg.phash_distance)
         strategy = f"the {cfg.k} nearest neighbours of each image"
-    edges.add(i, j, PHASH)
-    stages[PHASH] = {"edges": int(len(i)), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
-                     "orientations": len(variants) + 1, "compared": strategy}
+    # 64-bit hashes of unrelated images meet within a few bits by chance when billions of pairs are compared: with
+    # the embedding on, a pHash match counts only where the two images' cosine does not contradict it
+    checked = use_embedding and cfg.phash_min_cosine > -1
+    agree = confirmed_by_embedding(vectors, i, j, cfg.phash_min_cosine if checked else -1)
+    edges.add(i[agree], j[agree], PHASH)
+    stages[PHASH] = {"edges": int(agree.sum()), "distance": cfg.phash_distance, "mirror_aware": len(variants) >= 1,
+                     "orientations": len(variants) + 1, "compared": strategy,
+                     "min_cosine": cfg.phash_min_cosine if checked else None,
+                     "below_min_cosine": int((~agree).sum())}
+    if int((~agree).sum()):
+        log.info("dedup: %d pHash matches are not linked: their cosine is below --phash-min-cosine %g",
+                 int((~agree).sum()), cfg.phash_min_cosine)
 
     if not variants_after:
         variants = []
-    random_weights = is_random(fs.provenance)
-    use_embedding = cfg.embedding if cfg.embedding is not None else not random_weights
     if use_embedding:
         i, j, info = embedding_edges(fs, vectors, cfg, out, held_records(meta, 1 + len(variants)))
         edges.add(i, j, EMBEDDING)

@@ -22,8 +22,9 @@ def unit(x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def collection(tmp_path):
     """An old collection of 200 random images and 8 new ones: an embedding copy of old 5, a byte copy of old
-    7, a pHash copy of old 9 (mirrored), a new pair (n3, n4) of each other only, a new image chained to old 11
-    through another new one (n5 → n6 → old 11), and one new unique image."""
+    7, a pHash copy of old 9 (mirrored; cosine ≈ 0.8: under the threshold 0.9, over --phash-min-cosine), a new
+    pair (n3, n4) of each other only, a new image chained to old 11 through another new one (n5 → n6 → old 11),
+    and one new unique image."""
     rng = np.random.default_rng(3)
     old = unit(rng.normal(size=(200, 32)))
     old_keys = [f"old{i:03d}" for i in range(200)]
@@ -35,6 +36,7 @@ def collection(tmp_path):
     new[4] = unit(new[3] + 0.05 * rng.normal(size=32))  # n3 ~ n4
     new[6] = unit(old[11] + 0.05 * rng.normal(size=32))  # n6 ~ old011
     new[5] = unit(new[6] + 0.05 * rng.normal(size=32))  # n5 ~ n6
+    new[2] = unit(old[9] + 0.8 * unit(rng.normal(size=32)))  # mirrored copy of old009: cos ≈ 0.8, below 0.9
     keys = [f"n{i}" for i in range(8)]
     sha1 = [hashlib.sha1(k.encode()).digest() for k in keys]
     sha1[1] = old_sha1[7]  # byte copy of old007

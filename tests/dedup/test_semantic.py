@@ -24,7 +24,8 @@ N, D = 240, 64
 NOISE = {(5, 6, 7): 0.1, (20, 21): 0.25, (40, 41, 42, 43): 0.4, (60, 61): 0.55}
 IDENTICAL = (80, 81, 82)  # the same vector under three keys: hard/easy tie, broken by the smallest key
 SAME_BYTES = (100, 101)  # unrelated vectors, one sha1: an exact edge at every threshold
-SAME_PHASH = (120, 121)  # unrelated vectors, one pHash: a perceptual edge at every threshold
+# one pHash, cosine 0.52: under every threshold swept, above --phash-min-cosine: a perceptual edge at every threshold
+SAME_PHASH = (120, 121)
 SWEEP = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6)
 
 
@@ -43,6 +44,10 @@ def planted_pool(root, seed: int = 0) -> tuple[np.ndarray, list[str], np.ndarray
         for m in members[1:]:
             x[m] = unit(x[members[0]] + noise * rng.normal(size=D) / np.sqrt(D))
     x[list(IDENTICAL)] = x[IDENTICAL[0]]
+    a = x[SAME_PHASH[0]]
+    other = rng.normal(size=D)
+    other = unit(other - (other @ a) * a)  # orthogonal to a
+    x[SAME_PHASH[1]] = 0.52 * a + np.sqrt(1 - 0.52**2) * other
     x = x.astype(np.float32)
     keys = [f"k{N - i:04d}" for i in range(N)]
     sha1 = [hashlib.sha1(k.encode()).digest() for k in keys]
