@@ -166,6 +166,8 @@ def print_summary(done: DedupResult) -> None:
           + ", ".join(f"{k} {v.get('edges', 0)} edges" + (f" (skipped: {v['skipped']})" if "skipped" in v else "")
                       + (f" (+{v['edges_excluded']} touching excluded images, not used)"
                          if v.get("edges_excluded") else "")
+                      + (f" (+{v['below_min_cosine']} matches below --phash-min-cosine {v['min_cosine']:g}, "
+                         "not linked)" if v.get("below_min_cosine") else "")
                       for k, v in done.stages.items()))
     if done.where is not None:
         print(f"  --where {done.where['expression']}: {done.where['excluded']} of {done.images} "

@@ -133,3 +133,14 @@ def test_a_contradicted_phash_match_does_not_contaminate(tmp_path):
 def test_the_floor_is_a_cosine(value):
     with pytest.raises(ConfigError, match="phash_min_cosine"):
         DedupConfig(features="x", phash_min_cosine=value)
+
+
+def test_the_command_line_says_how_many_matches_it_left_unlinked(pool, capsys):
+    from jobs import dedup as dedup_job
+
+    root, _ = pool
+    with pytest.raises(SystemExit) as done:
+        dedup_job.main(["--features", str(root), "--threshold", "0.9", "--no-progress"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "phash 1 edges (+1 matches below --phash-min-cosine 0.45, not linked)" in out
