@@ -19,7 +19,7 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.index.base import FLAT_MAX, ivf_lists
 from pipeline.index.build import IndexConfig, find_or_build_index
 from pipeline.index.knn import build_graph, complete_graph, iter_parts
-from pipeline.io.arrow_memory import release_arrow_memory
+from pipeline.io.freed_memory import release_freed_memory
 from pipeline.io.phash import transpose64
 from pipeline.layout import INDEX_DIR, KNN_DIR, OutputRoot, read_index_record
 from pipeline.roots.features import NPY, FeatureSet, check_same_provenance, open_features, read_matrix, read_meta
@@ -247,7 +247,7 @@ def rescored_edges(graph: Path, vectors: np.ndarray | StreamedRows, threshold: f
     src, dst = [], []
     for start in range(0, len(vectors), block_rows):
         stop = min(start + block_rows, len(vectors))
-        release_arrow_memory()  # what Arrow freed (metadata, graph parts, feature files) goes before the block
+        release_freed_memory()  # what Arrow and glibc keep of freed memory (Faiss's build, graph parts) goes first
         block = np.empty((stop - start, d), np.float32)
         for s in range(start, stop, 65536):  # no float16 copy of the whole block on the way
             block[s - start:min(s + 65536, stop) - start] = vectors[s:min(s + 65536, stop)]

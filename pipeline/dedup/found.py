@@ -27,7 +27,7 @@ from pipeline.dedup.edges import (
     phash_candidate_edges,
     phash_edges,
 )
-from pipeline.io.arrow_memory import release_arrow_memory
+from pipeline.io.freed_memory import release_freed_memory
 from pipeline.provenance import describe_origin, is_random
 from pipeline.roots.features import FeatureSet, has_hashes
 
@@ -55,7 +55,7 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
     edges = Edges([], [], [])
     n = fs.count
     i, j = exact_edges(meta.column("sha1"))
-    release_arrow_memory()  # Arrow's grouping of the sha1s is done: ~80 bytes a row its pool would keep
+    release_freed_memory()  # Arrow's grouping of the sha1s is done: ~80 bytes a row its pool would keep
     edges.add(i, j, EXACT)
     stages: dict[str, dict] = {EXACT: {"edges": int(len(i))}}
     hashes = meta.column("phash").to_numpy()

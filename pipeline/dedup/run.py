@@ -32,8 +32,8 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.runner import run_extract
 from pipeline.index.rows import where_mask
-from pipeline.io.arrow_memory import release_arrow_memory
 from pipeline.io.files import write_parquet_atomic
+from pipeline.io.freed_memory import release_freed_memory
 from pipeline.layout import GROUPS, SUMMARY, OutputRoot, is_external, write_summary
 from pipeline.roots.features import FeatureSet, open_features, read_meta
 
@@ -56,7 +56,7 @@ def run_dedup(cfg: DedupConfig) -> DedupResult | AgainstResult | SweepResult:
         check_reference(fs, cfg.reference)
     out = Path(cfg.out or OutputRoot.for_features(cfg.features).dedup_dir)
     meta = read_meta(fs, ("key", "shard", "index", "width", "height", "sha1", "phash"), absent="null")
-    release_arrow_memory()  # the files' decoded pages, freed once the columns are concatenated
+    release_freed_memory()  # the files' decoded pages, freed once the columns are concatenated
     n = fs.count
     # --where: only matching rows take part; an excluded row keeps no edge, so it is its own group, kept as it is
     excluded = ~where_mask(fs, cfg.where) if cfg.where else np.zeros(n, bool)
