@@ -488,9 +488,9 @@ def record_row(r: dict) -> dict:
         figures["exact edges above the threshold"] = (
             f"{q['exact_edges_above_threshold']} on {q['queries']} queries: recall {q['edge_recall_graph']} in the "
             f"graph, {q['edge_recall_component']} in one component; recall@{q['k']} {q['graph_recall_at_k']}")
-        figures["false components"] = (f"{q['false_components']} {q['false_components_by_kind'] or ''} (chance "
-                                       f"pHash pairs of the random synthetic hashes expected: "
-                                       f"{q['expected_chance_phash_pairs']})")
+        kinds = f" {q['false_components_by_kind']}" if q["false_components_by_kind"] else ""
+        figures["false components"] = (f"{q['false_components']}{kinds} (chance pHash pairs of the random synthetic "
+                                       f"hashes among the compared pairs: {q['expected_chance_phash_pairs']})")
     s = r["serve"]
     figures["serve index"] = f"{s['factory']}, nprobe {s['nprobe']}"
     for name, key in (("engine, one query", "engine_one_query"), ("engine, batch of 64", "engine_batch_64")):
