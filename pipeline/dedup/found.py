@@ -55,7 +55,7 @@ def self_edges(fs: FeatureSet, meta: pa.Table, vectors: np.ndarray, cfg: DedupCo
     edges = Edges([], [], [])
     n = fs.count
     i, j = exact_edges(meta.column("sha1"))
-    release_freed_memory()  # Arrow's grouping of the sha1s is done: ~80 bytes a row its pool would keep
+    release_freed_memory()  # what Arrow's grouping of the sha1s freed, its pool would keep
     edges.add(i, j, EXACT)
     stages: dict[str, dict] = {EXACT: {"edges": int(len(i))}}
     hashes = meta.column("phash").to_numpy()

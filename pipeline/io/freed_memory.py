@@ -12,8 +12,8 @@ import pyarrow as pa
 def release_freed_memory() -> None:
     """Arrow's default pool (mimalloc or jemalloc) keeps the memory Arrow freed for Arrow's own later use, and
     glibc keeps freed heap below its trim threshold (Faiss's build and search leave such holes): NumPy's next
-    large block cannot reuse either. Before dedup's re-scoring block, at 10M rows, that was ~1 GiB of resident
-    pages nothing held. Cheap: a walk of the free pages."""
+    large block cannot reuse either, so it would come on top of resident pages nothing holds (docs/scaling.md).
+    Cheap: a walk of the free pages."""
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
