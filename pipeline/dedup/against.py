@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches
+from pipeline.dedup.edges import EMBEDDING, EXACT, KIND_ORDER, PHASH, hamming_matches, pair_similarities
 from pipeline.dedup.found import self_edges
 from pipeline.dedup.groups import choose_keepers, components
 from pipeline.dedup.keeper import choose, source_reader
@@ -67,7 +67,7 @@ def run_dedup_against(cfg: DedupConfig) -> AgainstResult:
     pairs = sorted(set(zip(rows.tolist(), hits.tolist())))
     if found.use_embedding and pairs and cfg.phash_min_cosine > -1:  # as among the new images (found.self_edges)
         new_rows, old_rows = np.asarray(pairs, np.int64).T
-        sims = np.einsum("ij,ij->i", vectors[new_rows].astype(np.float32), old_vectors[old_rows].astype(np.float32))
+        sims = pair_similarities(vectors, new_rows, old_rows, old_vectors)
         pairs = [p for p, ok in zip(pairs, sims >= cfg.phash_min_cosine) if ok]
     _add(cross_src, cross_dst, cross_kind, pairs, PHASH)
     cross_stages[PHASH] = len(pairs)

@@ -109,17 +109,21 @@ def hamming_matches(base: np.ndarray, queries: list[np.ndarray], distance: int, 
     return np.concatenate(rows), np.concatenate(labels)
 
 
-def pair_similarities(vectors: np.ndarray | StreamedRows, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16
-                      ) -> np.ndarray:
-    """Cosine of each pair (i[p], j[p]) of the normalised `vectors` (held or streamed: one gather of the rows a
-    chunk of pairs touches, so streamed vectors are read once per chunk), as float32."""
+def pair_similarities(vectors: np.ndarray | StreamedRows, i: np.ndarray, j: np.ndarray,
+                      other: np.ndarray | StreamedRows | None = None, chunk: int = 1 << 16) -> np.ndarray:
+    """Cosine of each pair (vectors[i[p]], other[j[p]]) of normalised vectors (`other`: `vectors` itself when None),
+    held or streamed: one gather of the rows a chunk of pairs touches, so streamed vectors are read once per chunk."""
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     sims = np.empty(len(i), np.float32)
     for s in range(0, len(i), chunk):
         a, b = i[s:s + chunk], j[s:s + chunk]
-        rows, where = np.unique(np.concatenate([a, b]), return_inverse=True)
-        v = np.asarray(vectors[rows], np.float32)
-        sims[s:s + len(a)] = np.einsum("ij,ij->i", v[where[:len(a)]], v[where[len(a):]])
+        if other is None:  # one gather for both ends
+            rows, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+            v = np.asarray(vectors[rows], np.float32)
+            left, right = v[where[:len(a)]], v[where[len(a):]]
+        else:
+            left, right = np.asarray(vectors[a], np.float32), np.asarray(other[b], np.float32)
+        sims[s:s + len(a)] = np.einsum("ij,ij->i", left, right)
     return sims
 
 
@@ -311,11 +315,7 @@ def contaminated_ids(pool: FeatureSet, pool_vectors: np.ndarray, pool_sha1: pa.A
     rows, hits = reference_phash_pairs(pool_hashes, ref_hashes, cfg.phash_distance)
     ref_vectors = read_matrix(ref, cfg.feature) if use_embedding else None
     if use_embedding and len(rows) and cfg.phash_min_cosine > -1:
-        sims = np.empty(len(rows), np.float32)
-        for s in range(0, len(rows), 65536):
-            pool_rows = np.asarray(pool_vectors[rows[s:s + 65536]], np.float32)
-            sims[s:s + 65536] = np.einsum("ij,ij->i", pool_rows, ref_vectors[hits[s:s + 65536]])
-        near_enough = sims >= cfg.phash_min_cosine
+        near_enough = pair_similarities(pool_vectors, rows, hits, ref_vectors) >= cfg.phash_min_cosine
         counts["phash_below_min_cosine"] = len(set(rows.tolist()) - set(rows[near_enough].tolist()))
         rows = rows[near_enough]
     perceptual = set(rows.tolist())

@@ -88,6 +88,8 @@ def test_the_check_is_the_same_when_the_vectors_are_streamed(pool):
     want = np.einsum("ij,ij->i", x16[i], x16[j])
     np.testing.assert_allclose(pair_similarities(rows, i, j, chunk=64), want, atol=1e-5)
     np.testing.assert_allclose(pair_similarities(x16, i, j), want, atol=1e-5)
+    np.testing.assert_allclose(pair_similarities(rows, i, j, x16[::-1].copy(), chunk=64),  # two sets of vectors
+                               np.einsum("ij,ij->i", x16[i], x16[::-1][j]), atol=1e-5)
     assert confirmed_by_embedding(x16, i, j, -1).all()
     assert (confirmed_by_embedding(x16, i, j, 0.1) == (want >= 0.1)).all()
 
